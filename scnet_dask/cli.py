@@ -1,0 +1,112 @@
+"""The ``scnet-dask`` command line: thin wrappers that validate and call library code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scnet_dask import __version__
+from scnet_dask._cliutil import build_config, config_option, setup_logging
+from scnet_dask.config import ConvertConfig, ExportConfig, InfoConfig
+from scnet_dask.errors import InputError, OutputError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="scnet-dask")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Self-supervised SC-Net denoising of cryo-ET tomograms and vEM stacks, out of core."""
+    setup_logging(verbose)
+
+
+@cli.command()
+@config_option(ConvertConfig)
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--chunks", type=int, default=128, show_default=True, help="Chunk edge in voxels.")
+@click.option("--voxel-size", type=float, default=None, help="Voxel size in Å (overrides the header).")
+@click.option("--dtype", type=click.Choice(["float32", "source"]), default="float32", show_default=True)
+@click.option("--swap-yz", is_flag=True, help="Swap Y and Z (thickness along Y, IMOD's un-rotated output).")
+@click.option("--nan-policy", type=click.Choice(["error", "zero", "mean"]), default="error", show_default=True)
+@click.option("--pyramid-levels", type=int, default=3, show_default=True, help="Levels incl. full resolution.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted conversion.")
+def convert(**kwargs: Any) -> None:
+    """Convert an MRC/TIFF/Zarr volume INPUT into chunked OME-Zarr OUTPUT."""
+    from scnet_dask.convert import convert as run
+
+    summary = run(build_config(ConvertConfig, **kwargs))
+    st = summary["statistics"]
+    click.echo(
+        f"wrote {summary['output']}: shape {tuple(summary['shape'])} {summary['dtype']}, "
+        f"voxel {tuple(round(v, 4) for v in summary['voxel_size_angstrom'])} Å, "
+        f"mean {st['mean']:.4g} std {st['std']:.4g}, "
+        f"{summary['raw_bytes'] / max(summary['stored_bytes'], 1):.2f}x compression"
+    )
+
+
+@cli.command()
+@config_option(ExportConfig)
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--dtype", type=click.Choice(["float32", "float16", "source"]), default="float32",
+              show_default=True, help="Output data type; 'source' restores the converted file's.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def export(**kwargs: Any) -> None:
+    """Export an OME-Zarr INPUT to an MRC or TIFF OUTPUT (by its suffix)."""
+    from scnet_dask.export import export as run
+
+    summary = run(build_config(ExportConfig, **kwargs))
+    click.echo(f"wrote {summary['output']}: shape {tuple(summary['shape'])} {summary['dtype']}")
+
+
+@cli.command()
+@config_option(InfoConfig)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+def info(path: Path, json_output: bool) -> None:
+    """Describe a volume: shape, dtype, chunks, voxel size (Å), statistics, pyramid, bytes."""
+    from scnet_dask.info import format_info, volume_info
+
+    cfg = build_config(InfoConfig, path=path, json_output=json_output)
+    data = volume_info(cfg.path)
+    click.echo(json.dumps(data) if cfg.json_output else format_info(data))
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("scnet-demo"),
+              show_default=True, help="Folder for the demo's outputs (replaced).")
+def demo(out_dir: Path) -> None:
+    """Run the pipeline on the embedded sample tomogram and print a summary."""
+    from scnet_dask.demo import run_demo
+
+    click.echo(run_demo(out_dir))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning expected errors into one line and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="scnet-dask", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("scnet-dask: aborted", err=True)
+        sys.exit(130)
+    except (InputError, OutputError, FileNotFoundError, FileExistsError, ValueError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        click.echo(f"scnet-dask: error: {msg}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

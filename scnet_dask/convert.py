@@ -1,0 +1,239 @@
+"""``convert``: any supported volume → chunked, compressed OME-Zarr with a viewing pyramid."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from tqdm import tqdm
+
+from scnet_dask import __version__
+from scnet_dask.config import ConvertConfig
+from scnet_dask.errors import InputError
+from scnet_dask.io import Volume, open_source
+from scnet_dask.io._atomic import atomic_output
+from scnet_dask.io.mrc import open_mrc
+from scnet_dask.io.omezarr import ATTRS_KEY, create_level, multiscales_metadata, write_pyramid
+from scnet_dask.stats import finalise_statistics, lazy_statistics
+
+__all__ = ["convert", "write_volume_zarr", "finalise_store", "provenance_entry"]
+
+log = logging.getLogger(__name__)
+_PROGRESS_KEY = "scnet_dask_progress"
+
+
+def provenance_entry(step: str, **details: Any) -> dict[str, Any]:
+    """One provenance record: the step, scnet-dask's version, a UTC time stamp and details."""
+    return {
+        "step": step,
+        "scnet_dask_version": __version__,
+        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **details,
+    }
+
+
+def _source_signature(path: Path) -> dict[str, Any]:
+    st = path.stat() if path.is_file() else None
+    return {
+        "path": str(path.resolve()),
+        "size": st.st_size if st else None,
+        "mtime_ns": st.st_mtime_ns if st else None,
+    }
+
+
+def _read_progress(group: zarr.Group) -> dict[str, Any]:
+    return dict(group.attrs.get(_PROGRESS_KEY, {}))
+
+
+def _write_progress(group: zarr.Group, progress: dict[str, Any]) -> None:
+    group.attrs[_PROGRESS_KEY] = progress
+
+
+def write_volume_zarr(
+    data: da.Array,
+    tmp: Path,
+    voxel_size_angstrom: tuple[float, float, float],
+    attrs: dict[str, Any],
+    chunks: int = 128,
+    pyramid_levels: int = 3,
+    signature: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    desc: str = "writing",
+) -> dict[str, Any]:
+    """Write a lazy (z, y, x) array into an OME-Zarr at ``tmp``, resumably, slab by slab.
+
+    Level 0 is written in slabs one chunk thick; finished slabs are recorded in a progress file
+    so an interrupted write resumes where it stopped (when ``signature`` matches). The pyramid
+    and the statistics are then computed in one more pass over level 0.
+
+    Parameters
+    ----------
+    data
+        (z, y, x) lazy array, already of the output dtype.
+    tmp
+        The (temporary) store path.
+    voxel_size_angstrom
+        (z, y, x) in Å.
+    attrs
+        scnet-dask attributes stored under ``scnet_dask`` (statistics are added).
+    signature
+        Identifies the job; a partial store with another signature is not resumed.
+
+    Returns
+    -------
+    dict
+        The statistics of level 0 (see :func:`scnet_dask.stats.finalise_statistics`).
+    """
+    shape = tuple(int(s) for s in data.shape)
+    ch = tuple(min(chunks, s) for s in shape)
+    group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
+    progress = _read_progress(group)
+    sig = json.loads(json.dumps(signature or {}))
+    if progress.get("signature") != sig:
+        progress = {"signature": sig, "slabs_done": []}
+        for name in list(group.array_keys()):
+            del group[name]
+    level0 = create_level(group, 0, shape, ch, data.dtype)
+    done = set(progress["slabs_done"])
+    data = data.rechunk(ch)
+    starts = list(range(0, shape[0], ch[0]))
+    with tqdm(total=shape[0], desc=desc, unit="sect", file=sys.stderr, disable=not show_progress) as bar:
+        for z0 in starts:
+            z1 = min(z0 + ch[0], shape[0])
+            if z0 not in done:
+                da.store(
+                    data[z0:z1], level0, regions=(slice(z0, z1), slice(None), slice(None)),
+                    lock=False,
+                )
+                done.add(z0)
+                progress["slabs_done"] = sorted(done)
+                _write_progress(group, progress)
+            bar.update(z1 - z0)
+    stats = finalise_store(group, voxel_size_angstrom, attrs, pyramid_levels)
+    del group.attrs[_PROGRESS_KEY]
+    return stats
+
+
+def finalise_store(
+    group: zarr.Group,
+    voxel_size_angstrom: tuple[float, float, float],
+    attrs: dict[str, Any],
+    pyramid_levels: int = 3,
+) -> dict[str, Any]:
+    """(Re)build the pyramid and statistics from level 0, and write the OME and our attributes.
+
+    Level 0 is read once: the statistics are reduced in the same pass that writes level 1.
+    """
+    for name in list(group.array_keys()):
+        if name != "0":
+            del group[name]
+    level0 = group["0"]
+    if not isinstance(level0, zarr.Array):
+        raise InputError(f"{group.store}: level 0 is not an array")
+    lazy = lazy_statistics(da.from_zarr(level0))
+    stats = finalise_statistics(write_pyramid(group, pyramid_levels, level0.chunks, extra=lazy))
+    n_levels = len([k for k in group.array_keys() if k.isdigit()])
+    group.attrs.update(
+        {
+            "ome": multiscales_metadata(voxel_size_angstrom, n_levels, name=attrs.get("name", "")),
+            ATTRS_KEY: {**attrs, "statistics": stats},
+        }
+    )
+    return stats
+
+
+def _open_for_convert(path: Path, chunk: int) -> Volume:
+    vol = open_source(path)
+    if vol.format == "mrc":
+        # read whole rows, one zarr-chunk of sections and rows per task: contiguous reads
+        nz, ny, nx = vol.data.shape
+        vol.data, _ = open_mrc(path, chunks=(min(chunk, nz), min(chunk, ny), nx))
+    return vol
+
+
+def _replace_nonfinite(group: zarr.Group, value: float) -> None:
+    arr = group["0"]
+    x = da.from_zarr(arr)
+    fixed = da.where(da.isfinite(x), x, np.asarray(value, dtype=x.dtype))
+    da.store(fixed, arr, lock=False)
+
+
+def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
+    """Convert ``cfg.input`` into an OME-Zarr at ``cfg.output``.
+
+    Returns
+    -------
+    dict
+        Summary: output path, shape, dtype, voxel size (Å), statistics, bytes stored.
+    """
+    src = Path(cfg.input)
+    vol = _open_for_convert(src, cfg.chunks)
+    voxel = vol.voxel_size_angstrom
+    found = vol.voxel_size_found
+    if cfg.voxel_size is not None:
+        voxel, found = (cfg.voxel_size,) * 3, True
+    elif not found:
+        log.warning(
+            "%s: voxel size %s Å looks like a placeholder (0 or 1 Å); pass --voxel-size",
+            src, tuple(round(v, 4) for v in voxel),
+        )
+    data = vol.data
+    if cfg.swap_yz:
+        data = data.transpose(1, 0, 2)
+        voxel = (voxel[1], voxel[0], voxel[2])
+    dtype = np.dtype(np.float32) if cfg.dtype == "float32" else np.dtype(data.dtype)
+    data = data.astype(dtype)
+    attrs = {
+        "name": src.name,
+        "source_path": str(src.resolve()),
+        "source": vol.attrs.get("source", {}),
+        "source_dtype": str(vol.data.dtype),
+        "voxel_size_angstrom": list(voxel),
+        "voxel_size_found": found,
+        "swap_yz": cfg.swap_yz,
+        "provenance": list(vol.attrs.get("provenance", []))
+        + [provenance_entry("convert", input=str(src), options=cfg.model_dump(mode="json"))],
+    }
+    sig = {"source": _source_signature(src), "chunks": cfg.chunks, "dtype": str(dtype),
+           "swap_yz": cfg.swap_yz}
+    with atomic_output(cfg.output, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
+        stats = write_volume_zarr(
+            data, tmp, voxel, attrs, cfg.chunks, cfg.pyramid_levels, sig, show_progress,
+            desc=f"convert {src.name}",
+        )
+        n_bad = int(stats["n_nonfinite"])
+        if n_bad:
+            if cfg.nan_policy == "error":
+                raise InputError(
+                    f"{src}: {n_bad} NaN/Inf voxels; pass --nan-policy zero or mean to replace them"
+                )
+            value = 0.0 if cfg.nan_policy == "zero" else float(stats["mean"])
+            log.warning("%s: replacing %d NaN/Inf voxels with %g", src, n_bad, value)
+            group = zarr.open_group(str(tmp), mode="r+")
+            _replace_nonfinite(group, value)
+            attrs["nonfinite_replaced"] = {"count": n_bad, "value": value}
+            stats = finalise_store(group, voxel, attrs, cfg.pyramid_levels)
+    stored = _dir_bytes(Path(cfg.output))
+    return {
+        "output": str(cfg.output),
+        "shape": list(data.shape),
+        "dtype": str(dtype),
+        "voxel_size_angstrom": list(voxel),
+        "statistics": stats,
+        "stored_bytes": stored,
+        "raw_bytes": int(np.prod(data.shape)) * dtype.itemsize,
+    }
+
+
+def _dir_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -1,0 +1,11 @@
+"""Exception types whose message is shown to the user as one line."""
+
+__all__ = ["InputError", "OutputError"]
+
+
+class InputError(ValueError):
+    """An input file or option is invalid; the message names the file and the problem."""
+
+
+class OutputError(OSError):
+    """An output cannot be written (exists, unwritable, disk full); the message names it."""

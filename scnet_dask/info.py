@@ -1,0 +1,90 @@
+"""``info``: what a volume is, for MRC, TIFF and Zarr alike."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from scnet_dask.io import open_source
+
+__all__ = ["volume_info", "format_info"]
+
+
+def _bytes_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Describe a volume without reading its data.
+
+    Returns
+    -------
+    dict
+        ``path``, ``format``, ``shape`` (z, y, x), ``dtype``, ``chunks`` (z, y, x) or None for
+        contiguous files, ``voxel_size_angstrom`` (z, y, x), ``voxel_size_found``,
+        ``statistics`` (stored by ``convert``; empty otherwise), ``pyramid_levels`` (shapes),
+        ``stored_bytes``, ``raw_bytes`` and ``compression_ratio``.
+    """
+    p = Path(path)
+    vol = open_source(p)
+    shape = [int(s) for s in vol.data.shape]
+    dtype = np.dtype(vol.data.dtype)
+    chunks: list[int] | None = None
+    levels: list[list[int]] = [shape]
+    if vol.format == "zarr":
+        chunks = [int(c[0]) for c in vol.data.chunks]
+        node = zarr.open(str(p), mode="r")
+        if isinstance(node, zarr.Group):
+            ms = dict(node.attrs).get("ome", {}).get("multiscales", [])
+            if ms:
+                levels = [list(node[d["path"]].shape) for d in ms[0]["datasets"]]
+    raw = int(np.prod(shape)) * dtype.itemsize
+    stored = _bytes_on_disk(p)
+    return {
+        "path": str(p),
+        "format": vol.format,
+        "shape": shape,
+        "dtype": str(dtype),
+        "chunks": chunks,
+        "voxel_size_angstrom": [float(v) for v in vol.voxel_size_angstrom],
+        "voxel_size_found": vol.voxel_size_found,
+        "statistics": vol.attrs.get("statistics", {}),
+        "pyramid_levels": levels,
+        "stored_bytes": stored,
+        "raw_bytes": raw,
+        "compression_ratio": raw / stored if stored else None,
+        "source": {k: v for k, v in vol.attrs.get("source", {}).items() if k != "extended_header_b64"},
+        "provenance": vol.attrs.get("provenance", []),
+    }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable multi-line summary of :func:`volume_info`."""
+    vs = info["voxel_size_angstrom"]
+    lines = [
+        f"{info['path']}  ({info['format']})",
+        f"  shape (z, y, x):   {tuple(info['shape'])}  {info['dtype']}",
+        f"  chunks:            {tuple(info['chunks']) if info['chunks'] else 'contiguous'}",
+        f"  voxel size (Å):    z {vs[0]:.4g}, y {vs[1]:.4g}, x {vs[2]:.4g}"
+        + ("" if info["voxel_size_found"] else "  (placeholder: set with --voxel-size)"),
+        f"  pyramid levels:    {len(info['pyramid_levels'])}  "
+        + ", ".join(str(tuple(s)) for s in info["pyramid_levels"]),
+        f"  stored / raw:      {info['stored_bytes'] / 2**20:.2f} MiB / {info['raw_bytes'] / 2**20:.2f} MiB"
+        + (f"  (ratio {info['compression_ratio']:.2f}x)" if info["compression_ratio"] else ""),
+    ]
+    st = info["statistics"]
+    if st:
+        lines.append(
+            f"  statistics:        mean {st['mean']:.4g}, std {st['std']:.4g}, min {st['min']:.4g}, "
+            f"max {st['max']:.4g}, p0.1 {st['p0.1']:.4g}, p99.9 {st['p99.9']:.4g}"
+        )
+    labels = info["source"].get("labels")
+    if labels:
+        lines.append(f"  MRC labels:        {len(labels)}; first: {labels[0]!r}")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Reading and writing volumes: MRC, TIFF, Zarr and OME-Zarr, always lazily and (z, y, x)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from scnet_dask.errors import InputError
+from scnet_dask.io.mrc import MRC_SUFFIXES, open_mrc
+from scnet_dask.io.omezarr import ATTRS_KEY, is_zarr, open_ome_zarr
+from scnet_dask.io.tiff import TIFF_SUFFIXES, open_tiff
+
+__all__ = ["Volume", "open_source", "open_volume", "detect_format"]
+
+
+@dataclass
+class Volume:
+    """A lazily-read volume with its metadata.
+
+    Attributes
+    ----------
+    data
+        (z, y, x) dask array.
+    voxel_size_angstrom
+        (z, y, x) voxel size in Å.
+    voxel_size_found
+        False when the file carried no voxel size (or a placeholder of 0 or 1 Å).
+    attrs
+        Source header fields and, for our own OME-Zarr, statistics and provenance.
+    """
+
+    path: Path
+    format: str
+    data: da.Array
+    voxel_size_angstrom: tuple[float, float, float]
+    voxel_size_found: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Return ``"mrc"``, ``"tiff"`` or ``"zarr"`` for ``path``, or raise a clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if is_zarr(p):
+        return "zarr"
+    if p.is_dir():
+        if any(c.suffix.lower() in TIFF_SUFFIXES for c in p.iterdir()):
+            return "tiff"
+        raise InputError(f"{p}: folder is neither a Zarr store nor a folder of TIFF slices")
+    suffix = p.suffix.lower()
+    if suffix in MRC_SUFFIXES:
+        return "mrc"
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    raise InputError(
+        f"{p}: unsupported file type {suffix!r}; expected one of "
+        f"{', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)}, a Zarr store or a folder of TIFF slices"
+    )
+
+
+def _placeholder(voxel: tuple[float, float, float]) -> bool:
+    return any(v <= 0 or abs(v - 1.0) < 1e-6 for v in voxel)
+
+
+def open_source(path: str | os.PathLike[str], level: int = 0) -> Volume:
+    """Open any supported volume lazily, with its voxel size and header attributes."""
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "mrc":
+        arr, info = open_mrc(p)
+        voxel = info.voxel_size_angstrom
+        return Volume(p, fmt, arr, voxel, not _placeholder(voxel), {"source": info.to_attrs()})
+    if fmt == "tiff":
+        arr, tinfo = open_tiff(p)
+        voxel = tinfo["voxel_size_angstrom"]
+        found = bool(tinfo["voxel_size_found"]) and not _placeholder(voxel)
+        return Volume(p, fmt, arr, voxel, found, {"source": tinfo["attrs"]})
+    arr, voxel, attrs = open_ome_zarr(p, level=level)
+    ours = attrs.get(ATTRS_KEY, {})
+    found = "ome" in attrs and not _placeholder(voxel)
+    if ours:
+        found = bool(ours.get("voxel_size_found", found))
+    return Volume(p, fmt, arr, voxel, found, ours or {"source": {"format": "zarr"}})
+
+
+def open_volume(path: str | os.PathLike[str], level: int = 0) -> xr.DataArray:
+    """Open a volume as a dask-backed :class:`xarray.DataArray` with dims ``(z, y, x)``.
+
+    Coordinates are voxel centres in Å; ``attrs`` hold ``voxel_size_angstrom`` (z, y, x) and
+    the source header / statistics / provenance.
+
+    Parameters
+    ----------
+    path
+        MRC/REC/ST/MRCS/MAP file, TIFF stack, folder of TIFF slices, Zarr or OME-Zarr.
+    level
+        Pyramid level for OME-Zarr inputs.
+    """
+    vol = open_source(path, level=level)
+    coords = {
+        dim: np.arange(n, dtype=np.float64) * vs
+        for dim, n, vs in zip(("z", "y", "x"), vol.data.shape, vol.voxel_size_angstrom, strict=True)
+    }
+    attrs = {"voxel_size_angstrom": vol.voxel_size_angstrom, "format": vol.format, **vol.attrs}
+    return xr.DataArray(vol.data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name=p_name(vol.path))
+
+
+def p_name(path: Path) -> str:
+    """Name of a volume for display: the file or folder name."""
+    return Path(path).name

@@ -1,0 +1,89 @@
+"""Atomic outputs: write under a temporary name beside the target, rename when complete."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from scnet_dask.errors import OutputError
+
+__all__ = ["partial_path", "atomic_output", "check_output_target", "remove_path"]
+
+log = logging.getLogger(__name__)
+
+
+def partial_path(target: Path) -> Path:
+    """Return the temporary path used while ``target`` is being written.
+
+    The name is deterministic so that ``--resume`` can find an interrupted run.
+    """
+    target = Path(target)
+    return target.with_name(f".{target.name}.partial")
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a directory tree if it exists."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def check_output_target(target: Path, overwrite: bool) -> None:
+    """Fail early, before any work, when ``target`` cannot be written.
+
+    Raises
+    ------
+    OutputError
+        If ``target`` exists and ``overwrite`` is False, or its folder is missing or unwritable.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: output exists; pass --overwrite to replace it")
+    parent = target.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"{target}: output folder {parent} does not exist or is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{target}: output folder {parent} is not writable")
+
+
+@contextmanager
+def atomic_output(target: Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write ``target`` into; rename it into place on success.
+
+    On any exception the temporary output is removed (no partial output is left), except for
+    ``KeyboardInterrupt``-like kills, which leave it for ``--resume``.
+
+    Parameters
+    ----------
+    target
+        Final path (file or directory).
+    overwrite
+        Replace an existing ``target``.
+    resume
+        Keep an existing temporary output from an interrupted run instead of starting over.
+    """
+    target = Path(target)
+    check_output_target(target, overwrite)
+    tmp = partial_path(target)
+    if tmp.exists() and not resume:
+        log.info("removing stale partial output %s", tmp)
+        remove_path(tmp)
+    try:
+        yield tmp
+    except Exception:
+        remove_path(tmp)
+        raise
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old")
+        remove_path(trash)
+        os.replace(target, trash)
+        os.replace(tmp, target)
+        remove_path(trash)
+    else:
+        os.replace(tmp, target)

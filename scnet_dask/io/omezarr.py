@@ -1,0 +1,204 @@
+"""OME-Zarr (OME-NGFF 0.5 on zarr v3): metadata, atomic chunked writing, lazy reading."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from scnet_dask.errors import InputError
+
+__all__ = [
+    "ATTRS_KEY",
+    "multiscales_metadata",
+    "create_level",
+    "open_ome_zarr",
+    "read_attrs",
+    "write_pyramid",
+    "is_zarr",
+]
+
+log = logging.getLogger(__name__)
+
+#: Key of scnet-dask's own attributes in the group's ``zarr.json`` (beside ``ome``).
+ATTRS_KEY = "scnet_dask"
+
+
+def compressor() -> BloscCodec:
+    """The codec used for every array: Blosc with zstd and byte shuffling."""
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def is_zarr(path: str | os.PathLike[str]) -> bool:
+    """Return whether ``path`` is a Zarr (v2 or v3) group or array directory."""
+    p = Path(path)
+    return p.is_dir() and any((p / n).exists() for n in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def multiscales_metadata(
+    voxel_size_angstrom: tuple[float, float, float], n_levels: int, name: str = ""
+) -> dict[str, Any]:
+    """Build the OME-NGFF 0.5 ``ome`` attribute for a (z, y, x) pyramid of 2x mean reductions.
+
+    Level ``i`` has scale ``voxel_size * 2**i`` and the translation that centres its voxels on
+    the 2**i level-0 voxels they average, ``(2**i - 1) / 2 * voxel_size``, all in Å.
+    """
+    axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in ("z", "y", "x")]
+    datasets = []
+    for i in range(n_levels):
+        f = 2**i
+        scale = [float(v * f) for v in voxel_size_angstrom]
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
+        if i > 0:
+            transforms.append(
+                {"type": "translation", "translation": [float((f - 1) / 2 * v) for v in voxel_size_angstrom]}
+            )
+        datasets.append({"path": str(i), "coordinateTransformations": transforms})
+    return {
+        "version": "0.5",
+        "multiscales": [{"name": name, "axes": axes, "datasets": datasets}],
+    }
+
+
+def create_level(
+    group: zarr.Group, level: int, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any
+) -> zarr.Array:
+    """Create (or reopen, if it exists with the same layout) level ``level`` of a pyramid."""
+    name = str(level)
+    chunks = tuple(min(c, s) for c, s in zip(chunks, shape, strict=True))
+    if name in group:
+        arr = group[name]
+        if isinstance(arr, zarr.Array) and arr.shape == tuple(shape) and arr.chunks == chunks:
+            return arr
+        del group[name]
+    return group.create_array(
+        name,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=[compressor()],
+        fill_value=0,
+        dimension_names=("z", "y", "x"),
+    )
+
+
+def _coarsen(arr: da.Array) -> da.Array:
+    """Mean-pool a (z, y, x) array by 2 along each axis of length >= 2."""
+    factors = {i: (2 if s >= 2 else 1) for i, s in enumerate(arr.shape)}
+    out = da.coarsen(np.mean, arr.astype(np.float32), factors, trim_excess=True)
+    return out.astype(np.float32)
+
+
+def write_pyramid(
+    group: zarr.Group, n_levels: int, chunks: tuple[int, int, int], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write levels 1..n_levels-1 from level 0 by 2x mean pooling, streaming chunk by chunk.
+
+    Parameters
+    ----------
+    extra
+        More lazy values (e.g. reductions over level 0) computed in the same pass as level 1,
+        so that level 0 is read once.
+
+    Returns
+    -------
+    dict
+        The computed values of ``extra``.
+    """
+    extra = dict(extra or {})
+    results: dict[str, Any] = {}
+    prev = da.from_zarr(group["0"])
+    for level in range(1, n_levels):
+        if min(prev.shape) < 2:
+            break
+        down = _coarsen(prev).rechunk(tuple(min(c, s) for c, s in zip(chunks, _coarsen(prev).shape, strict=True)))
+        target = create_level(group, level, down.shape, chunks, np.float32)
+        store = da.store(down, target, lock=False, compute=False)
+        if level == 1 and extra:
+            keys = list(extra)
+            vals = dask.compute(store, *[extra[k] for k in keys])
+            results = dict(zip(keys, vals[1:], strict=True))
+        else:
+            dask.compute(store)
+        prev = da.from_zarr(group[str(level)])
+    if extra and not results:
+        keys = list(extra)
+        results = dict(zip(keys, dask.compute(*[extra[k] for k in keys]), strict=True))
+    return results
+
+
+def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the group's attributes (``ome`` and scnet-dask's own) as plain JSON values."""
+    group = zarr.open_group(str(path), mode="r")
+    return json.loads(json.dumps(dict(group.attrs)))
+
+
+def open_ome_zarr(
+    path: str | os.PathLike[str], level: int = 0
+) -> tuple[da.Array, tuple[float, float, float], dict[str, Any]]:
+    """Open level ``level`` of an OME-Zarr image, or a bare Zarr array, lazily.
+
+    Returns
+    -------
+    array, voxel_size_angstrom, attrs
+        The (z, y, x) dask array, the voxel size of that level in Å (z, y, x; 1.0 if unknown)
+        and the group's attributes.
+    """
+    path = Path(path)
+    if not is_zarr(path):
+        raise InputError(f"{path}: not a Zarr store")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as e:  # zarr raises many types for damaged stores
+        raise InputError(f"{path}: not a readable Zarr store ({e})") from e
+    if isinstance(node, zarr.Array):
+        arr = node
+        attrs: dict[str, Any] = json.loads(json.dumps(dict(node.attrs)))
+        voxel = (1.0, 1.0, 1.0)
+    else:
+        attrs = json.loads(json.dumps(dict(node.attrs)))
+        ome = attrs.get("ome", attrs)
+        ms = ome.get("multiscales")
+        if not ms:
+            arrays = [k for k, v in node.arrays()]
+            if not arrays:
+                raise InputError(f"{path}: Zarr group holds no array and no OME multiscales")
+            arr = node[sorted(arrays)[0]]
+            voxel = (1.0, 1.0, 1.0)
+        else:
+            datasets = ms[0]["datasets"]
+            if level >= len(datasets):
+                raise InputError(f"{path}: has {len(datasets)} pyramid levels, got level {level}")
+            ds = datasets[level]
+            arr = node[ds["path"]]
+            scale = next(
+                (t["scale"] for t in ds.get("coordinateTransformations", []) if t["type"] == "scale"),
+                [1.0] * arr.ndim,
+            )
+            axes = ms[0].get("axes", [])
+            factor = [_unit_to_angstrom(a.get("unit")) if isinstance(a, dict) else 1.0 for a in axes]
+            if len(factor) != len(scale):
+                factor = [1.0] * len(scale)
+            spatial = [s * f for s, f in zip(scale, factor, strict=True)][-3:]
+            voxel = (float(spatial[0]), float(spatial[1]), float(spatial[2])) if len(spatial) == 3 else (1.0, 1.0, 1.0)
+    if arr.ndim != 3:
+        raise InputError(f"{path}: expected a 3-D (z, y, x) array, got shape {arr.shape}")
+    return da.from_zarr(arr), voxel, attrs
+
+
+_UNITS = {
+    "angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4, "millimeter": 1e7,
+    "picometer": 0.01, "meter": 1e10, None: 1.0,
+}
+
+
+def _unit_to_angstrom(unit: str | None) -> float:
+    return _UNITS.get(unit, 1.0)

@@ -1,0 +1,169 @@
+"""TIFF stacks and folders of 2-D TIFF slices: lazy reading, streamed writing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import tifffile
+
+from scnet_dask.errors import InputError
+
+__all__ = ["TIFF_SUFFIXES", "open_tiff", "write_tiff", "TiffInfo"]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+_UNIT_TO_ANGSTROM = {
+    "angstrom": 1.0, "å": 1.0, "a": 1.0, "\\u00c5": 1.0,
+    "nm": 10.0, "nanometer": 10.0,
+    "micron": 1e4, "um": 1e4, "µm": 1e4, "\\u00b5m": 1e4, "microns": 1e4,
+    "mm": 1e7,
+}
+
+TiffInfo = dict[str, Any]
+
+
+def _slice_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: folder holds no .tif/.tiff slices")
+    return files
+
+
+def _metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
+    """ImageJ metadata, or tifffile's JSON 'shaped' metadata for non-ImageJ stacks."""
+    if tif.imagej_metadata:
+        return dict(tif.imagej_metadata)
+    shaped = tif.shaped_metadata
+    return dict(shaped[0]) if shaped else {}
+
+
+def _voxel_size(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], bool]:
+    """Return the (z, y, x) voxel size in Å and whether it was found in the file."""
+    ij = _metadata(tif)
+    unit = str(ij.get("unit", "")).strip().lower()
+    scale = _UNIT_TO_ANGSTROM.get(unit)
+    page = tif.pages.first
+    xres = page.tags.get("XResolution")
+    yres = page.tags.get("YResolution")
+    if scale is None or xres is None:
+        return (1.0, 1.0, 1.0), False
+
+    def px(tag: Any) -> float:
+        num, den = tag.value
+        return float(den) / float(num) if num else 1.0
+
+    vx = px(xres) * scale
+    vy = px(yres) * scale if yres is not None else vx
+    vz = float(ij.get("spacing", vx / scale)) * scale
+    return (vz, vy, vx), True
+
+
+class _TiffReader:
+    """Picklable lazily-read (z, y, x) view of a TIFF stack or a folder of slices."""
+
+    def __init__(self, files: list[str], shape: tuple[int, int, int], dtype: np.dtype):
+        self.files = files
+        self.shape = shape
+        self.dtype = dtype
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        zs, ys, xs = key
+        z0, z1, st = zs.indices(self.shape[0])
+        idx = list(range(z0, z1, st))
+        if len(self.files) == 1:
+            with tifffile.TiffFile(self.files[0]) as tif:
+                arr = tif.asarray(key=idx, series=0) if idx else np.empty((0,) + self.shape[1:])
+            arr = arr.reshape((len(idx),) + self.shape[1:])
+        else:
+            arr = np.stack([tifffile.imread(self.files[i]) for i in idx]) if idx else np.empty(
+                (0,) + self.shape[1:], self.dtype
+            )
+        return np.asarray(arr[:, ys, xs], dtype=self.dtype)
+
+
+def open_tiff(
+    path: str | os.PathLike[str], chunks: tuple[int, int, int] | None = None
+) -> tuple[da.Array, TiffInfo]:
+    """Open a multi-page TIFF stack, or a folder of 2-D TIFF slices, as a lazy (z, y, x) array.
+
+    Returns
+    -------
+    array, info
+        The dask array and a dict with ``voxel_size_angstrom`` (z, y, x), ``voxel_size_found``
+        and source attributes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    files = _slice_files(path) if path.is_dir() else [path]
+    try:
+        with tifffile.TiffFile(files[0]) as tif:
+            series = tif.series[0]
+            shape = tuple(int(s) for s in series.shape)
+            dtype = np.dtype(series.dtype)
+            voxel, found = _voxel_size(tif)
+            ij = _metadata(tif)
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
+        raise InputError(f"{files[0]}: not a readable TIFF file ({e})") from e
+    if len(files) > 1:
+        if len(shape) != 2:
+            raise InputError(f"{files[0]}: expected 2-D slices in {path}, got shape {shape}")
+        shape = (len(files),) + shape
+    if len(shape) == 2:
+        raise InputError(f"{path}: expected a 3-D volume, got a 2-D image of shape {shape}")
+    if len(shape) != 3:
+        raise InputError(f"{path}: expected a 3-D volume, got {len(shape)}-D data of shape {shape}")
+    shape3 = (shape[0], shape[1], shape[2])
+    if chunks is None:
+        chunks = (min(32, shape3[0]), shape3[1], shape3[2])
+    reader = _TiffReader([str(f) for f in files], shape3, dtype)
+    arr = da.from_array(
+        reader, chunks=chunks, lock=False, asarray=False, fancy=False,
+        meta=np.empty((0, 0, 0), dtype=dtype), name=f"tiff-{os.path.abspath(path)}-{chunks}",
+    )
+    keep = {k: v for k, v in ij.items() if isinstance(v, (str, int, float, bool))}
+    info: TiffInfo = {
+        "voxel_size_angstrom": voxel,
+        "voxel_size_found": found,
+        "attrs": {"format": "tiff", "imagej": keep, "n_files": len(files)},
+    }
+    return arr, info
+
+
+def write_tiff(
+    path: str | os.PathLike[str],
+    data: da.Array,
+    voxel_size_angstrom: tuple[float, float, float],
+    slab: int = 16,
+    progress: Any = None,
+) -> None:
+    """Stream a (z, y, x) dask array into an ImageJ-compatible TIFF stack, one page at a time.
+
+    The voxel size is stored as ImageJ ``spacing``/``unit`` and X/YResolution, in Å.
+    """
+    nz = int(data.shape[0])
+    vz, vy, vx = voxel_size_angstrom
+
+    def pages() -> Any:
+        for z0 in range(0, nz, slab):
+            block = np.asarray(data[z0 : z0 + slab].compute())
+            for page in block:
+                yield page
+            if progress is not None:
+                progress.update(block.shape[0])
+
+    imagej = np.dtype(data.dtype) in (np.uint8, np.uint16, np.float32)
+    tifffile.imwrite(
+        path,
+        data=pages(),
+        shape=tuple(int(s) for s in data.shape),
+        dtype=np.dtype(data.dtype),
+        imagej=imagej,
+        bigtiff=not imagej and data.nbytes > 2**31,
+        resolution=(1.0 / vx, 1.0 / vy),
+        metadata={"spacing": vz, "unit": "angstrom", "axes": "ZYX"},
+    )

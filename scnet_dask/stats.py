@@ -1,0 +1,69 @@
+"""Volume statistics from Dask reductions (never a whole volume in memory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+__all__ = ["lazy_statistics", "finalise_statistics", "compute_statistics"]
+
+_MAX_SAMPLE = 8_000_000
+
+
+def _sample(arr: da.Array) -> da.Array:
+    """A regular sub-sample of at most ~8 M voxels, for approximate percentiles."""
+    n = int(np.prod(arr.shape))
+    step = max(1, int(np.ceil((n / _MAX_SAMPLE) ** (1 / 3))))
+    return arr[::step, ::step, ::step].ravel()
+
+
+def lazy_statistics(arr: da.Array) -> dict[str, Any]:
+    """Build lazy reductions for mean, std, min, max, non-finite count and percentiles.
+
+    The percentiles (0.1 and 99.9) are computed on a regular sub-sample (every k-th voxel along
+    each axis, at most about 8 million voxels), so they are approximate on large volumes.
+    """
+    x = arr.astype(np.float64)
+    finite = da.isfinite(x)
+    xf = da.where(finite, x, 0.0)
+    sample = _sample(arr).astype(np.float64)
+    return {
+        "count": finite.sum(),
+        "sum": xf.sum(),
+        "sumsq": (xf * xf).sum(),
+        "min": da.where(finite, x, np.inf).min(),
+        "max": da.where(finite, x, -np.inf).max(),
+        "n_nonfinite": (~finite).sum(),
+        "sample": sample,
+    }
+
+
+def finalise_statistics(values: dict[str, Any]) -> dict[str, float | int]:
+    """Turn computed :func:`lazy_statistics` values into the stored statistics."""
+    count = int(values["count"])
+    mean = float(values["sum"]) / count if count else float("nan")
+    var = float(values["sumsq"]) / count - mean * mean if count else float("nan")
+    sample = np.asarray(values["sample"])
+    sample = sample[np.isfinite(sample)]
+    p_lo, p_hi = (np.percentile(sample, [0.1, 99.9]) if sample.size else (np.nan, np.nan))
+    return {
+        "mean": mean,
+        "std": float(np.sqrt(max(var, 0.0))),
+        "min": float(values["min"]),
+        "max": float(values["max"]),
+        "p0.1": float(p_lo),
+        "p99.9": float(p_hi),
+        "n_nonfinite": int(values["n_nonfinite"]),
+        "n_voxels": count + int(values["n_nonfinite"]),
+    }
+
+
+def compute_statistics(arr: da.Array) -> dict[str, float | int]:
+    """Compute :func:`lazy_statistics` of a (z, y, x) array in one pass and finalise them."""
+    lazy = lazy_statistics(arr)
+    keys = list(lazy)
+    vals = dask.compute(*[lazy[k] for k in keys])
+    return finalise_statistics(dict(zip(keys, vals, strict=True)))
