@@ -30,21 +30,24 @@ def config_option(model: type[BaseModel]) -> Callable[[F], F]:
         if not value:
             return
         data = load_yaml(value)
-        fields = set(model.model_fields) | {
-            f.alias for f in model.model_fields.values() if f.alias
-        }
+        fields = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
         unknown = sorted(set(data) - fields)
         if unknown:
             raise click.BadParameter(
-                f"{value}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}",
-                ctx=ctx, param=param,
+                f"{value}: unknown key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(fields))}",
+                ctx=ctx,
+                param=param,
             )
         ctx.default_map = {**(ctx.default_map or {}), **data}
 
     def decorator(f: F) -> F:
         return click.option(
-            "--config", type=click.Path(exists=True, dir_okay=False), is_eager=True,
-            expose_value=False, callback=callback,
+            "--config",
+            type=click.Path(exists=True, dir_okay=False),
+            is_eager=True,
+            expose_value=False,
+            callback=callback,
             help="YAML file whose keys mirror these options (command-line options win).",
         )(f)
 

@@ -30,11 +30,21 @@ def cli(verbose: int) -> None:
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--chunks", type=int, default=128, show_default=True, help="Chunk edge in voxels.")
-@click.option("--voxel-size", type=float, default=None, help="Voxel size in Å (overrides the header).")
-@click.option("--dtype", type=click.Choice(["float32", "source"]), default="float32", show_default=True)
-@click.option("--swap-yz", is_flag=True, help="Swap Y and Z (thickness along Y, IMOD's un-rotated output).")
-@click.option("--nan-policy", type=click.Choice(["error", "zero", "mean"]), default="error", show_default=True)
-@click.option("--pyramid-levels", type=int, default=3, show_default=True, help="Levels incl. full resolution.")
+@click.option(
+    "--voxel-size", type=float, default=None, help="Voxel size in Å (overrides the header)."
+)
+@click.option(
+    "--dtype", type=click.Choice(["float32", "source"]), default="float32", show_default=True
+)
+@click.option(
+    "--swap-yz", is_flag=True, help="Swap Y and Z (thickness along Y, IMOD's un-rotated output)."
+)
+@click.option(
+    "--nan-policy", type=click.Choice(["error", "zero", "mean"]), default="error", show_default=True
+)
+@click.option(
+    "--pyramid-levels", type=int, default=3, show_default=True, help="Levels incl. full resolution."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted conversion.")
 def convert(**kwargs: Any) -> None:
@@ -55,8 +65,13 @@ def convert(**kwargs: Any) -> None:
 @config_option(ExportConfig)
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--dtype", type=click.Choice(["float32", "float16", "source"]), default="float32",
-              show_default=True, help="Output data type; 'source' restores the converted file's.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "source"]),
+    default="float32",
+    show_default=True,
+    help="Output data type; 'source' restores the converted file's.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def export(**kwargs: Any) -> None:
     """Export an OME-Zarr INPUT to an MRC or TIFF OUTPUT (by its suffix)."""
@@ -80,8 +95,14 @@ def info(path: Path, json_output: bool) -> None:
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("scnet-demo"),
-              show_default=True, help="Folder for the demo's outputs (replaced).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("scnet-demo"),
+    show_default=True,
+    help="Folder for the demo's outputs (replaced).",
+)
 def demo(out_dir: Path) -> None:
     """Run the pipeline on the embedded sample tomogram and print a summary."""
     from scnet_dask.demo import run_demo

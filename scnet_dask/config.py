@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scnet_dask.errors import InputError
 
-__all__ = ["StrictModel", "ConvertConfig", "ExportConfig", "InfoConfig", "load_yaml", "format_validation_error"]
+__all__ = [
+    "StrictModel",
+    "ConvertConfig",
+    "ExportConfig",
+    "InfoConfig",
+    "load_yaml",
+    "format_validation_error",
+]
 
 
 class StrictModel(BaseModel):
@@ -29,7 +36,9 @@ class ConvertConfig(StrictModel):
     input: Path
     output: Path
     chunks: int = Field(128, ge=8, le=1024, description="chunk edge in voxels")
-    voxel_size: float | None = Field(None, gt=0, description="voxel size in Å (overrides the header)")
+    voxel_size: float | None = Field(
+        None, gt=0, description="voxel size in Å (overrides the header)"
+    )
     dtype: Literal["float32", "source"] = "float32"
     swap_yz: bool = False
     nan_policy: Literal["error", "zero", "mean"] = "error"
@@ -80,7 +89,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InputError(f"{p}: config must be a mapping of option names to values, got {type(data).__name__}")
+        raise InputError(
+            f"{p}: config must be a mapping of option names to values, got {type(data).__name__}"
+        )
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,13 @@ from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, open_source
 from scnet_dask.io._atomic import atomic_output
 from scnet_dask.io.mrc import open_mrc
-from scnet_dask.io.omezarr import ATTRS_KEY, create_level, multiscales_metadata, write_pyramid
+from scnet_dask.io.omezarr import (
+    ATTRS_KEY,
+    create_level,
+    get_array,
+    multiscales_metadata,
+    write_pyramid,
+)
 from scnet_dask.stats import finalise_statistics, lazy_statistics
 
 __all__ = ["convert", "write_volume_zarr", "finalise_store", "provenance_entry"]
@@ -50,7 +55,8 @@ def _source_signature(path: Path) -> dict[str, Any]:
 
 
 def _read_progress(group: zarr.Group) -> dict[str, Any]:
-    return dict(group.attrs.get(_PROGRESS_KEY, {}))
+    value = group.attrs.get(_PROGRESS_KEY, {})
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _write_progress(group: zarr.Group, progress: dict[str, Any]) -> None:
@@ -91,6 +97,7 @@ def write_volume_zarr(
     -------
     dict
         The statistics of level 0 (see :func:`scnet_dask.stats.finalise_statistics`).
+
     """
     shape = tuple(int(s) for s in data.shape)
     ch = tuple(min(chunks, s) for s in shape)
@@ -105,12 +112,16 @@ def write_volume_zarr(
     done = set(progress["slabs_done"])
     data = data.rechunk(ch)
     starts = list(range(0, shape[0], ch[0]))
-    with tqdm(total=shape[0], desc=desc, unit="sect", file=sys.stderr, disable=not show_progress) as bar:
+    with tqdm(
+        total=shape[0], desc=desc, unit="sect", file=sys.stderr, disable=not show_progress
+    ) as bar:
         for z0 in starts:
             z1 = min(z0 + ch[0], shape[0])
             if z0 not in done:
                 da.store(
-                    data[z0:z1], level0, regions=(slice(z0, z1), slice(None), slice(None)),
+                    data[z0:z1],
+                    level0,  # type: ignore[arg-type]
+                    regions=(slice(z0, z1), slice(None), slice(None)),
                     lock=False,
                 )
                 done.add(z0)
@@ -135,11 +146,12 @@ def finalise_store(
     for name in list(group.array_keys()):
         if name != "0":
             del group[name]
-    level0 = group["0"]
-    if not isinstance(level0, zarr.Array):
-        raise InputError(f"{group.store}: level 0 is not an array")
+    level0 = get_array(group, "0")
     lazy = lazy_statistics(da.from_zarr(level0))
-    stats = finalise_statistics(write_pyramid(group, pyramid_levels, level0.chunks, extra=lazy))
+    c = level0.chunks
+    stats = finalise_statistics(
+        write_pyramid(group, pyramid_levels, (c[0], c[1], c[2]), extra=lazy)
+    )
     n_levels = len([k for k in group.array_keys() if k.isdigit()])
     group.attrs.update(
         {
@@ -160,10 +172,10 @@ def _open_for_convert(path: Path, chunk: int) -> Volume:
 
 
 def _replace_nonfinite(group: zarr.Group, value: float) -> None:
-    arr = group["0"]
+    arr = get_array(group, "0")
     x = da.from_zarr(arr)
     fixed = da.where(da.isfinite(x), x, np.asarray(value, dtype=x.dtype))
-    da.store(fixed, arr, lock=False)
+    da.store(fixed, arr, lock=False)  # type: ignore[arg-type]
 
 
 def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
@@ -173,6 +185,7 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
     -------
     dict
         Summary: output path, shape, dtype, voxel size (Å), statistics, bytes stored.
+
     """
     src = Path(cfg.input)
     vol = _open_for_convert(src, cfg.chunks)
@@ -183,7 +196,8 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
     elif not found:
         log.warning(
             "%s: voxel size %s Å looks like a placeholder (0 or 1 Å); pass --voxel-size",
-            src, tuple(round(v, 4) for v in voxel),
+            src,
+            tuple(round(v, 4) for v in voxel),
         )
     data = vol.data
     if cfg.swap_yz:
@@ -202,11 +216,22 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
         "provenance": list(vol.attrs.get("provenance", []))
         + [provenance_entry("convert", input=str(src), options=cfg.model_dump(mode="json"))],
     }
-    sig = {"source": _source_signature(src), "chunks": cfg.chunks, "dtype": str(dtype),
-           "swap_yz": cfg.swap_yz}
+    sig = {
+        "source": _source_signature(src),
+        "chunks": cfg.chunks,
+        "dtype": str(dtype),
+        "swap_yz": cfg.swap_yz,
+    }
     with atomic_output(cfg.output, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
         stats = write_volume_zarr(
-            data, tmp, voxel, attrs, cfg.chunks, cfg.pyramid_levels, sig, show_progress,
+            data,
+            tmp,
+            voxel,
+            attrs,
+            cfg.chunks,
+            cfg.pyramid_levels,
+            sig,
+            show_progress,
             desc=f"convert {src.name}",
         )
         n_bad = int(stats["n_nonfinite"])

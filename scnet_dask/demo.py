@@ -30,6 +30,7 @@ def run_demo(out_dir: Path) -> str:
     -------
     str
         A multi-line summary.
+
     """
     out_dir = Path(out_dir)
     if out_dir.exists():

@@ -28,11 +28,21 @@ def write_volume_file(
     voxel_size_angstrom: tuple[float, float, float],
     header_attrs: dict[str, Any] | None = None,
     show_progress: bool = True,
+    fmt: str | None = None,
 ) -> None:
-    """Stream a (z, y, x) dask array to ``path`` (MRC by its suffix, else TIFF), in place."""
-    with tqdm(total=int(data.shape[0]), desc=f"export {Path(path).name}", unit="sect",
-              file=sys.stderr, disable=not show_progress) as bar:
-        if Path(path).suffix.lower() in (".tif", ".tiff"):
+    """Stream a (z, y, x) dask array to ``path``, in place.
+
+    ``fmt`` is ``"tiff"`` or ``"mrc"``; by default it follows the suffix of ``path``.
+    """
+    fmt = fmt or ("tiff" if Path(path).suffix.lower() in (".tif", ".tiff") else "mrc")
+    with tqdm(
+        total=int(data.shape[0]),
+        desc=f"export {Path(path).name}",
+        unit="sect",
+        file=sys.stderr,
+        disable=not show_progress,
+    ) as bar:
+        if fmt == "tiff":
             write_tiff(path, data, voxel_size_angstrom, progress=bar)
         else:
             write_mrc(path, data, voxel_size_angstrom, header_attrs, progress=bar)
@@ -45,6 +55,7 @@ def export(cfg: ExportConfig, show_progress: bool = True) -> dict[str, Any]:
     -------
     dict
         Output path, shape, dtype and voxel size (Å).
+
     """
     vol = open_source(cfg.input)
     data = vol.data
@@ -62,7 +73,8 @@ def export(cfg: ExportConfig, show_progress: bool = True) -> dict[str, Any]:
             raise InputError(f"{cfg.input}: values exceed the float16 range; export as float32")
     data = data.astype(dtype)
     with atomic_output(cfg.output, overwrite=cfg.overwrite) as tmp:
-        write_volume_file(tmp, data, vol.voxel_size_angstrom, source, show_progress)
+        fmt = "tiff" if cfg.output.suffix.lower() in (".tif", ".tiff") else "mrc"
+        write_volume_file(tmp, data, vol.voxel_size_angstrom, source, show_progress, fmt)
     return {
         "output": str(cfg.output),
         "shape": list(data.shape),

@@ -10,6 +10,7 @@ import numpy as np
 import zarr
 
 from scnet_dask.io import open_source
+from scnet_dask.io.omezarr import get_array, read_attrs
 
 __all__ = ["volume_info", "format_info"]
 
@@ -30,6 +31,7 @@ def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         contiguous files, ``voxel_size_angstrom`` (z, y, x), ``voxel_size_found``,
         ``statistics`` (stored by ``convert``; empty otherwise), ``pyramid_levels`` (shapes),
         ``stored_bytes``, ``raw_bytes`` and ``compression_ratio``.
+
     """
     p = Path(path)
     vol = open_source(p)
@@ -41,9 +43,10 @@ def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         chunks = [int(c[0]) for c in vol.data.chunks]
         node = zarr.open(str(p), mode="r")
         if isinstance(node, zarr.Group):
-            ms = dict(node.attrs).get("ome", {}).get("multiscales", [])
+            ome: Any = read_attrs(p).get("ome", {})
+            ms = ome.get("multiscales", [])
             if ms:
-                levels = [list(node[d["path"]].shape) for d in ms[0]["datasets"]]
+                levels = [list(get_array(node, d["path"]).shape) for d in ms[0]["datasets"]]
     raw = int(np.prod(shape)) * dtype.itemsize
     stored = _bytes_on_disk(p)
     return {
@@ -59,7 +62,9 @@ def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "stored_bytes": stored,
         "raw_bytes": raw,
         "compression_ratio": raw / stored if stored else None,
-        "source": {k: v for k, v in vol.attrs.get("source", {}).items() if k != "extended_header_b64"},
+        "source": {
+            k: v for k, v in vol.attrs.get("source", {}).items() if k != "extended_header_b64"
+        },
         "provenance": vol.attrs.get("provenance", []),
     }
 
@@ -75,14 +80,16 @@ def format_info(info: dict[str, Any]) -> str:
         + ("" if info["voxel_size_found"] else "  (placeholder: set with --voxel-size)"),
         f"  pyramid levels:    {len(info['pyramid_levels'])}  "
         + ", ".join(str(tuple(s)) for s in info["pyramid_levels"]),
-        f"  stored / raw:      {info['stored_bytes'] / 2**20:.2f} MiB / {info['raw_bytes'] / 2**20:.2f} MiB"
+        f"  stored / raw:      {info['stored_bytes'] / 2**20:.2f} MiB / "
+        f"{info['raw_bytes'] / 2**20:.2f} MiB"
         + (f"  (ratio {info['compression_ratio']:.2f}x)" if info["compression_ratio"] else ""),
     ]
     st = info["statistics"]
     if st:
         lines.append(
-            f"  statistics:        mean {st['mean']:.4g}, std {st['std']:.4g}, min {st['min']:.4g}, "
-            f"max {st['max']:.4g}, p0.1 {st['p0.1']:.4g}, p99.9 {st['p99.9']:.4g}"
+            f"  statistics:        mean {st['mean']:.4g}, std {st['std']:.4g}, "
+            f"min {st['min']:.4g}, max {st['max']:.4g}, "
+            f"p0.1 {st['p0.1']:.4g}, p99.9 {st['p99.9']:.4g}"
         )
     labels = info["source"].get("labels")
     if labels:

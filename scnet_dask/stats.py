@@ -48,7 +48,7 @@ def finalise_statistics(values: dict[str, Any]) -> dict[str, float | int]:
     var = float(values["sumsq"]) / count - mean * mean if count else float("nan")
     sample = np.asarray(values["sample"])
     sample = sample[np.isfinite(sample)]
-    p_lo, p_hi = (np.percentile(sample, [0.1, 99.9]) if sample.size else (np.nan, np.nan))
+    p_lo, p_hi = np.percentile(sample, [0.1, 99.9]) if sample.size else (np.nan, np.nan)
     return {
         "mean": mean,
         "std": float(np.sqrt(max(var, 0.0))),

@@ -33,6 +33,7 @@ class Volume:
         False when the file carried no voxel size (or a placeholder of 0 or 1 Å).
     attrs
         Source header fields and, for our own OME-Zarr, statistics and provenance.
+
     """
 
     path: Path
@@ -102,6 +103,7 @@ def open_volume(path: str | os.PathLike[str], level: int = 0) -> xr.DataArray:
         MRC/REC/ST/MRCS/MAP file, TIFF stack, folder of TIFF slices, Zarr or OME-Zarr.
     level
         Pyramid level for OME-Zarr inputs.
+
     """
     vol = open_source(path, level=level)
     coords = {
@@ -109,7 +111,9 @@ def open_volume(path: str | os.PathLike[str], level: int = 0) -> xr.DataArray:
         for dim, n, vs in zip(("z", "y", "x"), vol.data.shape, vol.voxel_size_angstrom, strict=True)
     }
     attrs = {"voxel_size_angstrom": vol.voxel_size_angstrom, "format": vol.format, **vol.attrs}
-    return xr.DataArray(vol.data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name=p_name(vol.path))
+    return xr.DataArray(
+        vol.data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name=p_name(vol.path)
+    )
 
 
 def p_name(path: Path) -> str:

@@ -41,6 +41,7 @@ def check_output_target(target: Path, overwrite: bool) -> None:
     ------
     OutputError
         If ``target`` exists and ``overwrite`` is False, or its folder is missing or unwritable.
+
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -67,6 +68,7 @@ def atomic_output(target: Path, overwrite: bool = False, resume: bool = False) -
         Replace an existing ``target``.
     resume
         Keep an existing temporary output from an interrupted run instead of starting over.
+
     """
     target = Path(target)
     check_output_target(target, overwrite)

@@ -39,6 +39,7 @@ class MrcInfo:
         (z, y, x) voxel size in Å.
     origin_angstrom
         (z, y, x) origin in Å, as stored in the header.
+
     """
 
     shape: tuple[int, int, int]
@@ -73,6 +74,7 @@ def read_mrc_header(path: str | os.PathLike[str]) -> MrcInfo:
     InputError
         If the file is not a readable MRC file, has an unsupported mode, is not 3-D, or is
         shorter than its header promises.
+
     """
     path = Path(path)
     if not path.is_file():
@@ -112,10 +114,7 @@ def read_mrc_header(path: str | os.PathLike[str]) -> MrcInfo:
         )
     voxel = (float(vs.z), float(vs.y), float(vs.x))
     org = header.origin
-    labels = [
-        bytes(lab).decode("latin-1").rstrip()
-        for lab in header.label[: int(header.nlabl)]
-    ]
+    labels = [bytes(lab).decode("latin-1").rstrip() for lab in header.label[: int(header.nlabl)]]
     ext_b64 = ""
     if 0 < len(ext_bytes) <= _MAX_EXT_HEADER_BYTES:
         ext_b64 = base64.b64encode(ext_bytes).decode("ascii")
@@ -180,6 +179,7 @@ def open_mrc(
         The MRC file.
     chunks
         (z, y, x) chunk shape; by default 64 sections of full rows.
+
     """
     info = read_mrc_header(path)
     nz, ny, nx = info.shape
@@ -187,8 +187,13 @@ def open_mrc(
         chunks = (min(64, nz), min(256, ny), nx)
     reader = MrcReader(path, info)
     arr = da.from_array(
-        reader, chunks=chunks, lock=False, asarray=False, fancy=False,
-        meta=np.empty((0, 0, 0), dtype=info.dtype), name=f"mrc-{os.path.abspath(path)}-{chunks}",
+        reader,
+        chunks=chunks,
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0, 0), dtype=info.dtype),
+        name=f"mrc-{os.path.abspath(path)}-{chunks}",
     )
     return arr, info
 
@@ -200,6 +205,11 @@ _MODE_FOR_DTYPE = {
     np.dtype(np.uint16): 6,
     np.dtype(np.float16): 12,
 }
+
+
+def _slab_bytes(block: np.ndarray) -> bytes:
+    """The bytes of one slab as written to disk (a seam for fault-injection tests)."""
+    return block.tobytes()
 
 
 def write_mrc(
@@ -224,13 +234,16 @@ def write_mrc(
         Header fields from :meth:`MrcInfo.to_attrs` (labels, origin, extended header) to restore.
     slab
         Number of sections computed and written at a time.
+
     """
     dtype = np.dtype(data.dtype)
     if dtype == np.uint8:  # MRC has no unsigned 8-bit mode: store as mode 6 (uint16)
         dtype = np.dtype(np.uint16)
         data = data.astype(np.uint16)
     if dtype not in _MODE_FOR_DTYPE:
-        raise ValueError(f"cannot write dtype {dtype} to MRC; expected int8/int16/uint16/float16/float32")
+        raise ValueError(
+            f"cannot write dtype {dtype} to MRC; expected int8/int16/uint16/float16/float32"
+        )
     attrs = header_attrs or {}
     ext = base64.b64decode(attrs.get("extended_header_b64", "") or b"")
     nz, ny, nx = (int(s) for s in data.shape)
@@ -250,10 +263,14 @@ def write_mrc(
         h.cella.x, h.cella.y, h.cella.z = vx * nx, vy * ny, vz * nz
         oz, oy, ox = attrs.get("origin_angstrom", (0.0, 0.0, 0.0))
         h.origin.x, h.origin.y, h.origin.z = ox, oy, oz
-        labels = list(attrs.get("labels", []))[:9]
-        for lab in labels:
-            mrc.add_label(lab[:80])
-        mrc.add_label("scnet-dask: written by scnet-dask")
+        # the source's labels first (all ten if it had ten), then ours where there is room
+        labels = [str(lab)[:80] for lab in attrs.get("labels", [])][:10]
+        if len(labels) < 10:
+            labels.append("scnet-dask: written by scnet-dask")
+        h.label[:] = b""
+        for i, lab in enumerate(labels):
+            h.label[i] = lab.encode("latin-1", errors="replace")
+        h.nlabl = len(labels)
         header = h.copy()
         ext_bytes = mrc.extended_header.tobytes() if mrc.extended_header is not None else b""
     # Rewrite the file: header, extended header, then the data streamed slab by slab; the
@@ -266,7 +283,7 @@ def write_mrc(
         f.truncate(1024 + len(ext_bytes))
         for z0 in range(0, nz, slab):
             block = np.ascontiguousarray(data[z0 : z0 + slab].compute(), dtype=dtype)
-            f.write(block.tobytes())
+            f.write(_slab_bytes(block))
             b64 = block.astype(np.float64)
             stats["min"] = min(stats["min"], float(b64.min()))
             stats["max"] = max(stats["max"], float(b64.max()))

@@ -24,12 +24,21 @@ __all__ = [
     "read_attrs",
     "write_pyramid",
     "is_zarr",
+    "get_array",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Key of scnet-dask's own attributes in the group's ``zarr.json`` (beside ``ome``).
 ATTRS_KEY = "scnet_dask"
+
+
+def get_array(group: zarr.Group, name: str) -> zarr.Array:
+    """Return the array ``name`` of ``group``, or raise a clear error if it is not one."""
+    node = group.get(name)
+    if not isinstance(node, zarr.Array):
+        raise InputError(f"{group.store_path}: {name!r} is not an array in this Zarr group")
+    return node
 
 
 def compressor() -> BloscCodec:
@@ -59,7 +68,10 @@ def multiscales_metadata(
         transforms: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
         if i > 0:
             transforms.append(
-                {"type": "translation", "translation": [float((f - 1) / 2 * v) for v in voxel_size_angstrom]}
+                {
+                    "type": "translation",
+                    "translation": [float((f - 1) / 2 * v) for v in voxel_size_angstrom],
+                }
             )
         datasets.append({"path": str(i), "coordinateTransformations": transforms})
     return {
@@ -98,7 +110,10 @@ def _coarsen(arr: da.Array) -> da.Array:
 
 
 def write_pyramid(
-    group: zarr.Group, n_levels: int, chunks: tuple[int, int, int], extra: dict[str, Any] | None = None
+    group: zarr.Group,
+    n_levels: int,
+    chunks: tuple[int, int, int],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write levels 1..n_levels-1 from level 0 by 2x mean pooling, streaming chunk by chunk.
 
@@ -112,6 +127,7 @@ def write_pyramid(
     -------
     dict
         The computed values of ``extra``.
+
     """
     extra = dict(extra or {})
     results: dict[str, Any] = {}
@@ -119,9 +135,10 @@ def write_pyramid(
     for level in range(1, n_levels):
         if min(prev.shape) < 2:
             break
-        down = _coarsen(prev).rechunk(tuple(min(c, s) for c, s in zip(chunks, _coarsen(prev).shape, strict=True)))
+        down = _coarsen(prev)
+        down = down.rechunk(tuple(min(c, s) for c, s in zip(chunks, down.shape, strict=True)))
         target = create_level(group, level, down.shape, chunks, np.float32)
-        store = da.store(down, target, lock=False, compute=False)
+        store = da.store(down, target, lock=False, compute=False)  # type: ignore[arg-type]
         if level == 1 and extra:
             keys = list(extra)
             vals = dask.compute(store, *[extra[k] for k in keys])
@@ -151,6 +168,7 @@ def open_ome_zarr(
     array, voxel_size_angstrom, attrs
         The (z, y, x) dask array, the voxel size of that level in Å (z, y, x; 1.0 if unknown)
         and the group's attributes.
+
     """
     path = Path(path)
     if not is_zarr(path):
@@ -171,32 +189,47 @@ def open_ome_zarr(
             arrays = [k for k, v in node.arrays()]
             if not arrays:
                 raise InputError(f"{path}: Zarr group holds no array and no OME multiscales")
-            arr = node[sorted(arrays)[0]]
+            arr = get_array(node, sorted(arrays)[0])
             voxel = (1.0, 1.0, 1.0)
         else:
             datasets = ms[0]["datasets"]
             if level >= len(datasets):
                 raise InputError(f"{path}: has {len(datasets)} pyramid levels, got level {level}")
             ds = datasets[level]
-            arr = node[ds["path"]]
+            arr = get_array(node, ds["path"])
             scale = next(
-                (t["scale"] for t in ds.get("coordinateTransformations", []) if t["type"] == "scale"),
+                (
+                    t["scale"]
+                    for t in ds.get("coordinateTransformations", [])
+                    if t["type"] == "scale"
+                ),
                 [1.0] * arr.ndim,
             )
             axes = ms[0].get("axes", [])
-            factor = [_unit_to_angstrom(a.get("unit")) if isinstance(a, dict) else 1.0 for a in axes]
+            factor = [
+                _unit_to_angstrom(a.get("unit")) if isinstance(a, dict) else 1.0 for a in axes
+            ]
             if len(factor) != len(scale):
                 factor = [1.0] * len(scale)
             spatial = [s * f for s, f in zip(scale, factor, strict=True)][-3:]
-            voxel = (float(spatial[0]), float(spatial[1]), float(spatial[2])) if len(spatial) == 3 else (1.0, 1.0, 1.0)
+            voxel = (
+                (float(spatial[0]), float(spatial[1]), float(spatial[2]))
+                if len(spatial) == 3
+                else (1.0, 1.0, 1.0)
+            )
     if arr.ndim != 3:
         raise InputError(f"{path}: expected a 3-D (z, y, x) array, got shape {arr.shape}")
     return da.from_zarr(arr), voxel, attrs
 
 
 _UNITS = {
-    "angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4, "millimeter": 1e7,
-    "picometer": 0.01, "meter": 1e10, None: 1.0,
+    "angstrom": 1.0,
+    "nanometer": 10.0,
+    "micrometer": 1e4,
+    "millimeter": 1e7,
+    "picometer": 0.01,
+    "meter": 1e10,
+    None: 1.0,
 }
 
 

@@ -16,9 +16,17 @@ __all__ = ["TIFF_SUFFIXES", "open_tiff", "write_tiff", "TiffInfo"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _UNIT_TO_ANGSTROM = {
-    "angstrom": 1.0, "å": 1.0, "a": 1.0, "\\u00c5": 1.0,
-    "nm": 10.0, "nanometer": 10.0,
-    "micron": 1e4, "um": 1e4, "µm": 1e4, "\\u00b5m": 1e4, "microns": 1e4,
+    "angstrom": 1.0,
+    "å": 1.0,
+    "a": 1.0,
+    "\\u00c5": 1.0,
+    "nm": 10.0,
+    "nanometer": 10.0,
+    "micron": 1e4,
+    "um": 1e4,
+    "µm": 1e4,
+    "\\u00b5m": 1e4,
+    "microns": 1e4,
     "mm": 1e7,
 }
 
@@ -79,8 +87,10 @@ class _TiffReader:
                 arr = tif.asarray(key=idx, series=0) if idx else np.empty((0,) + self.shape[1:])
             arr = arr.reshape((len(idx),) + self.shape[1:])
         else:
-            arr = np.stack([tifffile.imread(self.files[i]) for i in idx]) if idx else np.empty(
-                (0,) + self.shape[1:], self.dtype
+            arr = (
+                np.stack([tifffile.imread(self.files[i]) for i in idx])
+                if idx
+                else np.empty((0,) + self.shape[1:], self.dtype)
             )
         return np.asarray(arr[:, ys, xs], dtype=self.dtype)
 
@@ -95,6 +105,7 @@ def open_tiff(
     array, info
         The dask array and a dict with ``voxel_size_angstrom`` (z, y, x), ``voxel_size_found``
         and source attributes.
+
     """
     path = Path(path)
     if not path.exists():
@@ -122,8 +133,13 @@ def open_tiff(
         chunks = (min(32, shape3[0]), shape3[1], shape3[2])
     reader = _TiffReader([str(f) for f in files], shape3, dtype)
     arr = da.from_array(
-        reader, chunks=chunks, lock=False, asarray=False, fancy=False,
-        meta=np.empty((0, 0, 0), dtype=dtype), name=f"tiff-{os.path.abspath(path)}-{chunks}",
+        reader,
+        chunks=chunks,
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0, 0), dtype=dtype),
+        name=f"tiff-{os.path.abspath(path)}-{chunks}",
     )
     keep = {k: v for k, v in ij.items() if isinstance(v, (str, int, float, bool))}
     info: TiffInfo = {
@@ -151,8 +167,7 @@ def write_tiff(
     def pages() -> Any:
         for z0 in range(0, nz, slab):
             block = np.asarray(data[z0 : z0 + slab].compute())
-            for page in block:
-                yield page
+            yield from block
             if progress is not None:
                 progress.update(block.shape[0])
 

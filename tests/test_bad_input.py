@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from tests.conftest import run_cli, sha256, write_mrc
+
+
+def _no_partial(folder: Path) -> None:
+    leftovers = [p.name for p in folder.iterdir() if ".partial" in p.name]
+    assert not leftovers, leftovers
+
+
+def _fails(args, capsys, *needles: str) -> str:
+    code, _, err = run_cli(args, capsys)
+    assert code != 0
+    lines = [
+        ln for ln in err.strip().splitlines() if ln.startswith("scnet-dask: error") or "Error" in ln
+    ]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_nonexistent_input(tmp_path, capsys):
+    _fails(
+        ["convert", tmp_path / "nope.mrc", tmp_path / "o.zarr"], capsys, "nope.mrc", "no such file"
+    )
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_truncated_mrc(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "t.mrc", small_volume)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) - 1000])
+    before = sha256(src)
+    _fails(["convert", src, tmp_path / "o.zarr"], capsys, "t.mrc", "truncated")
+    assert sha256(src) == before
+    _no_partial(tmp_path)
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_unsupported_mode(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "m.mrc", small_volume)
+    raw = bytearray(src.read_bytes())
+    raw[12:16] = np.int32(9).tobytes()  # mode 9 does not exist
+    src.write_bytes(bytes(raw))
+    _fails(["convert", src, tmp_path / "o.zarr"], capsys, "m.mrc", "unsupported MRC mode 9")
+
+
+def test_2d_image_mrc_and_tiff(tmp_path, capsys):
+    src = write_mrc(tmp_path / "flat.mrc", np.zeros((1, 16, 16), np.float32))
+    _fails(["convert", src, tmp_path / "o.zarr"], capsys, "flat.mrc", "3-D")
+    tif = tmp_path / "flat.tif"
+    tifffile.imwrite(tif, np.zeros((16, 16), np.uint8))
+    _fails(["convert", tif, tmp_path / "o.zarr"], capsys, "flat.tif", "2-D")
+
+
+def test_4d_file(tmp_path, capsys):
+    tif = tmp_path / "four.tif"
+    tifffile.imwrite(
+        tif, np.zeros((2, 3, 16, 16), np.uint8), imagej=True, metadata={"axes": "TZYX"}
+    )
+    _fails(["convert", tif, tmp_path / "o.zarr"], capsys, "four.tif", "4-D")
+
+
+def test_nan_voxels(tmp_path, small_volume, capsys):
+    vol = small_volume.copy()
+    vol[3, 4, 5] = np.nan
+    vol[7, 1, 2] = np.inf
+    src = write_mrc(tmp_path / "n.mrc", vol)
+    _fails(["convert", src, tmp_path / "o.zarr"], capsys, "n.mrc", "2 NaN/Inf")
+    _no_partial(tmp_path)
+    assert not (tmp_path / "o.zarr").exists()
+    code, _, err = run_cli(["convert", src, tmp_path / "z.zarr", "--nan-policy", "zero"], capsys)
+    assert code == 0 and "replacing 2" in err
+    import zarr
+
+    arr = zarr.open_group(str(tmp_path / "z.zarr"))["0"][:]
+    assert arr[3, 4, 5] == 0 and arr[7, 1, 2] == 0 and np.isfinite(arr).all()
+    code, _, _ = run_cli(["convert", src, tmp_path / "m.zarr", "--nan-policy", "mean"], capsys)
+    arr = zarr.open_group(str(tmp_path / "m.zarr"))["0"][:]
+    finite = vol[np.isfinite(vol)].astype(np.float64).mean()
+    assert arr[3, 4, 5] == pytest.approx(finite, abs=1e-6)
+
+
+def test_output_exists_needs_overwrite(small_mrc, tmp_path, capsys):
+    out = tmp_path / "o.zarr"
+    assert run_cli(["convert", small_mrc, out], capsys)[0] == 0
+    before = sha256(out)
+    _fails(["convert", small_mrc, out], capsys, "o.zarr", "--overwrite")
+    assert sha256(out) == before
+    assert run_cli(["convert", small_mrc, out, "--overwrite", "--chunks", "16"], capsys)[0] == 0
+    mrc_out = tmp_path / "e.mrc"
+    mrc_out.write_bytes(b"keep")
+    _fails(["export", out, mrc_out], capsys, "e.mrc", "--overwrite")
+    assert mrc_out.read_bytes() == b"keep"
+
+
+def test_unwritable_output_folder(small_mrc, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    _fails(["convert", small_mrc, blocker / "o.zarr"], capsys, "o.zarr", "not a folder")
+    _fails(["convert", small_mrc, tmp_path / "missing" / "o.zarr"], capsys, "does not exist")
+
+
+def test_disk_full_midway_leaves_nothing(small_mrc, tmp_path, capsys, monkeypatch):
+    from zarr.storage import LocalStore
+
+    real_set = LocalStore.set
+    calls = {"n": 0}
+
+    async def full_set(self, key, value):
+        calls["n"] += 1
+        if calls["n"] > 6 and key.endswith(tuple("0123456789")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_set(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", full_set)
+    before = sha256(small_mrc)
+    _fails(["convert", small_mrc, tmp_path / "o.zarr", "--chunks", "8"], capsys, "No space left")
+    assert not (tmp_path / "o.zarr").exists()
+    _no_partial(tmp_path)
+    assert sha256(small_mrc) == before
+
+
+def test_export_disk_full_leaves_nothing(small_mrc, tmp_path, capsys, monkeypatch):
+    z = tmp_path / "a.zarr"
+    assert run_cli(["convert", small_mrc, z], capsys)[0] == 0
+    import scnet_dask.io.mrc as mrcmod
+
+    real = np.ndarray.tobytes
+    calls = {"n": 0}
+
+    def slab_writer(block):  # the write of the second slab fails as on a full disk
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(block)
+
+    monkeypatch.setattr(mrcmod, "_slab_bytes", slab_writer)
+    out = tmp_path / "o.mrc"
+    _fails(["export", z, out], capsys, "No space left")
+    assert not out.exists()
+    _no_partial(tmp_path)
+
+
+def test_bad_option_values(small_mrc, tmp_path, capsys):
+    _fails(["convert", small_mrc, tmp_path / "o.mrc"], capsys, "must end in .zarr")
+    _fails(["convert", small_mrc, tmp_path / "o.zarr", "--chunks", "3"], capsys, "chunks")
+    _fails(["convert", tmp_path / "x.xyz", tmp_path / "o.zarr"], capsys, "x.xyz")

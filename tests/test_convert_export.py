@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+import tifffile
+import xarray as xr
+import zarr
+
+from scnet_dask.io import open_source, open_volume
+from scnet_dask.io.omezarr import ATTRS_KEY
+from tests.conftest import run_cli, sha256, shared, write_mrc
+
+
+def test_open_volume_is_lazy_dataarray_in_angstrom(small_mrc: Path) -> None:
+    arr = open_volume(small_mrc)
+    assert isinstance(arr, xr.DataArray)
+    assert arr.dims == ("z", "y", "x")
+    assert hasattr(arr.data, "dask")
+    assert arr.attrs["voxel_size_angstrom"] == pytest.approx((7.5, 7.5, 7.5))
+    assert float(arr.x[3]) == pytest.approx(3 * 7.5)
+    np.testing.assert_array_equal(
+        arr[2:5, 3:9, 1:40:3].values, mrcfile.read(small_mrc)[2:5, 3:9, 1:40:3]
+    )
+
+
+def test_convert_writes_valid_ome_zarr_with_stats(small_mrc, small_volume, tmp_path, capsys):
+    out = tmp_path / "out.ome.zarr"
+    code, stdout, err = run_cli(["convert", small_mrc, out, "--chunks", "16"], capsys)
+    assert code == 0, err
+    assert "wrote" in stdout
+    g = zarr.open_group(str(out), mode="r")
+    assert g["0"].chunks == (16, 16, 16)
+    assert g["0"].dtype == np.float32
+    np.testing.assert_array_equal(g["0"][:], small_volume)
+    assert g["1"].shape == (10, 16, 20) and g["2"].shape == (5, 8, 10)
+    np.testing.assert_allclose(g["1"][0, 0, 0], small_volume[:2, :2, :2].mean(), rtol=1e-5)
+    attrs = dict(g.attrs)
+    ms = attrs["ome"]["multiscales"][0]
+    assert [a["unit"] for a in ms["axes"]] == ["angstrom"] * 3
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [7.5, 7.5, 7.5]
+    st = attrs[ATTRS_KEY]["statistics"]
+    assert st["mean"] == pytest.approx(float(small_volume.astype(np.float64).mean()), rel=1e-6)
+    assert st["std"] == pytest.approx(float(small_volume.astype(np.float64).std()), rel=1e-6)
+    assert st["min"] == pytest.approx(float(small_volume.min()))
+    assert st["p99.9"] == pytest.approx(float(np.percentile(small_volume, 99.9)), rel=1e-5)
+    assert attrs[ATTRS_KEY]["source"]["labels"][-1] == "test label one"
+    assert attrs[ATTRS_KEY]["provenance"][0]["step"] == "convert"
+    assert not (tmp_path / ".out.ome.zarr.partial").exists()
+
+
+def test_output_validates_with_ome_zarr_models_and_reader(small_mrc, tmp_path, capsys):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr_models.v05.image import Image
+
+    out = tmp_path / "v.ome.zarr"
+    assert run_cli(["convert", small_mrc, out, "--chunks", "16"], capsys)[0] == 0
+    img = Image.from_zarr(zarr.open_group(str(out), mode="r"))
+    assert len(img.attributes.ome.multiscales[0].datasets) == 3
+    nodes = list(Reader(parse_url(str(out)))())
+    assert [tuple(d.shape) for d in nodes[0].data] == [(20, 33, 41), (10, 16, 20), (5, 8, 10)]
+
+
+@pytest.mark.parametrize("rel", ["real/tardis_mrc3D.mrc", "temsim/rec_even.mrc"])
+def test_mrc_roundtrip_exact_with_header(rel, tmp_path, capsys):
+    src = shared(rel)
+    before = sha256(src)
+    z = tmp_path / "a.zarr"
+    assert run_cli(["convert", src, z], capsys)[0] == 0
+    out = tmp_path / "back.mrc"
+    assert run_cli(["export", z, out, "--dtype", "source"], capsys)[0] == 0
+    with mrcfile.open(src, permissive=True) as a, mrcfile.open(out) as b:
+        np.testing.assert_array_equal(a.data, b.data)
+        assert a.data.dtype == b.data.dtype
+        assert tuple(a.voxel_size.item()) == pytest.approx(tuple(b.voxel_size.item()))
+        la = [bytes(x).decode("latin-1").rstrip() for x in a.header.label[: a.header.nlabl]]
+        lb = [bytes(x).decode("latin-1").rstrip() for x in b.header.label[: b.header.nlabl]]
+        assert lb[: min(len(la), 9)] == la[:9]
+        assert b.header.dmax == pytest.approx(float(a.data.max()))
+    # float32 export is value-exact too
+    out32 = tmp_path / "back32.mrc"
+    assert run_cli(["export", z, out32], capsys)[0] == 0
+    np.testing.assert_array_equal(mrcfile.read(out32), mrcfile.read(src).astype(np.float32))
+    assert sha256(src) == before
+
+
+def test_tiff_roundtrip_real_microtubule(tmp_path, capsys):
+    src = shared("real/13pf_MT.tif")
+    z = tmp_path / "mt.zarr"
+    assert run_cli(["convert", src, z, "--dtype", "source"], capsys)[0] == 0
+    vol = open_source(z)
+    assert vol.voxel_size_angstrom == pytest.approx((10.52, 10.52, 10.52), rel=1e-4)
+    for out in (tmp_path / "mt.tif", tmp_path / "mt.mrc"):
+        assert run_cli(["export", z, out, "--dtype", "float32"], capsys)[0] == 0
+        back = open_source(out)
+        np.testing.assert_array_equal(back.data.compute(), tifffile.imread(src).astype(np.float32))
+        assert back.voxel_size_angstrom == pytest.approx((10.52, 10.52, 10.52), rel=1e-4)
+
+
+def test_folder_of_tiff_slices_and_swap_yz(small_volume, tmp_path, capsys):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i, sl in enumerate(small_volume):
+        tifffile.imwrite(folder / f"s{i:03d}.tif", sl)
+    out = tmp_path / "f.zarr"
+    code, _, err = run_cli(["convert", folder, out, "--voxel-size", "4", "--swap-yz"], capsys)
+    assert code == 0, err
+    vol = open_source(out)
+    np.testing.assert_array_equal(vol.data.compute(), small_volume.transpose(1, 0, 2))
+    assert vol.voxel_size_angstrom == (4.0, 4.0, 4.0)
+
+
+def test_placeholder_voxel_size_warns(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "p.mrc", small_volume, voxel=1.0)
+    code, _, err = run_cli(["convert", src, tmp_path / "p.zarr"], capsys)
+    assert code == 0
+    assert "placeholder" in err
+
+
+def test_info_json_for_mrc_tiff_zarr(small_mrc, tmp_path, capsys):
+    z = tmp_path / "i.zarr"
+    assert run_cli(["convert", small_mrc, z, "--chunks", "16"], capsys)[0] == 0
+    tif = tmp_path / "i.tif"
+    assert run_cli(["export", z, tif], capsys)[0] == 0
+    for p in (small_mrc, tif, z):
+        code, out, err = run_cli(["info", p, "--json"], capsys)
+        assert code == 0, err
+        d = json.loads(out)
+        assert d["shape"] == [20, 33, 41]
+        assert d["voxel_size_angstrom"] == pytest.approx([7.5, 7.5, 7.5])
+        assert "dtype" in d and "chunks" in d
+    code, out, _ = run_cli(["info", z], capsys)
+    assert "pyramid levels:    3" in out and "statistics" in out
+
+
+def test_config_yaml_mirrors_options_and_rejects_unknown(small_mrc, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("chunks: 16\nvoxel-size: 3.0\n")
+    out = tmp_path / "y.zarr"
+    assert run_cli(["convert", "--config", cfg, small_mrc, out], capsys)[0] == 0
+    g = zarr.open_group(str(out), mode="r")
+    assert g["0"].chunks == (16, 16, 16)
+    assert open_source(out).voxel_size_angstrom == (3.0, 3.0, 3.0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chunkz: 16\n")
+    code, _, err = run_cli(["convert", "--config", bad, small_mrc, tmp_path / "z.zarr"], capsys)
+    assert code != 0 and "chunkz" in err
+    assert not (tmp_path / "z.zarr").exists()
+
+
+def test_version_and_help_on_every_command():
+    exe = [sys.executable, "-m", "scnet_dask.cli"]
+    r = subprocess.run([*exe, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "scnet-dask" in r.stdout
+    for cmd in ("convert", "export", "info", "demo"):
+        r = subprocess.run([*exe, cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
+
+
+def test_resume_after_interruption_matches_uninterrupted(small_mrc, tmp_path, capsys, monkeypatch):
+    import dask.array as da
+
+    ref = tmp_path / "ref.zarr"
+    assert run_cli(["convert", small_mrc, ref, "--chunks", "8"], capsys)[0] == 0
+    out = tmp_path / "r.zarr"
+    real_store = da.store
+    calls = {"n": 0}
+
+    def flaky_store(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # a kill: the partial output is left for --resume
+        return real_store(*a, **k)
+
+    monkeypatch.setattr(da, "store", flaky_store)
+    from scnet_dask.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(small_mrc), str(out), "--chunks", "8"])
+    assert exc.value.code == 130
+    monkeypatch.setattr(da, "store", real_store)
+    partial = tmp_path / ".r.zarr.partial"
+    assert partial.exists() and not out.exists()
+    written = {}
+    monkeypatch.setattr(
+        da,
+        "store",
+        lambda *a, **k: (written.setdefault(str(k.get("regions")), 1), real_store(*a, **k))[1],
+    )
+    assert run_cli(["convert", small_mrc, out, "--chunks", "8", "--resume"], capsys)[0] == 0
+    assert len([k for k in written if k != "None"]) == 2  # only slabs 1 and 2 of 3 rewritten
+    np.testing.assert_array_equal(
+        zarr.open_group(str(out))["0"][:], zarr.open_group(str(ref))["0"][:]
+    )
+    assert not partial.exists()
