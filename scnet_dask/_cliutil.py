@@ -54,10 +54,10 @@ def config_option(model: type[BaseModel]) -> Callable[[F], F]:
     return decorator
 
 
-def build_config(model: type[M], **kwargs: Any) -> M:
+def build_config(config_cls: type[M], /, **kwargs: Any) -> M:
     """Validate command options into a config model, as one clear error line on failure."""
     try:
-        return model(**kwargs)
+        return config_cls(**kwargs)
     except ValidationError as e:
         raise InputError(format_validation_error(e)) from e
 

@@ -11,7 +11,7 @@ import click
 
 from scnet_dask import __version__
 from scnet_dask._cliutil import build_config, config_option, setup_logging
-from scnet_dask.config import ConvertConfig, ExportConfig, InfoConfig
+from scnet_dask.config import ConvertConfig, ExportConfig, InfoConfig, PriorConfig, TrainConfig
 from scnet_dask.errors import InputError, OutputError
 
 __all__ = ["cli", "main"]
@@ -92,6 +92,96 @@ def info(path: Path, json_output: bool) -> None:
     cfg = build_config(InfoConfig, path=path, json_output=json_output)
     data = volume_info(cfg.path)
     click.echo(json.dumps(data) if cfg.json_output else format_info(data))
+
+
+@cli.command()
+@config_option(PriorConfig)
+@click.argument("noisy", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option(
+    "--method",
+    type=click.Choice(["gaussian", "topaz-3d", "file"]),
+    default="gaussian",
+    show_default=True,
+)
+@click.option("--sigma", type=float, default=1.0, show_default=True, help="Gaussian σ in voxels.")
+@click.option(
+    "--model",
+    type=click.Choice(["unet-3d-10a", "unet-3d-20a"]),
+    default="unet-3d-10a",
+    show_default=True,
+    help="Topaz pretrained 3-D model.",
+)
+@click.option(
+    "--prior-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Your own smoothed volume (same grid), with --method file.",
+)
+@click.option("--tile", type=int, default=96, show_default=True, help="Topaz tile edge (voxels).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def prior(**kwargs: Any) -> None:
+    """Make the smoothed prior volume for NOISY (an OME-Zarr) into OUTPUT (.zarr)."""
+    from scnet_dask.prior import make_prior
+
+    summary = make_prior(build_config(PriorConfig, **kwargs))
+    click.echo(
+        f"wrote {summary['output']}: {summary['method']} prior, shape {tuple(summary['shape'])}"
+    )
+
+
+@cli.command()
+@config_option(TrainConfig)
+@click.argument("noisy", type=click.Path(path_type=Path))
+@click.option("--prior", type=click.Path(path_type=Path), required=True, help="Prior OME-Zarr.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--patch-size", type=int, default=128, show_default=True, help="Multiple of 16.")
+@click.option("--batch-size", type=int, default=2, show_default=True)
+@click.option("--features", type=int, default=32, show_default=True, help="nch_ker of SC-Net.")
+@click.option(
+    "--steps-per-epoch",
+    type=int,
+    default=None,
+    help="Default: 0.9 x the number of non-overlapping patches / batch size.",
+)
+@click.option("--val-patches", type=int, default=4, show_default=True)
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option(
+    "--rec-variant",
+    type=click.Choice(["replaced", "unreplaced"]),
+    default="replaced",
+    show_default=True,
+    help="L_rec on replaced voxels (paper) or unreplaced (code).",
+)
+@click.option(
+    "--blind-spot-mode",
+    type=click.Choice(["internal", "cross"]),
+    default="internal",
+    show_default=True,
+)
+@click.option(
+    "--upsample/--no-upsample",
+    default=True,
+    show_default=True,
+    help="SC-Net's 2x nearest up-sampling block.",
+)
+@click.option("--foreground-mask", is_flag=True, help="Sample patches only in the foreground.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly.")
+@click.option("--overwrite", is_flag=True, help="Start over in an existing run directory.")
+def train(**kwargs: Any) -> None:
+    """Train SC-Net on the NOISY OME-Zarr with a --prior; checkpoints go to --out."""
+    from scnet_dask.train import train as run
+
+    s = run(build_config(TrainConfig, **kwargs))
+    click.echo(
+        f"trained {s['epochs']} epochs ({s['steps']} steps) on {s['device']}: best validation "
+        f"loss {s['best_val']:.5g}, {s['mean_step_seconds']:.3f} s/step, data wait "
+        f"{100 * s['wait_fraction']:.1f} %; checkpoints in {s['run_dir']}"
+    )
 
 
 @cli.command()

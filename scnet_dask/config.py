@@ -105,3 +105,68 @@ def format_validation_error(e: ValidationError, source: str = "options") -> str:
             msg = "unknown option"
         parts.append(f"{loc}: {msg} (got {err.get('input')!r})")
     return f"{source}: " + "; ".join(parts)
+
+
+class TrainConfig(StrictModel):
+    """Options of ``scnet-dask train``."""
+
+    noisy: Path
+    prior: Path
+    out: Path
+    epochs: int = Field(15, ge=1)
+    patch_size: int = Field(128, ge=16)
+    batch_size: int = Field(2, ge=1)
+    features: int = Field(32, ge=1)
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="default: 0.9 x non-overlapping tiles"
+    )
+    val_patches: int = Field(4, ge=0)
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    lr: float = Field(4e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    lambda_rec: float = Field(0.6, ge=0)
+    lambda_smooth: float = Field(0.1, ge=0)
+    lambda_exp: float = Field(0.2, ge=0)
+    lambda_reg: float = Field(0.01, ge=0)
+    rec_variant: Literal["replaced", "unreplaced"] = "replaced"
+    blind_spot_mode: Literal["internal", "cross"] = "internal"
+    swap_size: int = Field(3, ge=1)
+    swap_window: int = Field(5, ge=3)
+    swap_ratio: float = Field(0.1, gt=0, le=1)
+    upsample: bool = True
+    foreground_mask: bool = False
+    augment: bool = True
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    plots: bool = True
+
+    @field_validator("patch_size")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(f"patch size must be a multiple of 16, got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+
+class PriorConfig(StrictModel):
+    """Options of ``scnet-dask prior``."""
+
+    noisy: Path
+    output: Path
+    method: Literal["gaussian", "topaz-3d", "file"] = "gaussian"
+    sigma: float = Field(1.0, gt=0, description="Gaussian σ in voxels")
+    model: Literal["unet-3d-10a", "unet-3d-20a"] = "unet-3d-10a"
+    prior_file: Path | None = None
+    tile: int = Field(96, ge=16)
+    device: str = "auto"
+    overwrite: bool = False

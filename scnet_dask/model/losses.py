@@ -1,0 +1,122 @@
+"""SC-Net's losses: reconstruction, Sobel smoothness, expectancy and gradient regulariser."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "LossWeights",
+    "sobel_gradient",
+    "local_means",
+    "loss_rec",
+    "loss_smooth",
+    "loss_exp",
+    "loss_reg",
+    "scnet_losses",
+]
+
+
+class LossWeights(BaseModel):
+    """λ of the four loss terms (the paper's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    rec: float = Field(0.6, ge=0)
+    smooth: float = Field(0.1, ge=0)
+    exp: float = Field(0.2, ge=0)
+    reg: float = Field(0.01, ge=0)
+
+
+def _sobel_kernels(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    ky = kx.t().contiguous()
+    # as in the public code: the 2-D (y, x) kernels are repeated along z
+    k = torch.stack([kx.expand(3, 3, 3), ky.expand(3, 3, 3)])[:, None]
+    return k.to(device=device, dtype=dtype)
+
+
+def sobel_gradient(x: torch.Tensor) -> torch.Tensor:
+    """|G_x ⊗ x| + |G_y ⊗ x| with Sobel kernels repeated along z (valid convolution).
+
+    Parameters
+    ----------
+    x
+        (batch, 1, z, y, x).
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, 1, z - 2, y - 2, x - 2).
+
+    """
+    g = F.conv3d(x, _sobel_kernels(x.device, x.dtype))
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def local_means(x: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """Means over ``size``³ neighbourhoods (valid), (batch, 1, z-size+1, y-size+1, x-size+1)."""
+    return F.avg_pool3d(x, kernel_size=size, stride=1)
+
+
+def loss_rec(
+    output: torch.Tensor,
+    noisy: torch.Tensor,
+    mask: torch.Tensor,
+    variant: Literal["replaced", "unreplaced"] = "replaced",
+) -> torch.Tensor:
+    """Reconstruction loss against the un-replaced noisy patch.
+
+    ``"replaced"`` (paper, Eq. 2): mean squared error over the replaced voxels,
+    ``sum(mask * (output - noisy)**2) / sum(mask)``. ``"unreplaced"`` (public code): mean over
+    all voxels of ``((1 - mask) * (output - noisy))**2``.
+    """
+    err = (output - noisy) ** 2
+    if variant == "replaced":
+        return (err * mask).sum() / mask.sum().clamp_min(1.0)
+    if variant == "unreplaced":
+        return (err * (1 - mask)).mean()
+    raise ValueError(f"variant must be 'replaced' or 'unreplaced', got {variant!r}")
+
+
+def loss_smooth(output: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Sparsity/smoothness loss (Eq. 4-5): MSE between the Sobel gradients of output and prior."""
+    return F.mse_loss(sobel_gradient(output), sobel_gradient(prior))
+
+
+def loss_exp(output: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Expectancy loss (Eq. 6-7): squared difference of the means of 5³ local means."""
+    return (local_means(output).mean() - local_means(prior).mean()) ** 2
+
+
+def loss_reg(output: torch.Tensor) -> torch.Tensor:
+    """Gradient regulariser: mean L1 norm of the output's Sobel response."""
+    return sobel_gradient(output).abs().mean()
+
+
+def scnet_losses(
+    output: torch.Tensor,
+    noisy: torch.Tensor,
+    prior: torch.Tensor,
+    mask: torch.Tensor,
+    weights: LossWeights | None = None,
+    rec_variant: Literal["replaced", "unreplaced"] = "replaced",
+) -> dict[str, torch.Tensor]:
+    """All four terms and their weighted sum (key ``"total"``), all (batch, 1, z, y, x) inputs."""
+    w = weights or LossWeights()
+    terms = {
+        "rec": loss_rec(output, noisy, mask, rec_variant),
+        "smooth": loss_smooth(output, prior),
+        "exp": loss_exp(output, prior),
+        "reg": loss_reg(output),
+    }
+    terms["total"] = (
+        w.rec * terms["rec"]
+        + w.smooth * terms["smooth"]
+        + w.exp * terms["exp"]
+        + w.reg * terms["reg"]
+    )
+    return terms

@@ -1,0 +1,122 @@
+"""The 3-D U-Net of the public SC-Net code (``UNet3DEM``), with its 2x up-sampling block.
+
+Layer names match the public code so that its checkpoints load unchanged (after stripping the
+``module.`` prefix that ``DataParallel`` adds).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SCNetUNet", "TILE_MULTIPLE"]
+
+#: Input edges must be multiples of this (four stride-2 convolutions).
+TILE_MULTIPLE = 16
+
+
+def _down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv3d(cin, cout, kernel_size=3, stride=2, padding=1)]
+    if bn:
+        layers.append(nn.BatchNorm3d(cout))
+    layers.append(nn.LeakyReLU(0.1))
+    return nn.Sequential(*layers)
+
+
+def _double(cin: int, cmid: int, cout: int, last_plain: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv3d(cin, cmid, kernel_size=3, padding=1),
+        nn.BatchNorm3d(cmid),
+        nn.LeakyReLU(0.1),
+        nn.Conv3d(cmid, cout, kernel_size=3, padding=1),
+    ]
+    if not last_plain:
+        layers += [nn.BatchNorm3d(cout), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers)
+
+
+class SCNetUNet(nn.Module):
+    """SC-Net's ``UNet3DEM``: four stride-2 encoders, nearest-upsampling decoder with skips.
+
+    Parameters
+    ----------
+    features
+        Channels of every encoder level (the public code's ``nch_ker``; default 32).
+    upsample
+        Apply SC-Net's 2x nearest up-sampling along z and x before the network and the matching
+        2x average down-sampling after it (the public code does this to the whole volume).
+
+    Notes
+    -----
+    Input and output are (batch, 1, z, y, x); spatial edges must be multiples of 16.
+
+    """
+
+    def __init__(self, features: int = 32, upsample: bool = True):
+        super().__init__()
+        if features < 1:
+            raise ValueError(f"features must be >= 1, got {features}")
+        f = features
+        self.features = features
+        self.upsample = upsample
+        self.enc1_1 = _down(1, f)
+        self.enc2_1 = _down(f, f)
+        self.enc3_1 = _down(f, f)
+        self.enc4_1 = _down(f, f, bn=False)
+        self.dec3_1 = _double(2 * f, 2 * f, 2 * f)
+        self.dec2_1 = _double(3 * f, 2 * f, 2 * f)
+        self.dec1_1 = _double(2 * f + 1, f, 1, last_plain=True)
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        enc1 = self.enc1_1(x)
+        enc2 = self.enc2_1(enc1)
+        enc3 = self.enc3_1(enc2)
+        enc4 = self.enc4_1(enc3)
+        # as in the public code: both decoder stages work at the resolution of enc2
+        up3 = F.interpolate(enc4, size=enc2.shape[2:], mode="nearest")
+        dec3 = self.dec3_1(torch.cat([up3, enc2], dim=1))
+        dec2 = self.dec2_1(torch.cat([dec3, enc2], dim=1))
+        up1 = F.interpolate(dec2, size=x.shape[2:], mode="nearest")
+        return self.dec1_1(torch.cat([up1, x], dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Denoise a batch of (batch, 1, z, y, x) patches; returns the same shape."""
+        if x.ndim != 5 or x.shape[1] != 1:
+            raise ValueError(f"expected input of shape (batch, 1, z, y, x), got {tuple(x.shape)}")
+        bad = [int(s) for s in x.shape[2:] if s % TILE_MULTIPLE]
+        if bad:
+            raise ValueError(
+                f"patch edges must be multiples of {TILE_MULTIPLE}, got {tuple(x.shape[2:])}"
+            )
+        if not self.upsample:
+            return self._net(x)
+        up = F.interpolate(x, scale_factor=(2.0, 1.0, 2.0), mode="nearest")
+        return F.avg_pool3d(self._net(up), kernel_size=(2, 1, 2))
+
+
+def load_public_state_dict(model: SCNetUNet, state: dict[str, torch.Tensor]) -> None:
+    """Load a public SC-Net ``netG`` state dict (``module.`` prefixes allowed) into ``model``.
+
+    Raises
+    ------
+    ValueError
+        If the keys or shapes do not match (e.g. a different ``nch_ker``).
+
+    """
+    clean = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(clean))
+    unexpected = sorted(set(clean) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"state dict does not match SC-Net's UNet3DEM: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    for k, v in clean.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(
+                f"state dict tensor {k} has shape {tuple(v.shape)}, the model expects "
+                f"{tuple(own[k].shape)} (features={model.features})"
+            )
+    model.load_state_dict(clean)

@@ -1,0 +1,160 @@
+"""``prior``: the smoothed volume SC-Net's smoothness and expectancy losses pull towards.
+
+Methods: ``gaussian`` (out of core, dask-image), ``topaz-3d`` (Topaz's pretrained 3-D denoiser
+applied to overlapping tiles whose halos are cropped), ``file`` (a user's own volume on the same
+grid). The paper's ``tilt-series`` prior (Topaz 2-D on the projections, then WBP) needs
+``recon.py`` and is not built yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import torch
+from dask_image.ndfilters import gaussian_filter
+
+from scnet_dask._device import resolve_device
+from scnet_dask.config import PriorConfig
+from scnet_dask.convert import provenance_entry, write_volume_zarr
+from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
+from scnet_dask.io._atomic import atomic_output
+
+__all__ = ["make_prior", "topaz_3d_model", "topaz_denoise_3d"]
+
+log = logging.getLogger(__name__)
+
+_TOPAZ_FILES = {"unet-3d-10a": "unet-3d-10a-v0.2.4.sav", "unet-3d-20a": "unet-3d-20a-v0.2.4.sav"}
+
+
+@lru_cache(maxsize=4)
+def topaz_3d_model(name: str, device: str = "cpu") -> torch.nn.Module:
+    """Load Topaz's pretrained 3-D denoiser ``name`` from the installed ``topaz-em`` wheel.
+
+    The weights are read with ``torch.load(weights_only=True)`` into ``UDenoiseNet3D``; the
+    model is cached per process.
+
+    Raises
+    ------
+    InputError
+        If topaz-em or its weight file is not installed.
+
+    """
+    if name not in _TOPAZ_FILES:
+        raise InputError(
+            f"unknown Topaz 3-D model {name!r}; expected one of {sorted(_TOPAZ_FILES)}"
+        )
+    try:
+        import topaz
+        from topaz.denoising.models import UDenoiseNet3D
+    except ImportError as e:
+        raise InputError(
+            "topaz-em is not installed; install it with 'pip install --no-deps topaz-em'"
+        ) from e
+    path = Path(topaz.__file__).parent / "pretrained" / "denoise" / _TOPAZ_FILES[name]
+    if not path.is_file():
+        raise InputError(f"{path}: Topaz weights for {name} not found")
+    model = UDenoiseNet3D(base_width=7)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        state = state.state_dict()
+    model.load_state_dict(state)
+    return model.eval().to(device)
+
+
+def topaz_denoise_3d(block: np.ndarray, name: str, device: str = "cpu") -> np.ndarray:
+    """Denoise one (z, y, x) block with a Topaz 3-D model; normalised by the block's own
+    mean and std as Topaz does, and returned in the input's units.
+    """
+    model = topaz_3d_model(name, device)
+    x = block.astype(np.float32)
+    mu, sd = float(x.mean()), float(x.std()) or 1.0
+    with torch.no_grad():
+        t = torch.from_numpy((x - mu) / sd)[None, None].to(device)
+        y = model(t)[0, 0].float().cpu().numpy()
+    return y * sd + mu
+
+
+def _gaussian(data: da.Array, sigma: float) -> da.Array:
+    return gaussian_filter(data.astype(np.float32), sigma=sigma, mode="reflect")
+
+
+def _topaz(data: da.Array, name: str, device: str, tile: int) -> da.Array:
+    halo = 16  # covers most of the U-Net's effective receptive field; cropped after prediction
+    data = data.astype(np.float32).rechunk(tuple(min(tile, s) for s in data.shape))
+    return data.map_overlap(
+        topaz_denoise_3d,
+        depth=halo,
+        boundary="reflect",
+        trim=True,
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+        name=name,
+        device=device,
+    )
+
+
+def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
+    """Build the prior volume for ``cfg.noisy`` into the OME-Zarr ``cfg.output``.
+
+    Returns
+    -------
+    dict
+        Output path, method, shape and statistics.
+
+    """
+    vol = open_source(cfg.noisy)
+    if cfg.method == "gaussian":
+        data = _gaussian(vol.data, cfg.sigma)
+        details: dict[str, Any] = {"sigma_voxels": cfg.sigma}
+    elif cfg.method == "topaz-3d":
+        dev = str(resolve_device(cfg.device))
+        topaz_3d_model(cfg.model, dev)  # fail early if the weights are missing
+        data = _topaz(vol.data, cfg.model, dev, cfg.tile)
+        details = {"model": cfg.model}
+    else:
+        if cfg.prior_file is None:
+            raise InputError("--method file needs --prior-file")
+        pf = open_source(cfg.prior_file)
+        if tuple(pf.data.shape) != tuple(vol.data.shape):
+            raise InputError(
+                f"{cfg.prior_file}: prior grid {tuple(pf.data.shape)} differs from the noisy grid "
+                f"{tuple(vol.data.shape)} of {cfg.noisy}"
+            )
+        data = pf.data.astype(np.float32)
+        details = {"prior_file": str(Path(cfg.prior_file).resolve())}
+    attrs = {
+        "name": Path(cfg.output).name,
+        "source_path": str(Path(cfg.noisy).resolve()),
+        "source": vol.attrs.get("source", {}),
+        "voxel_size_angstrom": list(vol.voxel_size_angstrom),
+        "voxel_size_found": vol.voxel_size_found,
+        "provenance": list(vol.attrs.get("provenance", []))
+        + [provenance_entry("prior", method=cfg.method, **details)],
+    }
+    chunk = 128
+    if vol.format == "zarr":
+        chunk = int(vol.data.chunksize[0]) or 128
+    with atomic_output(cfg.output, overwrite=cfg.overwrite) as tmp:
+        stats = write_volume_zarr(
+            data,
+            tmp,
+            vol.voxel_size_angstrom,
+            attrs,
+            chunk,
+            3,
+            None,
+            show_progress,
+            desc=f"prior {cfg.method}",
+        )
+    return {
+        "output": str(cfg.output),
+        "method": cfg.method,
+        "shape": list(data.shape),
+        "statistics": stats,
+    }

@@ -1,0 +1,247 @@
+"""Lazy random patch sampling from OME-Zarr volumes for training.
+
+Patches are read straight from the Zarr arrays, so only the chunks a patch touches are read;
+reads run ahead of the trainer in a thread pool. All randomness comes from one
+``numpy.random.Generator`` whose state is saved in checkpoints, so a resumed run draws the same
+patches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+from scipy import ndimage
+
+from scnet_dask.errors import InputError
+
+__all__ = ["Region", "PatchSampler", "split_regions", "foreground_mask"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box of the volume, [start, stop) per axis, in level-0 voxels (z, y, x)."""
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+
+    def contains(self, origin: tuple[int, int, int], size: int) -> bool:
+        """Whether the patch ``origin + [0, size)³`` lies inside this box."""
+        return all(
+            a <= o and o + size <= b for o, a, b in zip(origin, self.start, self.stop, strict=True)
+        )
+
+
+def split_regions(
+    shape: tuple[int, int, int], patch_size: int, val_fraction: float = 0.1
+) -> tuple[Region, Region | None]:
+    """Split the volume into disjoint train and validation boxes along its longest axis.
+
+    The validation box is the last ``max(patch_size, val_fraction * length)`` voxels of the
+    longest axis; ``val_fraction=0`` gives no validation box.
+
+    Raises
+    ------
+    InputError
+        If a patch does not fit, or the axis is too short for two disjoint boxes.
+
+    """
+    if any(s < patch_size for s in shape):
+        raise InputError(f"patch size {patch_size} is larger than the volume {tuple(shape)}")
+    train = Region((0, 0, 0), tuple(shape))  # type: ignore[arg-type]
+    if val_fraction <= 0:
+        return train, None
+    axis = int(np.argmax(shape))
+    n_val = max(patch_size, int(round(val_fraction * shape[axis])))
+    if shape[axis] - n_val < patch_size:
+        raise InputError(
+            f"volume {tuple(shape)} is too small for disjoint train and validation patches of "
+            f"{patch_size}³; use a smaller --patch-size or --val-fraction 0"
+        )
+    stop = list(shape)
+    stop[axis] = shape[axis] - n_val
+    start = [0, 0, 0]
+    start[axis] = shape[axis] - n_val
+    return Region((0, 0, 0), tuple(stop)), Region(tuple(start), tuple(shape))  # type: ignore[arg-type]
+
+
+def foreground_mask(level: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Foreground of a (small) pyramid level: local std above ``threshold`` x its median.
+
+    Vacuum and empty resin have a low local standard deviation; sample and ice a high one.
+    """
+    x = level.astype(np.float64)
+    m = ndimage.uniform_filter(x, 3)
+    v = np.maximum(ndimage.uniform_filter(x * x, 3) - m * m, 0)
+    s = np.sqrt(v)
+    return s > threshold * np.median(s)
+
+
+class PatchSampler:
+    """Random (noisy, prior) patch pairs from two Zarr arrays on the same grid.
+
+    Parameters
+    ----------
+    noisy, prior
+        Level-0 (z, y, x) Zarr arrays of the same shape.
+    stats_noisy, stats_prior
+        Their stored statistics (``mean`` and ``std`` are used for normalisation).
+    patch_size
+        Edge of the cubic patches in voxels.
+    region
+        Box the patches must lie in.
+    seed
+        Seed of the generator that draws origins and augmentations.
+    mask, mask_factor
+        Optional foreground mask computed on a pyramid level ``mask_factor`` times coarser;
+        patch centres are drawn only where it is true.
+    augment
+        Random flips and 90° rotations, identical for noisy and prior.
+
+    """
+
+    def __init__(
+        self,
+        noisy: zarr.Array,
+        prior: zarr.Array,
+        stats_noisy: dict[str, Any],
+        stats_prior: dict[str, Any],
+        patch_size: int,
+        region: Region,
+        seed: int = 0,
+        mask: np.ndarray | None = None,
+        mask_factor: int = 1,
+        augment: bool = True,
+        prefetch: int = 4,
+        workers: int = 2,
+    ):
+        if noisy.shape != prior.shape:
+            raise InputError(f"prior grid {prior.shape} differs from the noisy grid {noisy.shape}")
+        self.noisy, self.prior = noisy, prior
+        self.norm = (
+            float(stats_noisy["mean"]),
+            float(stats_noisy["std"]) or 1.0,
+            float(stats_prior["mean"]),
+            float(stats_prior["std"]) or 1.0,
+        )
+        self.patch_size = patch_size
+        self.region = region
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self.prefetch = prefetch
+        self._pool = ThreadPoolExecutor(max_workers=workers)
+        self._queue: list[Future[tuple[np.ndarray, np.ndarray]]] = []
+        self.wait_seconds = 0.0
+        self._centres: np.ndarray | None = None
+        if mask is not None:
+            self._centres = self._mask_centres(mask, mask_factor)
+
+    def _mask_centres(self, mask: np.ndarray, factor: int) -> np.ndarray:
+        half = self.patch_size // 2
+        pts = np.argwhere(mask) * factor + factor // 2
+        lo = np.array(self.region.start) + half
+        hi = np.array(self.region.stop) - (self.patch_size - half)
+        ok = np.all((pts >= lo) & (pts <= hi), axis=1)
+        pts = pts[ok]
+        if len(pts) == 0:
+            raise InputError("the foreground mask is empty inside the training region")
+        return pts
+
+    # --- drawing (main thread, deterministic) -------------------------------------------
+    def draw(self) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+        """Draw one patch origin (z, y, x) and its augmentation code."""
+        p = self.patch_size
+        if self._centres is not None:
+            c = self._centres[self.rng.integers(len(self._centres))]
+            origin = tuple(int(v) - p // 2 for v in c)
+        else:
+            origin = tuple(
+                int(self.rng.integers(a, b - p + 1))
+                for a, b in zip(self.region.start, self.region.stop, strict=True)
+            )
+        aug = tuple(int(v) for v in self.rng.integers(0, 2, 3)) + (
+            int(self.rng.integers(0, 3)),
+            int(self.rng.integers(0, 4)),
+        )
+        if not self.augment:
+            aug = (0, 0, 0, 0, 0)
+        return origin, aug  # type: ignore[return-value]
+
+    # --- reading (worker threads) ---------------------------------------------------------
+    def read(
+        self, origin: tuple[int, int, int], aug: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Read, normalise and augment one (noisy, prior) pair of (p, p, p) float32 patches."""
+        p = self.patch_size
+        sl = tuple(slice(o, o + p) for o in origin)
+        mn, sn, mp, sp = self.norm
+        a = (np.asarray(self.noisy[sl], dtype=np.float32) - mn) / sn
+        b = (np.asarray(self.prior[sl], dtype=np.float32) - mp) / sp
+        return apply_augmentation(a, aug), apply_augmentation(b, aug)
+
+    def _fill(self, batch_size: int) -> None:
+        while len(self._queue) < self.prefetch * batch_size:
+            origin, aug = self.draw()
+            self._queue.append(self._pool.submit(self.read, origin, aug))
+
+    def next_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (batch, 1, p, p, p) noisy and prior arrays; keeps reads running ahead."""
+        import time
+
+        self._fill(batch_size)
+        futures, self._queue = self._queue[:batch_size], self._queue[batch_size:]
+        self._fill(batch_size)
+        t0 = time.perf_counter()
+        pairs = [f.result() for f in futures]
+        self.wait_seconds += time.perf_counter() - t0
+        noisy = np.stack([a for a, _ in pairs])[:, None]
+        prior = np.stack([b for _, b in pairs])[:, None]
+        return noisy, prior
+
+    def fixed_patches(
+        self, n: int, seed: int
+    ) -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
+        """``n`` reproducible (origin, no-augmentation) pairs, e.g. for validation."""
+        saved = self.rng
+        self.rng = np.random.default_rng(seed)
+        try:
+            return [(self.draw()[0], (0, 0, 0, 0, 0)) for _ in range(n)]
+        finally:
+            self.rng = saved
+
+    def reset_queue(self) -> None:
+        """Drop prefetched patches (e.g. at an epoch end, so the RNG state is exact)."""
+        for f in self._queue:
+            f.cancel()
+        self._queue = []
+
+    def get_state(self) -> dict[str, Any]:
+        """The generator state, to be saved; prefetched patches must be dropped first."""
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a generator state from :meth:`get_state`."""
+        self.reset_queue()
+        self.rng.bit_generator.state = state
+
+    def close(self) -> None:
+        """Stop the reader threads."""
+        self.reset_queue()
+        self._pool.shutdown(wait=True)
+
+
+def apply_augmentation(x: np.ndarray, aug: tuple[int, ...]) -> np.ndarray:
+    """Flip along z, y, x by ``aug[0:3]``, then rotate ``aug[4]`` x 90° in plane ``aug[3]``.
+
+    Planes: 0 = (y, x), 1 = (z, x), 2 = (z, y). Cubic patches keep their shape.
+    """
+    for axis in range(3):
+        if aug[axis]:
+            x = np.flip(x, axis)
+    planes = ((1, 2), (0, 2), (0, 1))
+    if aug[4]:
+        x = np.rot90(x, k=aug[4], axes=planes[aug[3]])
+    return np.ascontiguousarray(x)
