@@ -67,11 +67,12 @@ def topaz_3d_model(name: str, device: str = "cpu") -> torch.nn.Module:
     return model.eval().to(device)
 
 
-def topaz_denoise_3d(block: np.ndarray, name: str, device: str = "cpu") -> np.ndarray:
-    """Denoise one (z, y, x) block with a Topaz 3-D model; normalised by the block's own
-    mean and std as Topaz does, and returned in the input's units.
+def topaz_denoise_3d(block: np.ndarray, model_name: str, device: str = "cpu") -> np.ndarray:
+    """Denoise one (z, y, x) block with a Topaz 3-D model, in the input's units.
+
+    The block is normalised by its own mean and std before the network, as Topaz does.
     """
-    model = topaz_3d_model(name, device)
+    model = topaz_3d_model(model_name, device)
     x = block.astype(np.float32)
     mu, sd = float(x.mean()), float(x.std()) or 1.0
     with torch.no_grad():
@@ -94,7 +95,7 @@ def _topaz(data: da.Array, name: str, device: str, tile: int) -> da.Array:
         trim=True,
         dtype=np.float32,
         meta=np.empty((0, 0, 0), np.float32),
-        name=name,
+        model_name=name,
         device=device,
     )
 

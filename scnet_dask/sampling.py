@@ -220,7 +220,7 @@ class PatchSampler:
 
     def get_state(self) -> dict[str, Any]:
         """The generator state, to be saved; prefetched patches must be dropped first."""
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a generator state from :meth:`get_state`."""

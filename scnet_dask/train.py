@@ -83,7 +83,8 @@ class _Run:
                 f"{cfg.prior}: prior grid {tuple(self.prior.shape)} differs from the noisy grid "
                 f"{tuple(self.noisy.shape)} of {cfg.noisy}"
             )
-        shape = tuple(int(s) for s in self.noisy.shape)
+        z, y, x = (int(s) for s in self.noisy.shape)
+        shape = (z, y, x)
         self.train_region, self.val_region = split_regions(
             shape,
             cfg.patch_size,
@@ -294,7 +295,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
                     terms = run.losses(noisy, prior, run.gen)
                     if not torch.isfinite(terms["total"]):
                         raise TrainingDiverged(
-                            f"{out}: loss became {float(terms['total'])} at step {run.step + 1} "
+                            f"{out}: loss became {float(terms['total'].detach())} at step {run.step + 1} "
                             f"(epoch {epoch}); stopped, last good checkpoint "
                             f"{out / 'last.pt'} (epoch {run.epoch}) kept"
                         )
@@ -304,7 +305,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
                     run.step += 1
                     dt = time.perf_counter() - t0
                     step_times.append(dt)
-                    row = {k: f"{float(terms[k]):.6g}" for k in _TERMS}
+                    row = {k: f"{float(terms[k].detach()):.6g}" for k in _TERMS}
                     writer.writerow(
                         {
                             "epoch": epoch,
