@@ -295,7 +295,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
                     terms = run.losses(noisy, prior, run.gen)
                     if not torch.isfinite(terms["total"]):
                         raise TrainingDiverged(
-                            f"{out}: loss became {float(terms['total'].detach())} at step {run.step + 1} "
+                            f"{out}: loss became {float(terms['total'].detach())} "
+                            f"at step {run.step + 1} "
                             f"(epoch {epoch}); stopped, last good checkpoint "
                             f"{out / 'last.pt'} (epoch {run.epoch}) kept"
                         )

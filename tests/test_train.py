@@ -70,10 +70,11 @@ def test_sampler_bounds_validation_and_chunk_reads(volumes, tmp_path):
     for _ in range(50):
         origin, aug = s.draw()
         assert train_r.contains(origin, 16)
-        assert not any(
-            all(a < vb and a + 16 > va for a, va, vb in zip(origin, val_r.start, val_r.stop))
-            for _ in [0]
+        overlaps_val = all(
+            a < vb and a + 16 > va
+            for a, va, vb in zip(origin, val_r.start, val_r.stop, strict=True)
         )
+        assert not overlaps_val
     # a 16³ patch on 16³ chunks touches at most 8 chunks per volume (noisy and prior: 16)
     counts["n"] = 0
     origin = (3, 5, 7)
