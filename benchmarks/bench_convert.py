@@ -76,8 +76,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     exe = shutil.which("scnet-dask") or sys.executable
     prefix = [exe] if exe.endswith("scnet-dask") else [exe, "-m", "scnet_dask.cli"]
-    print(f"{'size':>8} {'shape (z,y,x)':>20} {'convert s':>10} {'MiB/s':>8} {'cp s':>7} "
-          f"{'ratio':>6} {'peak RSS MiB':>12} {'stored/raw':>10}")
+    print(
+        f"{'size':>8} {'shape (z,y,x)':>20} {'convert s':>10} {'MiB/s':>8} {'cp s':>7} "
+        f"{'ratio':>6} {'peak RSS MiB':>12} {'stored/raw':>10}"
+    )
     try:
         for gib in args.sizes_gib:
             src = work / f"in_{gib:g}.mrc"
@@ -90,9 +92,11 @@ def main() -> None:
             out = work / f"out_{gib:g}.zarr"
             t_conv, peak = run_measured([*prefix, "convert", str(src), str(out), "--overwrite"])
             stored = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
-            print(f"{gib:>7g}G {str(shape):>20} {t_conv:>10.1f} {size_mib / t_conv:>8.1f} "
-                  f"{t_cp:>7.2f} {t_conv / t_cp:>6.1f} {peak:>12.0f} {stored / size_mib:>10.3f}",
-                  flush=True)
+            print(
+                f"{gib:>7g}G {str(shape):>20} {t_conv:>10.1f} {size_mib / t_conv:>8.1f} "
+                f"{t_cp:>7.2f} {t_conv / t_cp:>6.1f} {peak:>12.0f} {stored / size_mib:>10.3f}",
+                flush=True,
+            )
             src.unlink()
             shutil.rmtree(out)
     finally:

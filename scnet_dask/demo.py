@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import time
 from importlib import resources
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from scnet_dask.config import ConvertConfig, ExportConfig
+from scnet_dask.config import ConvertConfig, ExportConfig, PriorConfig, TrainConfig
 from scnet_dask.convert import convert
 from scnet_dask.export import export
 from scnet_dask.info import format_info, volume_info
 from scnet_dask.io import open_source
+from scnet_dask.prior import make_prior
+from scnet_dask.train import train
 
 __all__ = ["sample_path", "run_demo"]
 
@@ -24,7 +27,10 @@ def sample_path(name: str = "temsim_noisy_crop.mrc") -> Path:
 
 
 def run_demo(out_dir: Path) -> str:
-    """Convert the sample to OME-Zarr, describe it, export it back to MRC and compare.
+    """Run convert, export, prior and a tiny training on the embedded sample.
+
+    The MRC → OME-Zarr → MRC round trip is compared value by value; the training is a few
+    dozen CPU steps, enough to show the losses fall.
 
     Returns
     -------
@@ -47,12 +53,40 @@ def run_demo(out_dir: Path) -> str:
     a = open_source(src)
     b = open_source(mrc_path)
     same = bool(np.array_equal(a.data.compute().astype(np.float32), b.data.compute()))
+    prior_path = out_dir / "prior.ome.zarr"
+    make_prior(PriorConfig(noisy=zarr_path, output=prior_path, sigma=1.5), show_progress=False)
+    t3 = time.perf_counter()
+    run_dir = out_dir / "run"
+    summary = train(
+        TrainConfig(
+            noisy=zarr_path,
+            prior=prior_path,
+            out=run_dir,
+            patch_size=32,
+            features=8,
+            epochs=2,
+            steps_per_epoch=12,
+            val_patches=2,
+            device="cpu",
+        ),
+        show_progress=False,
+    )
+    t4 = time.perf_counter()
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    first, last = rows[0], rows[-1]
     lines = [
         "scnet-dask demo: embedded TEM-Simulator tomogram crop",
         format_info(volume_info(zarr_path)),
         f"convert: {t1 - t0:.2f} s; export to MRC: {t2 - t1:.2f} s",
         f"round trip MRC -> OME-Zarr -> MRC value-exact: {same}; voxel size kept: "
         f"{a.voxel_size_angstrom == b.voxel_size_angstrom} ({b.voxel_size_angstrom[0]:.3g} Å)",
+        f"prior (gaussian σ 1.5 voxels): {t3 - t2:.2f} s",
+        f"train (tiny: 32³ patches, 8 features, {summary['steps']} steps on CPU): {t4 - t3:.1f} s, "
+        f"{summary['mean_step_seconds']:.2f} s/step, "
+        f"data wait {100 * summary['wait_fraction']:.1f} %",
+        f"  loss total {float(first['total']):.4g} -> {float(last['total']):.4g}; "
+        f"validation {summary['best_val']:.4g}; checkpoints and curves.png in {run_dir}/",
         f"outputs in {out_dir}/",
     ]
     return "\n".join(lines)
