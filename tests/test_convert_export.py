@@ -199,3 +199,10 @@ def test_resume_after_interruption_matches_uninterrupted(small_mrc, tmp_path, ca
         zarr.open_group(str(out))["0"][:], zarr.open_group(str(ref))["0"][:]
     )
     assert not partial.exists()
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    code, out, err = run_cli(["demo", "--out", tmp_path / "demo"], capsys)
+    assert code == 0, err
+    assert "value-exact: True" in out and "loss total" in out
+    assert (tmp_path / "demo" / "run" / "best.pt").exists()
