@@ -100,7 +100,7 @@ def info(path: Path, json_output: bool) -> None:
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option(
     "--method",
-    type=click.Choice(["gaussian", "topaz-3d", "file"]),
+    type=click.Choice(["gaussian", "topaz-3d", "tilt-series", "file"]),
     default="gaussian",
     show_default=True,
 )
@@ -111,6 +111,32 @@ def info(path: Path, json_output: bool) -> None:
     default="unet-3d-10a",
     show_default=True,
     help="Topaz pretrained 3-D model.",
+)
+@click.option(
+    "--tilt-series",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Aligned tilt series (n_tilts, Y, X), with --method tilt-series.",
+)
+@click.option(
+    "--tlt",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Tilt angles in degrees, one per line (.tlt/.rawtlt).",
+)
+@click.option(
+    "--tilt-axis",
+    type=click.Choice(["x", "y"]),
+    default="x",
+    show_default=True,
+    help="Image axis the tilt axis lies along.",
+)
+@click.option(
+    "--angle-sign",
+    type=click.Choice(["1", "-1"]),
+    default="-1",
+    show_default=True,
+    help="Tilt-angle sign convention of the back-projection.",
 )
 @click.option(
     "--prior-file",
@@ -125,6 +151,7 @@ def prior(**kwargs: Any) -> None:
     """Make the smoothed prior volume for NOISY (an OME-Zarr) into OUTPUT (.zarr)."""
     from scnet_dask.prior import make_prior
 
+    kwargs["angle_sign"] = int(kwargs["angle_sign"])
     summary = make_prior(build_config(PriorConfig, **kwargs))
     click.echo(
         f"wrote {summary['output']}: {summary['method']} prior, shape {tuple(summary['shape'])}"

@@ -163,10 +163,14 @@ class PriorConfig(StrictModel):
 
     noisy: Path
     output: Path
-    method: Literal["gaussian", "topaz-3d", "file"] = "gaussian"
+    method: Literal["gaussian", "topaz-3d", "tilt-series", "file"] = "gaussian"
     sigma: float = Field(1.0, gt=0, description="Gaussian σ in voxels")
     model: Literal["unet-3d-10a", "unet-3d-20a"] = "unet-3d-10a"
     prior_file: Path | None = None
+    tilt_series: Path | None = None
+    tlt: Path | None = None
+    tilt_axis: Literal["x", "y"] = "x"
+    angle_sign: Literal[1, -1] = -1
     tile: int = Field(96, ge=16)
     device: str = "auto"
     overwrite: bool = False

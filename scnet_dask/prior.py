@@ -29,6 +29,7 @@ __all__ = ["make_prior", "topaz_3d_model", "topaz_denoise_3d"]
 
 log = logging.getLogger(__name__)
 
+_TOPAZ_2D_FILE = "unet_L2_v0.2.2.sav"
 _TOPAZ_FILES = {"unet-3d-10a": "unet-3d-10a-v0.2.4.sav", "unet-3d-20a": "unet-3d-20a-v0.2.4.sav"}
 
 
@@ -81,6 +82,62 @@ def topaz_denoise_3d(block: np.ndarray, model_name: str, device: str = "cpu") ->
     return y * sd + mu
 
 
+@lru_cache(maxsize=2)
+def topaz_2d_model(device: str = "cpu") -> torch.nn.Module:
+    """Load Topaz's pretrained 2-D denoiser (``unet``, L2, v0.2.2) from the topaz-em wheel."""
+    try:
+        import topaz
+        from topaz.denoising.models import UDenoiseNet
+    except ImportError as e:
+        raise InputError(
+            "topaz-em is not installed; install it with 'pip install --no-deps topaz-em'"
+        ) from e
+    path = Path(topaz.__file__).parent / "pretrained" / "denoise" / _TOPAZ_2D_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: Topaz 2-D weights not found")
+    model = UDenoiseNet(base_width=11, top_width=5)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval().to(device)
+
+
+def topaz_denoise_2d(images: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Denoise a stack of (n, Y, X) projections one by one with Topaz's 2-D model."""
+    model = topaz_2d_model(device)
+    out = np.empty(images.shape, dtype=np.float32)
+    with torch.no_grad():
+        for i, img in enumerate(images.astype(np.float32)):
+            mu, sd = float(img.mean()), float(img.std()) or 1.0
+            t = torch.from_numpy((img - mu) / sd)[None, None].to(device)
+            out[i] = model(t)[0, 0].float().cpu().numpy() * sd + mu
+    return out
+
+
+def _tilt_series(cfg: PriorConfig, nz: int, shape: tuple[int, ...], device: str) -> da.Array:
+    from scnet_dask.recon import read_tilt_angles, wbp
+
+    if cfg.tilt_series is None or cfg.tlt is None:
+        raise InputError("--method tilt-series needs --tilt-series and --tlt")
+    ts = open_source(cfg.tilt_series).data
+    angles = read_tilt_angles(str(cfg.tlt))
+    if ts.shape[0] != angles.size:
+        raise InputError(
+            f"{cfg.tlt}: {angles.size} tilt angles for {ts.shape[0]} images in {cfg.tilt_series}"
+        )
+    expect = (shape[1], shape[2])
+    if tuple(ts.shape[1:]) != expect:
+        raise InputError(
+            f"{cfg.tilt_series}: images of {tuple(ts.shape[1:])} do not match the tomogram's "
+            f"(y, x) = {expect}"
+        )
+    topaz_2d_model(device)  # fail early if the weights are missing
+    den = (
+        ts.astype(np.float32)
+        .rechunk((1, -1, -1))
+        .map_blocks(topaz_denoise_2d, device=device, dtype=np.float32)
+    )
+    return wbp(den, angles, nz, tilt_axis=cfg.tilt_axis, angle_sign=cfg.angle_sign)
+
+
 def _gaussian(data: da.Array, sigma: float) -> da.Array:
     return gaussian_filter(data.astype(np.float32), sigma=sigma, mode="reflect")
 
@@ -113,6 +170,17 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
     if cfg.method == "gaussian":
         data = _gaussian(vol.data, cfg.sigma)
         details: dict[str, Any] = {"sigma_voxels": cfg.sigma}
+    elif cfg.method == "tilt-series":
+        dev = str(resolve_device(cfg.device))
+        data = _tilt_series(cfg, int(vol.data.shape[0]), tuple(vol.data.shape), dev)
+        details = {
+            "tilt_series": str(Path(str(cfg.tilt_series)).resolve()),
+            "tlt": str(cfg.tlt),
+            "tilt_axis": cfg.tilt_axis,
+            "angle_sign": cfg.angle_sign,
+            "denoiser": "topaz unet_L2_v0.2.2",
+            "reconstruction": "WBP (Ram-Lak)",
+        }
     elif cfg.method == "topaz-3d":
         dev = str(resolve_device(cfg.device))
         topaz_3d_model(cfg.model, dev)  # fail early if the weights are missing
