@@ -33,6 +33,20 @@ _TOPAZ_2D_FILE = "unet_L2_v0.2.2.sav"
 _TOPAZ_FILES = {"unet-3d-10a": "unet-3d-10a-v0.2.4.sav", "unet-3d-20a": "unet-3d-20a-v0.2.4.sav"}
 
 
+def _topaz_weights(filename: str) -> Path:
+    """Path of a pretrained weight file shipped in the topaz-em wheel, or a clear error."""
+    try:
+        import topaz
+    except ImportError as e:
+        raise InputError(
+            "topaz-em is not installed; install it with 'pip install --no-deps topaz-em'"
+        ) from e
+    path = Path(topaz.__file__).parent / "pretrained" / "denoise" / filename
+    if not path.is_file():
+        raise InputError(f"{path}: Topaz weights not found")
+    return path
+
+
 @lru_cache(maxsize=4)
 def topaz_3d_model(name: str, device: str = "cpu") -> torch.nn.Module:
     """Load Topaz's pretrained 3-D denoiser ``name`` from the installed ``topaz-em`` wheel.
@@ -50,16 +64,9 @@ def topaz_3d_model(name: str, device: str = "cpu") -> torch.nn.Module:
         raise InputError(
             f"unknown Topaz 3-D model {name!r}; expected one of {sorted(_TOPAZ_FILES)}"
         )
-    try:
-        import topaz
-        from topaz.denoising.models import UDenoiseNet3D
-    except ImportError as e:
-        raise InputError(
-            "topaz-em is not installed; install it with 'pip install --no-deps topaz-em'"
-        ) from e
-    path = Path(topaz.__file__).parent / "pretrained" / "denoise" / _TOPAZ_FILES[name]
-    if not path.is_file():
-        raise InputError(f"{path}: Topaz weights for {name} not found")
+    path = _topaz_weights(_TOPAZ_FILES[name])
+    from topaz.denoising.models import UDenoiseNet3D
+
     model = UDenoiseNet3D(base_width=7)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
@@ -85,16 +92,9 @@ def topaz_denoise_3d(block: np.ndarray, model_name: str, device: str = "cpu") ->
 @lru_cache(maxsize=2)
 def topaz_2d_model(device: str = "cpu") -> torch.nn.Module:
     """Load Topaz's pretrained 2-D denoiser (``unet``, L2, v0.2.2) from the topaz-em wheel."""
-    try:
-        import topaz
-        from topaz.denoising.models import UDenoiseNet
-    except ImportError as e:
-        raise InputError(
-            "topaz-em is not installed; install it with 'pip install --no-deps topaz-em'"
-        ) from e
-    path = Path(topaz.__file__).parent / "pretrained" / "denoise" / _TOPAZ_2D_FILE
-    if not path.is_file():
-        raise InputError(f"{path}: Topaz 2-D weights not found")
+    path = _topaz_weights(_TOPAZ_2D_FILE)
+    from topaz.denoising.models import UDenoiseNet
+
     model = UDenoiseNet(base_width=11, top_width=5)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval().to(device)
