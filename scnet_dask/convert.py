@@ -17,7 +17,7 @@ from tqdm import tqdm
 from scnet_dask import __version__
 from scnet_dask.config import ConvertConfig
 from scnet_dask.errors import InputError
-from scnet_dask.io import Volume, open_source
+from scnet_dask.io import Volume, bytes_on_disk, open_source
 from scnet_dask.io._atomic import atomic_output
 from scnet_dask.io.mrc import open_mrc
 from scnet_dask.io.omezarr import (
@@ -246,7 +246,7 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
             _replace_nonfinite(group, value)
             attrs["nonfinite_replaced"] = {"count": n_bad, "value": value}
             stats = finalise_store(group, voxel, attrs, cfg.pyramid_levels)
-    stored = _dir_bytes(Path(cfg.output))
+    stored = bytes_on_disk(cfg.output)
     return {
         "output": str(cfg.output),
         "shape": list(data.shape),
@@ -256,9 +256,3 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
         "stored_bytes": stored,
         "raw_bytes": int(np.prod(data.shape)) * dtype.itemsize,
     }
-
-
-def _dir_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -9,16 +9,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from scnet_dask.io import open_source
+from scnet_dask.io import bytes_on_disk, open_source
 from scnet_dask.io.omezarr import get_array, read_attrs
 
 __all__ = ["volume_info", "format_info"]
-
-
-def _bytes_on_disk(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -48,7 +42,7 @@ def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             if ms:
                 levels = [list(get_array(node, d["path"]).shape) for d in ms[0]["datasets"]]
     raw = int(np.prod(shape)) * dtype.itemsize
-    stored = _bytes_on_disk(p)
+    stored = bytes_on_disk(p)
     return {
         "path": str(p),
         "format": vol.format,

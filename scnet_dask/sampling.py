@@ -8,6 +8,7 @@ patches as an uninterrupted one.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -189,8 +190,6 @@ class PatchSampler:
 
     def next_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (batch, 1, p, p, p) noisy and prior arrays; keeps reads running ahead."""
-        import time
-
         self._fill(batch_size)
         futures, self._queue = self._queue[:batch_size], self._queue[batch_size:]
         self._fill(batch_size)

@@ -16,7 +16,7 @@ from scnet_dask.io.mrc import MRC_SUFFIXES, open_mrc
 from scnet_dask.io.omezarr import ATTRS_KEY, is_zarr, open_ome_zarr
 from scnet_dask.io.tiff import TIFF_SUFFIXES, open_tiff
 
-__all__ = ["Volume", "open_source", "open_volume", "detect_format"]
+__all__ = ["Volume", "open_source", "open_volume", "detect_format", "bytes_on_disk"]
 
 
 @dataclass
@@ -112,10 +112,13 @@ def open_volume(path: str | os.PathLike[str], level: int = 0) -> xr.DataArray:
     }
     attrs = {"voxel_size_angstrom": vol.voxel_size_angstrom, "format": vol.format, **vol.attrs}
     return xr.DataArray(
-        vol.data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name=p_name(vol.path)
+        vol.data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name=vol.path.name
     )
 
 
-def p_name(path: Path) -> str:
-    """Name of a volume for display: the file or folder name."""
-    return Path(path).name
+def bytes_on_disk(path: str | os.PathLike[str]) -> int:
+    """Bytes a file, or every file below a folder (e.g. a Zarr store), takes on disk."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())

@@ -19,13 +19,11 @@ _UNIT_TO_ANGSTROM = {
     "angstrom": 1.0,
     "å": 1.0,
     "a": 1.0,
-    "\\u00c5": 1.0,
     "nm": 10.0,
     "nanometer": 10.0,
     "micron": 1e4,
     "um": 1e4,
     "µm": 1e4,
-    "\\u00b5m": 1e4,
     "microns": 1e4,
     "mm": 1e7,
 }
