@@ -25,7 +25,7 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.info("no CUDA device found; running on the CPU")
+        log.warning("--device auto: no CUDA device found; running on the CPU")
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():

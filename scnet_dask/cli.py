@@ -11,7 +11,14 @@ import click
 
 from scnet_dask import __version__
 from scnet_dask._cliutil import build_config, config_option, setup_logging
-from scnet_dask.config import ConvertConfig, ExportConfig, InfoConfig, PriorConfig, TrainConfig
+from scnet_dask.config import (
+    ConvertConfig,
+    DenoiseConfig,
+    ExportConfig,
+    InfoConfig,
+    PriorConfig,
+    TrainConfig,
+)
 from scnet_dask.errors import InputError, OutputError
 
 __all__ = ["cli", "main"]
@@ -208,6 +215,76 @@ def train(**kwargs: Any) -> None:
         f"trained {s['epochs']} epochs ({s['steps']} steps) on {s['device']}: best validation "
         f"loss {s['best_val']:.5g}, {s['mean_step_seconds']:.3f} s/step, data wait "
         f"{100 * s['wait_fraction']:.1f} %; checkpoints in {s['run_dir']}"
+    )
+
+
+@cli.command()
+@config_option(DenoiseConfig)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--method",
+    type=click.Choice(["scnet", "gaussian"]),
+    default="scnet",
+    show_default=True,
+    help="scnet (needs CHECKPOINT) or the gaussian baseline (no checkpoint).",
+)
+@click.option(
+    "--chunks", type=int, default=128, show_default=True, help="Tile core edge (multiple of 16)."
+)
+@click.option(
+    "--halo",
+    default="auto",
+    show_default=True,
+    help="Voxels added on each side of a chunk; auto = receptive field + post-filter + blend.",
+)
+@click.option(
+    "--window", type=click.Choice(["gaussian", "cosine"]), default="gaussian", show_default=True
+)
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Tiles per forward.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on GPU.")
+@click.option(
+    "--post-sigma",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Gaussian σ (voxels) applied after the network (SC-Net's 0.5; 0 = none).",
+)
+@click.option(
+    "--sigma", type=float, default=1.0, show_default=True, help="σ (voxels) of --method gaussian."
+)
+@click.option("--resume", is_flag=True, help="Finish an interrupted run (only missing chunks).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def denoise(paths: tuple[Path, ...], halo: str, **kwargs: Any) -> None:
+    """Denoise INPUT with CHECKPOINT into OUTPUT: denoise INPUT [CHECKPOINT] OUTPUT.
+
+    INPUT is OME-Zarr, MRC or TIFF; OUTPUT is .zarr (OME-Zarr), .mrc/.rec or .tif. CHECKPOINT
+    (best.pt of 'scnet-dask train') is needed for --method scnet only.
+    """
+    from scnet_dask.denoise import denoise as run
+
+    if len(paths) == 3:
+        inp, ckpt, outp = paths
+    elif len(paths) == 2:
+        (inp, outp), ckpt = paths, None
+    else:
+        raise click.UsageError(f"expected INPUT [CHECKPOINT] OUTPUT, got {len(paths)} paths")
+    halo_value: int | str = halo
+    if halo != "auto":
+        try:
+            halo_value = int(halo)
+        except ValueError:
+            raise click.BadParameter(f"must be 'auto' or voxels, got {halo!r}") from None
+    cfg = build_config(
+        DenoiseConfig, input=inp, checkpoint=ckpt, output=outp, halo=halo_value, **kwargs
+    )
+    s = run(cfg)
+    st = s["statistics"]
+    click.echo(
+        f"wrote {s['output']}: {s['method']}, shape {tuple(s['shape'])}, halo "
+        f"{tuple(s['halo'])} voxels ({s['halo_overhead']:.2f} tile voxels per output voxel), "
+        f"{s['chunks_written']} chunks computed, {s['chunks_skipped']} resumed; "
+        f"mean {st['mean']:.4g} std {st['std']:.4g}"
     )
 
 

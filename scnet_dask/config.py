@@ -19,6 +19,7 @@ __all__ = [
     "ConvertConfig",
     "ExportConfig",
     "InfoConfig",
+    "DenoiseConfig",
     "load_yaml",
     "format_validation_error",
 ]
@@ -174,3 +175,60 @@ class PriorConfig(StrictModel):
     tile: int = Field(96, ge=16)
     device: str = "auto"
     overwrite: bool = False
+
+
+def _check_device(v: str) -> str:
+    if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
+class DenoiseConfig(StrictModel):
+    """Options of ``scnet-dask denoise``."""
+
+    input: Path
+    output: Path
+    checkpoint: Path | None = None
+    method: Literal["scnet", "gaussian"] = "scnet"
+    chunks: int = Field(128, ge=16, le=1024, description="chunk (tile core) edge in voxels")
+    halo: int | Literal["auto"] = "auto"
+    window: Literal["gaussian", "cosine"] = "gaussian"
+    batch_size: int = Field(1, ge=1, le=64)
+    device: str = "auto"
+    amp: bool = True
+    post_sigma: float = Field(0.5, ge=0, le=4, description="Gaussian σ (voxels) after the net")
+    sigma: float = Field(1.0, gt=0, le=16, description="σ (voxels) of --method gaussian")
+    resume: bool = False
+    overwrite: bool = False
+
+    @field_validator("chunks")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(
+                f"chunks (the tile core) must be a multiple of 16 so tiles align with the "
+                f"network's four stride-2 levels, got {v}"
+            )
+        return v
+
+    @field_validator("halo")
+    @classmethod
+    def _halo(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"halo must be 'auto' or >= 0 voxels, got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_device(v)
+
+    @field_validator("output")
+    @classmethod
+    def _suffix(cls, v: Path) -> Path:
+        ok = (".zarr", ".mrc", ".rec", ".map", ".tif", ".tiff")
+        if not str(v).lower().endswith(ok):
+            raise ValueError(
+                f"output must end in .zarr, .mrc, .rec, .map, .tif or .tiff, got {str(v)!r}"
+            )
+        return v

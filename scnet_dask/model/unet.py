@@ -10,10 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SCNetUNet", "TILE_MULTIPLE"]
+__all__ = ["SCNetUNet", "TILE_MULTIPLE", "NET_REACH"]
 
 #: Input edges must be multiples of this (four stride-2 convolutions).
 TILE_MULTIPLE = 16
+#: Farthest reach (voxels at the network's own resolution) of one input voxel on the output, and
+#: of the output on the input: the four stride-2 encoders, the decoder's 3x3x3 convolutions at
+#: 1/4 resolution and the nearest up-sampling. Measured by an impulse probe (tests/test_tiling.py)
+#: on tiles aligned to 16: 33 voxels on one side, 48 on the other.
+NET_REACH = 48
 
 
 def _down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
@@ -67,6 +72,21 @@ class SCNetUNet(nn.Module):
         self.dec3_1 = _double(2 * f, 2 * f, 2 * f)
         self.dec2_1 = _double(3 * f, 2 * f, 2 * f)
         self.dec1_1 = _double(2 * f + 1, f, 1, last_plain=True)
+
+    @property
+    def upsample_factors(self) -> tuple[int, int, int]:
+        """Up-sampling factor of the model's input per axis (z, y, x)."""
+        return (2, 1, 2) if self.upsample else (1, 1, 1)
+
+    @property
+    def receptive_margin(self) -> tuple[int, int, int]:
+        """Reach of the receptive field in input voxels per axis (z, y, x).
+
+        :data:`NET_REACH` divided by the up-sampling factor, rounded up: with the 2x block the
+        network sees twice as far along y as along z and x.
+        """
+        r = tuple(-(-NET_REACH // f) for f in self.upsample_factors)
+        return (r[0], r[1], r[2])
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         enc1 = self.enc1_1(x)

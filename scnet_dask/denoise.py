@@ -1,0 +1,356 @@
+"""``denoise``: tiled, blended, resumable inference of a whole volume, out of core.
+
+The input (OME-Zarr, MRC or TIFF) is read lazily in ``--chunks`` blocks; each block plus its
+halo is predicted once (:mod:`scnet_dask.tiling`), blended with its neighbours and written as
+one chunk of the output OME-Zarr, with a marker per finished chunk so that ``--resume`` after a
+kill recomputes only the chunks not yet written. MRC/TIFF outputs are streamed from a work
+OME-Zarr beside the target once every chunk is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from tqdm import tqdm
+
+from scnet_dask._device import resolve_device
+from scnet_dask.config import DenoiseConfig
+from scnet_dask.convert import finalise_store, provenance_entry
+from scnet_dask.errors import InputError
+from scnet_dask.export import write_volume_file
+from scnet_dask.io import Volume, open_source
+from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
+from scnet_dask.io.omezarr import create_level
+from scnet_dask.predict import GaussianPredictor, ScnetPredictor, file_sha256, load_denoiser
+from scnet_dask.tiling import Predictor, TilePlan, overlap_add, plan_halo
+
+__all__ = ["denoise", "build_denoiser", "write_blocks"]
+
+log = logging.getLogger(__name__)
+_PROGRESS_KEY = "scnet_dask_progress"
+#: Relative voxel-size difference above which a checkpoint is refused for an input.
+VOXEL_TOLERANCE = 0.05
+
+
+def _check_finite(block: np.ndarray, path: str, block_info: Any = None) -> np.ndarray:
+    if not np.isfinite(block).all():
+        loc = block_info[0]["array-location"] if block_info else "?"
+        where = tuple(int(s[0]) for s in loc) if loc != "?" else loc
+        raise InputError(
+            f"{path}: NaN/Inf voxels in the input (block at (z, y, x) = {where}); convert it "
+            "with --nan-policy zero or mean first"
+        )
+    return block
+
+
+def _gpu_annotations() -> dict[str, Any] | None:
+    """``resources={"GPU": 1}`` when a distributed client's workers advertise GPUs."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return None
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    if any("GPU" in (w.get("resources") or {}) for w in workers):
+        return {"resources": {"GPU": 1}}
+    return None
+
+
+def build_denoiser(
+    cfg: DenoiseConfig, vol: Volume
+) -> tuple[Predictor, tuple[int, int, int], int, float, dict[str, Any]]:
+    """The predictor for ``cfg.method`` and its geometry.
+
+    Returns
+    -------
+    predictor, receptive_margin, multiple, post_sigma, details
+        ``details`` go into the output's provenance.
+
+    Raises
+    ------
+    InputError
+        For a missing, foreign or incompatible checkpoint, or a CUDA device that is absent.
+
+    """
+    if cfg.method == "gaussian":
+        g = GaussianPredictor(cfg.sigma)
+        r = g.receptive_margin
+        return g, (r, r, r), 1, 0.0, {"sigma_voxels": cfg.sigma}
+    if cfg.checkpoint is None:
+        raise InputError("--method scnet needs a CHECKPOINT (best.pt from 'scnet-dask train')")
+    ckpt = Path(cfg.checkpoint)
+    if not ckpt.is_file():
+        raise InputError(f"{ckpt}: no such checkpoint")
+    device = str(resolve_device(cfg.device))
+    sha = file_sha256(ckpt)
+    den = load_denoiser(str(ckpt.resolve()), sha, "cpu")
+    if den.voxel_size_angstrom is not None and vol.voxel_size_found:
+        trained, given = den.voxel_size_angstrom, vol.voxel_size_angstrom
+        rel = max(abs(a - b) / max(a, b) for a, b in zip(trained, given, strict=True))
+        if rel > VOXEL_TOLERANCE:
+            raise InputError(
+                f"{ckpt}: trained on {tuple(round(v, 3) for v in trained)} Å voxels but "
+                f"{cfg.input} has {tuple(round(v, 3) for v in given)} Å; bin the input to the "
+                "training voxel size or train on it"
+            )
+    pred = ScnetPredictor(str(ckpt.resolve()), sha, device, cfg.amp)
+    details = {
+        "checkpoint": str(ckpt.resolve()),
+        "checkpoint_sha256": sha,
+        "train_config": den.config,
+        "device": device,
+        "amp": cfg.amp and device.startswith("cuda"),
+    }
+    return pred, den.model.receptive_margin, 16, cfg.post_sigma, details
+
+
+def _store_block(block: np.ndarray, arr: zarr.Array, region: tuple[slice, ...], marker: str) -> int:
+    arr[region] = block
+    Path(marker).touch()
+    return int(block.size)
+
+
+def write_blocks(
+    out: da.Array,
+    arr: zarr.Array,
+    done_dir: Path,
+    show_progress: bool = True,
+    desc: str = "denoise",
+) -> tuple[int, int]:
+    """Compute ``out`` block by block into ``arr`` (same chunks), skipping finished blocks.
+
+    A marker file per block in ``done_dir`` records completion after its write, so a killed run
+    resumes with only the missing blocks (the tiles they need are recomputed; the others are
+    culled from the graph). Runs on the current ``distributed`` client if there is one, else on
+    the threaded scheduler; either way without graph optimisation, so that the prediction
+    tasks keep their resource annotations.
+
+    Returns
+    -------
+    written, skipped
+        Numbers of blocks.
+
+    """
+    done_dir.mkdir(parents=True, exist_ok=True)
+    if tuple(arr.chunks) != tuple(c[0] for c in out.chunks):
+        raise ValueError(f"store chunks {arr.chunks} differ from the array's {out.chunksize}")
+    name = f"store-{tokenize(out.name, str(arr.store), arr.path)}"
+    layer: dict[Any, Any] = {}
+    nblocks = out.numblocks
+    starts = [np.cumsum((0, *c[:-1])) for c in out.chunks]
+    skipped = 0
+    for ijk in np.ndindex(*nblocks):
+        marker = done_dir / ".".join(map(str, ijk))
+        if marker.exists():
+            skipped += 1
+            continue
+        region = tuple(
+            slice(int(starts[k][ijk[k]]), int(starts[k][ijk[k]] + out.chunks[k][ijk[k]]))
+            for k in range(3)
+        )
+        layer[(name, *ijk)] = (
+            _store_block,
+            (out.name, *ijk),
+            arr,
+            region,
+            str(marker),
+        )
+    if skipped:
+        log.info("resuming: %d of %d chunks already written", skipped, int(np.prod(nblocks)))
+    if not layer:
+        return 0, skipped
+    graph = HighLevelGraph(
+        {**out.dask.layers, name: MaterializedLayer(layer)},
+        {**out.dask.dependencies, name: set(out.__dask_layers__())},
+    )
+    tasks = [Delayed(k, graph, layer=name) for k in layer]
+    with tqdm(
+        total=len(tasks), desc=desc, unit="chunk", file=sys.stderr, disable=not show_progress
+    ) as bar:
+        client = _client()
+        if client is not None:
+            from distributed import as_completed
+
+            futures = client.compute(tasks, optimize_graph=False)
+            for f in as_completed(futures):
+                f.result()
+                bar.update(1)
+        else:
+            from dask.callbacks import Callback
+
+            class _Progress(Callback):
+                def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+                    if isinstance(key, tuple) and key and key[0] == name:
+                        bar.update(1)
+
+            with _Progress():
+                dask.compute(*tasks, optimize_graph=False, scheduler="threads")
+    return len(layer), skipped
+
+
+def _client() -> Any:
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
+    src = Path(cfg.input)
+    st = src.stat() if src.is_file() else None
+    opts = cfg.model_dump(mode="json", exclude={"resume", "overwrite", "output", "device"})
+    return json.loads(
+        json.dumps(
+            {
+                "input": str(src.resolve()),
+                "size": st.st_size if st else None,
+                "mtime_ns": st.st_mtime_ns if st else None,
+                "shape": list(vol.data.shape),
+                "options": opts,
+                "checkpoint_sha256": details.get("checkpoint_sha256"),
+            }
+        )
+    )
+
+
+def _done_dir(store: Path) -> Path:
+    """Folder of per-chunk completion markers, beside (not inside) the store being written."""
+    return store.with_name(f"{store.name}.done")
+
+
+def _work_store(tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any]) -> zarr.Array:
+    group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
+    progress = group.attrs.get(_PROGRESS_KEY, {})
+    if not isinstance(progress, dict) or progress.get("signature") != sig:
+        if progress:
+            log.info("%s: partial output is from other settings; starting over", tmp)
+        for key in list(group.array_keys()):
+            del group[key]
+        remove_path(_done_dir(tmp))
+        group.attrs[_PROGRESS_KEY] = {"signature": sig}
+    ch = tuple(min(chunks, s) for s in shape)
+    return create_level(group, 0, shape, ch, np.dtype(np.float32))
+
+
+def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
+    """Denoise ``cfg.input`` into ``cfg.output`` (OME-Zarr, MRC or TIFF).
+
+    Returns
+    -------
+    dict
+        Output path, method, shape, voxel size (Å), halo and margin (voxels, z/y/x), chunks
+        written and skipped, tile voxels per output voxel, and the output statistics.
+
+    """
+    src = Path(cfg.input)
+    target = Path(cfg.output)
+    check_output_target(target, cfg.overwrite)
+    vol = open_source(src)
+    stats_in = vol.attrs.get("statistics") or {}
+    if stats_in.get("n_nonfinite"):
+        raise InputError(
+            f"{src}: {stats_in['n_nonfinite']} NaN/Inf voxels in the input; convert it with "
+            "--nan-policy zero or mean first"
+        )
+    predictor, rf, multiple, post_sigma, details = build_denoiser(cfg, vol)
+    chunk = tuple(min(cfg.chunks, int(s)) for s in vol.data.shape)
+    data = vol.data.astype(np.float32).rechunk(chunk)
+    data = data.map_blocks(_check_finite, path=str(src), dtype=np.float32)
+    halo, margin = plan_halo(cfg.halo, rf, post_sigma)
+    plan = TilePlan(
+        shape=(int(data.shape[0]), int(data.shape[1]), int(data.shape[2])),
+        chunks=data.chunks,
+        halo=halo,
+        margin=margin,
+        multiple=multiple,
+        window=cfg.window,
+        post_sigma=post_sigma,
+    )
+    annotations = _gpu_annotations()
+    out = overlap_add(data, predictor, plan, cfg.batch_size, annotations=annotations)
+    details.update(
+        {
+            "method": cfg.method,
+            "chunks": cfg.chunks,
+            "halo_voxels": list(halo),
+            "margin_voxels": list(margin),
+            "window": cfg.window,
+            "post_sigma_voxels": post_sigma,
+            "batch_size": cfg.batch_size,
+        }
+    )
+    attrs = {
+        "name": target.name,
+        "source_path": str(src.resolve()),
+        "source": vol.attrs.get("source", {}),
+        "voxel_size_angstrom": list(vol.voxel_size_angstrom),
+        "voxel_size_found": vol.voxel_size_found,
+        "provenance": list(vol.attrs.get("provenance", []))
+        + [provenance_entry("denoise", input=str(src.resolve()), **details)],
+    }
+    sig = _signature(cfg, vol, details)
+    is_zarr = str(target).lower().endswith(".zarr")
+    desc = f"denoise {src.name}"
+    if is_zarr:
+        if not cfg.resume:
+            remove_path(_done_dir(partial_path(target)))
+        with atomic_output(target, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
+            try:
+                arr = _work_store(tmp, data.shape, cfg.chunks, sig)
+                written, skipped = write_blocks(out, arr, _done_dir(tmp), show_progress, desc)
+            except Exception:
+                remove_path(_done_dir(tmp))
+                raise
+            remove_path(_done_dir(tmp))
+            group = zarr.open_group(str(tmp), mode="r+")
+            del group.attrs[_PROGRESS_KEY]
+            stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 3)
+    else:
+        work = target.with_name(f".{target.name}.work.zarr")
+        if not cfg.resume:
+            remove_path(work)
+            remove_path(_done_dir(work))
+        try:
+            arr = _work_store(work, data.shape, cfg.chunks, sig)
+            written, skipped = write_blocks(out, arr, _done_dir(work), show_progress, desc)
+        except Exception:
+            remove_path(work)
+            remove_path(_done_dir(work))
+            raise
+        remove_path(_done_dir(work))
+        group = zarr.open_group(str(work), mode="r+")
+        stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 1)
+        result = da.from_zarr(arr)
+        with atomic_output(target, overwrite=cfg.overwrite) as tmp:
+            fmt = "tiff" if target.suffix.lower() in (".tif", ".tiff") else "mrc"
+            write_volume_file(
+                tmp, result, vol.voxel_size_angstrom, attrs["source"], show_progress, fmt
+            )
+        remove_path(work)
+    return {
+        "output": str(target),
+        "method": cfg.method,
+        "shape": list(data.shape),
+        "voxel_size_angstrom": list(vol.voxel_size_angstrom),
+        "halo": list(halo),
+        "margin": list(margin),
+        "chunks_written": written,
+        "chunks_skipped": skipped,
+        "halo_overhead": plan.tile_voxels() / float(np.prod(data.shape)),
+        "annotations": annotations,
+        "statistics": stats,
+    }
