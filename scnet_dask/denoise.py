@@ -268,7 +268,8 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         )
     predictor, rf, multiple, post_sigma, details = build_denoiser(cfg, vol)
     chunk = tuple(min(cfg.chunks, int(s)) for s in vol.data.shape)
-    data = vol.data.astype(np.float32).rechunk(chunk)
+    with dask.config.set({"array.rechunk.method": "tasks"}):  # no p2p shuffle on clusters
+        data = vol.data.astype(np.float32).rechunk(chunk)
     data = data.map_blocks(_check_finite, path=str(src), dtype=np.float32)
     halo, margin = plan_halo(cfg.halo, rf, post_sigma)
     plan = TilePlan(
