@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scnet_dask.config import ConvertConfig, ExportConfig, PriorConfig, TrainConfig
+from scnet_dask.config import ConvertConfig, DenoiseConfig, ExportConfig, PriorConfig, TrainConfig
 from scnet_dask.convert import convert
+from scnet_dask.denoise import denoise
 from scnet_dask.export import export
 from scnet_dask.info import format_info, volume_info
 from scnet_dask.io import open_source
@@ -26,11 +27,23 @@ def sample_path(name: str = "temsim_noisy_crop.mrc") -> Path:
     return Path(str(resources.files("scnet_dask") / "data" / name))
 
 
+def _fit_scores(output: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
+    """Correlation with ``clean`` and PSNR (dB) after a least-squares scale + offset fit."""
+    a = np.vstack([output.ravel(), np.ones(output.size)]).T.astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, clean.ravel().astype(np.float64), rcond=None)
+    fitted = a @ coef
+    mse = float(np.mean((fitted - clean.ravel()) ** 2))
+    peak = float(clean.max() - clean.min())
+    corr = float(np.corrcoef(output.ravel(), clean.ravel())[0, 1])
+    return corr, 10 * np.log10(peak**2 / mse)
+
+
 def run_demo(out_dir: Path) -> str:
-    """Run convert, export, prior and a tiny training on the embedded sample.
+    """Run convert, export, prior, a tiny training and denoising on the embedded sample.
 
     The MRC → OME-Zarr → MRC round trip is compared value by value; the training is a few
-    dozen CPU steps, enough to show the losses fall.
+    dozen CPU steps, enough to show the losses fall; the denoised volume (and a Gaussian
+    baseline) are scored against the embedded clean simulation.
 
     Returns
     -------
@@ -72,6 +85,29 @@ def run_demo(out_dir: Path) -> str:
         show_progress=False,
     )
     t4 = time.perf_counter()
+    den_path = out_dir / "denoised.ome.zarr"
+    den = denoise(
+        DenoiseConfig(
+            input=zarr_path,
+            checkpoint=run_dir / "best.pt",
+            output=den_path,
+            chunks=32,
+            device="cpu",
+            batch_size=2,
+        ),
+        show_progress=False,
+    )
+    t5 = time.perf_counter()
+    base_path = out_dir / "gaussian.ome.zarr"
+    denoise(
+        DenoiseConfig(input=zarr_path, output=base_path, method="gaussian", sigma=1.5),
+        show_progress=False,
+    )
+    clean = np.asarray(open_source(sample_path("temsim_clean_crop.mrc")).data, np.float32)
+    scores = {
+        name: _fit_scores(np.asarray(open_source(p).data, np.float32), clean)
+        for name, p in (("noisy", zarr_path), ("gaussian σ1.5", base_path), ("SC-Net", den_path))
+    }
     with open(run_dir / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]
@@ -87,6 +123,10 @@ def run_demo(out_dir: Path) -> str:
         f"data wait {100 * summary['wait_fraction']:.1f} %",
         f"  loss total {float(first['total']):.4g} -> {float(last['total']):.4g}; "
         f"validation {summary['best_val']:.4g}; checkpoints and curves.png in {run_dir}/",
-        f"outputs in {out_dir}/",
+        f"denoise (tiled, halo {tuple(den['halo'])}, {den['chunks_written']} chunks): "
+        f"{t5 - t4:.1f} s",
+        "vs the clean simulation (correlation, PSNR after a linear fit):",
+        *(f"  {k:14s} r = {c:.3f}  PSNR {p:.2f} dB" for k, (c, p) in scores.items()),
+        f"outputs in {out_dir}/ (view with napari or export to MRC)",
     ]
     return "\n".join(lines)

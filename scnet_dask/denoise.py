@@ -29,7 +29,7 @@ from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import finalise_store, provenance_entry
 from scnet_dask.errors import InputError
 from scnet_dask.export import write_volume_file
-from scnet_dask.io import Volume, open_source
+from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
 from scnet_dask.io.omezarr import create_level
 from scnet_dask.predict import GaussianPredictor, ScnetPredictor, file_sha256, load_denoiser
@@ -232,6 +232,11 @@ def _done_dir(store: Path) -> Path:
     return store.with_name(f"{store.name}.done")
 
 
+def _scratch_dir(target: Path) -> Path:
+    """Folder for tile pieces awaiting their blend, beside the output (shared on a cluster)."""
+    return target.with_name(f".{target.name}.scratch")
+
+
 def _work_store(tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any]) -> zarr.Array:
     group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
     progress = group.attrs.get(_PROGRESS_KEY, {})
@@ -282,7 +287,18 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         post_sigma=post_sigma,
     )
     annotations = _gpu_annotations()
-    out = overlap_add(data, predictor, plan, cfg.batch_size, annotations=annotations)
+    scratch = _scratch_dir(target)
+    remove_path(scratch)  # pieces of an interrupted run are recomputed, never trusted
+    out = overlap_add(
+        data,
+        predictor,
+        plan,
+        cfg.batch_size,
+        annotations=annotations,
+        reader=store_of(vol.data),
+        scratch=scratch,
+        source_name=str(src),
+    )
     details.update(
         {
             "method": cfg.method,
@@ -304,6 +320,28 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         + [provenance_entry("denoise", input=str(src.resolve()), **details)],
     }
     sig = _signature(cfg, vol, details)
+    try:
+        return _write(
+            cfg, vol, out, plan, attrs, sig, annotations, halo, margin, data.shape, show_progress
+        )
+    finally:
+        remove_path(scratch)
+
+
+def _write(
+    cfg: DenoiseConfig,
+    vol: Volume,
+    out: da.Array,
+    plan: TilePlan,
+    attrs: dict[str, Any],
+    sig: dict[str, Any],
+    annotations: dict[str, Any] | None,
+    halo: tuple[int, int, int],
+    margin: tuple[int, int, int],
+    shape: tuple[int, ...],
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    src, target = Path(cfg.input), Path(cfg.output)
     is_zarr = str(target).lower().endswith(".zarr")
     desc = f"denoise {src.name}"
     if is_zarr:
@@ -311,7 +349,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
             remove_path(_done_dir(partial_path(target)))
         with atomic_output(target, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
             try:
-                arr = _work_store(tmp, data.shape, cfg.chunks, sig)
+                arr = _work_store(tmp, shape, cfg.chunks, sig)
                 written, skipped = write_blocks(out, arr, _done_dir(tmp), show_progress, desc)
             except Exception:
                 remove_path(_done_dir(tmp))
@@ -326,7 +364,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
             remove_path(work)
             remove_path(_done_dir(work))
         try:
-            arr = _work_store(work, data.shape, cfg.chunks, sig)
+            arr = _work_store(work, shape, cfg.chunks, sig)
             written, skipped = write_blocks(out, arr, _done_dir(work), show_progress, desc)
         except Exception:
             remove_path(work)
@@ -345,13 +383,13 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     return {
         "output": str(target),
         "method": cfg.method,
-        "shape": list(data.shape),
+        "shape": list(shape),
         "voxel_size_angstrom": list(vol.voxel_size_angstrom),
         "halo": list(halo),
         "margin": list(margin),
         "chunks_written": written,
         "chunks_skipped": skipped,
-        "halo_overhead": plan.tile_voxels() / float(np.prod(data.shape)),
+        "halo_overhead": plan.tile_voxels() / float(np.prod(shape)),
         "annotations": annotations,
         "statistics": stats,
     }

@@ -23,8 +23,11 @@ padded whole volume holds.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
@@ -32,6 +35,8 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from scipy.ndimage import gaussian_filter
+
+from scnet_dask.errors import InputError
 
 __all__ = [
     "POST_FILTER_TRUNCATE",
@@ -291,6 +296,50 @@ def _read_tile(
     return np.ascontiguousarray(out[np.ix_(*index)])
 
 
+def _read_tile_direct(
+    reader: Any,
+    box: tuple[tuple[int, int], ...],
+    index: tuple[np.ndarray, ...],
+    name: str,
+) -> np.ndarray:
+    """Read the source box straight from the store (no dask chunk held in memory)."""
+    block = np.asarray(reader[tuple(slice(a, b) for a, b in box)], dtype=np.float32)
+    if not np.isfinite(block).all():
+        raise InputError(
+            f"{name}: NaN/Inf voxels in the input (within (z, y, x) = "
+            f"{tuple(a for a, _ in box)}..{tuple(b for _, b in box)}); convert it with "
+            "--nan-policy zero or mean first"
+        )
+    return np.ascontiguousarray(block[np.ix_(*index)])
+
+
+def _spill(
+    preds: list[np.ndarray],
+    targets: list[list[tuple[str, tuple[slice, ...]]]],
+) -> int:
+    """Write each tile's pieces to the scratch folders of the chunks they fall in."""
+    for pred, tgt in zip(preds, targets, strict=True):
+        for path, sl in tgt:
+            p = Path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(p.name + ".tmp.npy")
+            np.save(tmp, np.ascontiguousarray(pred[sl]))
+            os.replace(tmp, p)
+    return len(preds)
+
+
+def _gather_spilled(
+    shape: Triple,
+    contributions: list[tuple[str, tuple[slice, ...], tuple[np.ndarray, ...]]],
+    folder: str,
+    *tokens: int,
+) -> np.ndarray:
+    """:func:`_gather` over pieces read from scratch files; the chunk's folder is then removed."""
+    out = _gather(shape, [(np.load(p), dst, ws) for p, dst, ws in contributions])
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
 def _predict_group(
     predict: Predictor,
     crops: list[Triple],
@@ -345,6 +394,9 @@ def overlap_add(
     batch_size: int = 1,
     annotations: dict[str, Any] | None = None,
     name: str = "predict",
+    reader: Any = None,
+    scratch: str | os.PathLike[str] | None = None,
+    source_name: str = "input",
 ) -> da.Array:
     """Lazily predict ``data`` tile by tile and blend the tiles into an output of the same chunks.
 
@@ -364,6 +416,15 @@ def overlap_add(
         compute with ``optimize_graph=False`` (or fusion off) so they survive.
     name
         Prefix of the task keys.
+    reader
+        Optional sliceable store behind ``data`` (a zarr array, an MRC or TIFF reader): tiles
+        are then read from it directly, so no input chunk is held while its neighbours wait.
+        NaN/Inf voxels raise :class:`~scnet_dask.errors.InputError` naming ``source_name``.
+    scratch
+        Optional folder: each prediction is written there as the pieces that fall in each
+        output chunk, and read back by that chunk's blend task (which then deletes them), so
+        memory stays bounded by a few tiles whatever the volume's size. Without it the pieces
+        travel in memory (fine for volumes whose chunk front fits in RAM, and for clusters).
 
     Returns
     -------
@@ -377,7 +438,7 @@ def overlap_add(
         raise ValueError(f"data chunks {data.chunks} differ from the plan's {plan.chunks}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    token = tokenize(data.name, predict, plan, batch_size)
+    token = tokenize(data.name, predict, plan, batch_size, str(scratch), source_name)
     read_name, pred_name = f"{name}-tile-{token}", f"{name}-net-{token}"
     piece_name, out_name = f"{name}-piece-{token}", f"{name}-blend-{token}"
     axes = [plan.axis(k) for k in range(3)]
@@ -395,6 +456,15 @@ def overlap_add(
             lo, hi = int(src.min()), int(src.max()) + 1
             index.append(src - lo)
             box.append((lo, hi))
+        if reader is not None:
+            read[(read_name, *ijk)] = (
+                _read_tile_direct,
+                reader,
+                tuple(box),
+                tuple(index),
+                source_name,
+            )
+            continue
         parts = []
         over = [axes[k].chunks_over(*box[k]) for k in range(3)]
         for cz in over[0]:
@@ -410,8 +480,34 @@ def overlap_add(
                     parts.append((in_key(cijk), tuple(src_sl), tuple(dst_sl)))
         read[(read_name, *ijk)] = (_read_tile, tuple(box), tuple(index), parts)
 
+    # geometry: which part of which tile lands where in which chunk, with its window
+    profiles = [[axes[k].profile(i) for i in range(nblocks[k])] for k in range(3)]
+    geometry: dict[Any, list[Any]] = {}
+    targets: dict[tuple[int, ...], list[tuple[tuple[int, ...], tuple[slice, ...]]]] = {}
+    for cijk in np.ndindex(*nblocks):
+        tile_lists = [axes[k].tiles_over(cijk[k]) for k in range(3)]
+        entries = []
+        for t in (
+            (tz, ty, tx) for tz in tile_lists[0] for ty in tile_lists[1] for tx in tile_lists[2]
+        ):
+            src_sl, dst_sl, ws = [], [], []
+            for k in range(3):
+                a, b = axes[k].tiles[t[k]]
+                c0, c1 = axes[k].starts[cijk[k]], axes[k].stops[cijk[k]]
+                s0, e0 = _overlap(a, min(b, axes[k].n), c0, c1)
+                src_sl.append(slice(s0 - a, e0 - a))
+                dst_sl.append(slice(s0 - c0, e0 - c0))
+                ws.append(profiles[k][t[k]][s0 - a : e0 - a].copy())
+            entries.append((t, tuple(src_sl), tuple(dst_sl), tuple(ws)))
+            targets.setdefault(t, []).append((cijk, tuple(src_sl)))
+        geometry[cijk] = entries
+
+    def piece_path(c: tuple[int, ...], t: tuple[int, ...]) -> str:
+        folder = Path(str(scratch)) / ("c_" + "_".join(map(str, c)))
+        return str(folder / ("t_" + "_".join(map(str, t)) + ".npy"))
+
     pred: dict[Any, Any] = {}
-    group_of: dict[tuple[int, int, int], tuple[Any, int]] = {}
+    group_of: dict[tuple[int, ...], tuple[Any, int]] = {}
     for i, j in np.ndindex(nblocks[0], nblocks[1]):
         for g0 in range(0, nblocks[2], batch_size):
             members = [(i, j, k) for k in range(g0, min(g0 + batch_size, nblocks[2]))]
@@ -423,58 +519,49 @@ def overlap_add(
                 )
                 for m in members
             ]
-            pred[key] = (
+            task: Any = (
                 _predict_group,
                 predict,
                 crops,
                 float(plan.post_sigma),
                 [(read_name, *m) for m in members],
             )
+            if scratch is not None:
+                spill = [[(piece_path(c, m), sl) for c, sl in targets[m]] for m in members]
+                task = (_spill, task, spill)
+            pred[key] = task
             for pos, m in enumerate(members):
                 group_of[m] = (key, pos)
 
-    profiles = [[axes[k].profile(i) for i in range(nblocks[k])] for k in range(3)]
     pieces: dict[Any, Any] = {}
     out: dict[Any, Any] = {}
-    for cijk in np.ndindex(*nblocks):
-        contributions = []
-        tile_lists = [axes[k].tiles_over(cijk[k]) for k in range(3)]
-        for tz in tile_lists[0]:
-            for ty in tile_lists[1]:
-                for tx in tile_lists[2]:
-                    t = (tz, ty, tx)
-                    src_sl, dst_sl, ws = [], [], []
-                    for k in range(3):
-                        a = axes[k].tiles[t[k]][0]
-                        s, e = _overlap(
-                            a,
-                            min(axes[k].tiles[t[k]][1], axes[k].n),
-                            axes[k].starts[cijk[k]],
-                            axes[k].stops[cijk[k]],
-                        )
-                        src_sl.append(slice(s - a, e - a))
-                        dst_sl.append(
-                            slice(s - axes[k].starts[cijk[k]], e - axes[k].starts[cijk[k]])
-                        )
-                        ws.append(profiles[k][t[k]][s - a : e - a].copy())
-                    pkey = (piece_name, *t, *cijk)
-                    gkey, pos = group_of[t]
-                    pieces[pkey] = (_take, gkey, pos, tuple(src_sl))
-                    contributions.append((pkey, tuple(dst_sl), tuple(ws)))
+    for cijk, entries in geometry.items():
         shape = tuple(axes[k].stops[cijk[k]] - axes[k].starts[cijk[k]] for k in range(3))
+        if scratch is not None:
+            contrib = [(piece_path(cijk, t), c_sl, w3) for t, _, c_sl, w3 in entries]
+            groups = sorted({group_of[t][0] for t, *_ in entries})
+            folder = str(Path(contrib[0][0]).parent)
+            out[(out_name, *cijk)] = (_gather_spilled, shape, contrib, folder, *groups)
+            continue
+        contributions = []
+        for t, t_sl, c_sl, w3 in entries:
+            pkey = (piece_name, *t, *cijk)
+            gkey, pos = group_of[t]
+            pieces[pkey] = (_take, gkey, pos, t_sl)
+            contributions.append((pkey, c_sl, w3))
         out[(out_name, *cijk)] = (_gather, shape, contributions)
 
-    dep_layers = set(data.__dask_layers__())
-    layers = dict(data.dask.layers)
-    deps = dict(data.dask.dependencies)
+    layers = dict(data.dask.layers) if reader is None else {}
+    deps = dict(data.dask.dependencies) if reader is None else {}
     layers[read_name] = MaterializedLayer(read)
-    deps[read_name] = dep_layers
+    deps[read_name] = set(data.__dask_layers__()) if reader is None else set()
     layers[pred_name] = MaterializedLayer(pred, annotations=annotations)
     deps[pred_name] = {read_name}
-    layers[piece_name] = MaterializedLayer(pieces)
-    deps[piece_name] = {pred_name}
+    if pieces:
+        layers[piece_name] = MaterializedLayer(pieces)
+        deps[piece_name] = {pred_name}
     layers[out_name] = MaterializedLayer(out)
-    deps[out_name] = {piece_name}
+    deps[out_name] = {piece_name} if pieces else {pred_name}
     graph = HighLevelGraph(layers, deps)
     return da.Array(graph, out_name, chunks=data.chunks, dtype=np.float32)
 

@@ -16,7 +16,7 @@ from scnet_dask.io.mrc import MRC_SUFFIXES, open_mrc
 from scnet_dask.io.omezarr import ATTRS_KEY, is_zarr, open_ome_zarr
 from scnet_dask.io.tiff import TIFF_SUFFIXES, open_tiff
 
-__all__ = ["Volume", "open_source", "open_volume", "detect_format", "bytes_on_disk"]
+__all__ = ["Volume", "open_source", "open_volume", "detect_format", "bytes_on_disk", "store_of"]
 
 
 @dataclass
@@ -89,6 +89,24 @@ def open_source(path: str | os.PathLike[str], level: int = 0) -> Volume:
     if ours:
         found = bool(ours.get("voxel_size_found", found))
     return Volume(p, fmt, arr, voxel, found, ours or {"source": {"format": "zarr"}})
+
+
+def store_of(arr: da.Array) -> Any | None:
+    """The sliceable store behind an array opened by :func:`open_source`, if it is one.
+
+    Returns the zarr array, MRC or TIFF reader that ``arr`` was made from with
+    ``dask.array.from_array``/``from_zarr`` (no operation applied since), else ``None``. Readers
+    that slice the store directly avoid holding whole dask chunks in memory.
+    """
+    layers = arr.dask.layers
+    if len(layers) != 2:
+        return None
+    for name, layer in layers.items():
+        if name.startswith("original-") and len(layer) == 1:
+            obj = next(iter(layer.values()))
+            if hasattr(obj, "__getitem__") and tuple(getattr(obj, "shape", ())) == arr.shape:
+                return obj
+    return None
 
 
 def open_volume(path: str | os.PathLike[str], level: int = 0) -> xr.DataArray:
