@@ -91,7 +91,7 @@ def run_demo(out_dir: Path) -> str:
             input=zarr_path,
             checkpoint=run_dir / "best.pt",
             output=den_path,
-            chunks=32,
+            chunks=64,
             device="cpu",
             batch_size=2,
         ),
@@ -125,7 +125,8 @@ def run_demo(out_dir: Path) -> str:
         f"validation {summary['best_val']:.4g}; checkpoints and curves.png in {run_dir}/",
         f"denoise (tiled, halo {tuple(den['halo'])}, {den['chunks_written']} chunks): "
         f"{t5 - t4:.1f} s",
-        "vs the clean simulation (correlation, PSNR after a linear fit):",
+        "vs the clean simulation (correlation r, PSNR after a least-squares scale + offset fit;",
+        " a negative r means an inverted contrast, which a run this short can produce):",
         *(f"  {k:14s} r = {c:.3f}  PSNR {p:.2f} dB" for k, (c, p) in scores.items()),
         f"outputs in {out_dir}/ (view with napari or export to MRC)",
     ]

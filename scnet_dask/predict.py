@@ -28,6 +28,7 @@ from scnet_dask.model.unet import SCNetUNet
 __all__ = [
     "ScnetPredictor",
     "GaussianPredictor",
+    "TopazPredictor",
     "file_sha256",
     "load_denoiser",
     "forward_stats",
@@ -169,3 +170,32 @@ class GaussianPredictor:
         _STATS["calls"] += 1
         _STATS["voxels"] += float(out.size)
         return out
+
+
+@dataclass(frozen=True)
+class TopazPredictor:
+    """Topaz's pretrained 3-D denoiser on (B, z, y, x) tiles, with one global normalisation.
+
+    Topaz normalises each input by its own mean and std; on tiles that would give every tile
+    a different scale, so the volume's statistics (``mean``, ``std``) are used instead.
+    """
+
+    model: str = "unet-3d-10a"
+    device: str = "cpu"
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        """Return the denoised tiles, same shape, float32, in the input's units."""
+        from scnet_dask.prior import topaz_3d_model
+
+        net = topaz_3d_model(self.model, self.device)
+        x = torch.from_numpy((np.asarray(tiles, np.float32) - self.mean) / self.std)[:, None]
+        with _device_lock(self.device):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = net(x.to(self.device))[:, 0].float().cpu().numpy()
+            _STATS["seconds"] += time.perf_counter() - t0
+            _STATS["calls"] += 1
+            _STATS["voxels"] += float(out.size)
+        return out * self.std + self.mean

@@ -524,7 +524,8 @@ def overlap_add(
                 predict,
                 crops,
                 float(plan.post_sigma),
-                [(read_name, *m) for m in members],
+                # direct reads run inside the prediction task: no tile waits in memory
+                [read[(read_name, *m)] if reader is not None else (read_name, *m) for m in members],
             )
             if scratch is not None:
                 spill = [[(piece_path(c, m), sl) for c, sl in targets[m]] for m in members]
@@ -553,10 +554,11 @@ def overlap_add(
 
     layers = dict(data.dask.layers) if reader is None else {}
     deps = dict(data.dask.dependencies) if reader is None else {}
-    layers[read_name] = MaterializedLayer(read)
-    deps[read_name] = set(data.__dask_layers__()) if reader is None else set()
+    if reader is None:
+        layers[read_name] = MaterializedLayer(read)
+        deps[read_name] = set(data.__dask_layers__())
     layers[pred_name] = MaterializedLayer(pred, annotations=annotations)
-    deps[pred_name] = {read_name}
+    deps[pred_name] = {read_name} if reader is None else set()
     if pieces:
         layers[piece_name] = MaterializedLayer(pieces)
         deps[piece_name] = {pred_name}
