@@ -206,3 +206,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert code == 0, err
     assert "value-exact: True" in out and "loss total" in out
     assert (tmp_path / "demo" / "run" / "best.pt").exists()
+    assert "denoise (tiled" in out and "SC-Net" in out and "PSNR" in out
+    den = open_source(tmp_path / "demo" / "denoised.ome.zarr")
+    assert den.data.shape == (48, 128, 128) and den.voxel_size_angstrom == (10.0, 10.0, 10.0)
+    assert den.attrs["provenance"][-1]["step"] == "denoise"
