@@ -25,6 +25,12 @@ __all__ = [
 ]
 
 
+def _check_device(v: str) -> str:
+    if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
 class StrictModel(BaseModel):
     """Base for configs: unknown keys are errors, assignments are validated."""
 
@@ -154,9 +160,7 @@ class TrainConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
-        return v
+        return _check_device(v)
 
 
 class PriorConfig(StrictModel):
@@ -176,11 +180,10 @@ class PriorConfig(StrictModel):
     device: str = "auto"
     overwrite: bool = False
 
-
-def _check_device(v: str) -> str:
-    if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
-    return v
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_device(v)
 
 
 class DenoiseConfig(StrictModel):

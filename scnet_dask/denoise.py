@@ -33,7 +33,7 @@ from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
 from scnet_dask.io.omezarr import create_level
 from scnet_dask.predict import GaussianPredictor, ScnetPredictor, file_sha256, load_denoiser
-from scnet_dask.tiling import Predictor, TilePlan, overlap_add, plan_halo
+from scnet_dask.tiling import Predictor, TilePlan, overlap_add, plan_halo, scratch_folder
 
 __all__ = ["denoise", "build_denoiser", "write_blocks"]
 
@@ -116,9 +116,17 @@ def build_denoiser(
     return pred, den.model.receptive_margin, 16, cfg.post_sigma, details
 
 
-def _store_block(block: np.ndarray, arr: zarr.Array, region: tuple[slice, ...], marker: str) -> int:
+def _store_block(
+    block: np.ndarray,
+    arr: zarr.Array,
+    region: tuple[slice, ...],
+    marker: str,
+    cleanup: str | None,
+) -> int:
     arr[region] = block
     Path(marker).touch()
+    if cleanup:
+        remove_path(Path(cleanup))
     return int(block.size)
 
 
@@ -128,14 +136,16 @@ def write_blocks(
     done_dir: Path,
     show_progress: bool = True,
     desc: str = "denoise",
+    scratch: Path | None = None,
 ) -> tuple[int, int]:
     """Compute ``out`` block by block into ``arr`` (same chunks), skipping finished blocks.
 
     A marker file per block in ``done_dir`` records completion after its write, so a killed run
     resumes with only the missing blocks (the tiles they need are recomputed; the others are
-    culled from the graph). Runs on the current ``distributed`` client if there is one, else on
-    the threaded scheduler; either way without graph optimisation, so that the prediction
-    tasks keep their resource annotations.
+    culled from the graph). With ``scratch`` (see :func:`scnet_dask.tiling.overlap_add`), a
+    block's tile pieces are removed only after the block is stored. Runs on the current
+    ``distributed`` client if there is one, else on the threaded scheduler; either way without
+    graph optimisation, so that the prediction tasks keep their resource annotations.
 
     Returns
     -------
@@ -166,6 +176,7 @@ def write_blocks(
             arr,
             region,
             str(marker),
+            str(scratch_folder(scratch, ijk)) if scratch is not None else None,
         )
     if skipped:
         log.info("resuming: %d of %d chunks already written", skipped, int(np.prod(nblocks)))
@@ -186,6 +197,7 @@ def write_blocks(
             futures = client.compute(tasks, optimize_graph=False)
             for f in as_completed(futures):
                 f.result()
+                f.release()  # a finished chunk is never recomputed if its worker dies later
                 bar.update(1)
         else:
             from dask.callbacks import Callback
@@ -298,6 +310,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         reader=store_of(vol.data),
         scratch=scratch,
         source_name=str(src),
+        delete_pieces=False,
     )
     details.update(
         {
@@ -350,7 +363,9 @@ def _write(
         with atomic_output(target, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
             try:
                 arr = _work_store(tmp, shape, cfg.chunks, sig)
-                written, skipped = write_blocks(out, arr, _done_dir(tmp), show_progress, desc)
+                written, skipped = write_blocks(
+                    out, arr, _done_dir(tmp), show_progress, desc, _scratch_dir(target)
+                )
             except Exception:
                 remove_path(_done_dir(tmp))
                 raise
@@ -365,7 +380,9 @@ def _write(
             remove_path(_done_dir(work))
         try:
             arr = _work_store(work, shape, cfg.chunks, sig)
-            written, skipped = write_blocks(out, arr, _done_dir(work), show_progress, desc)
+            written, skipped = write_blocks(
+                out, arr, _done_dir(work), show_progress, desc, _scratch_dir(target)
+            )
         except Exception:
             remove_path(work)
             remove_path(_done_dir(work))

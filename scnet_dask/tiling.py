@@ -49,6 +49,7 @@ __all__ = [
     "window_profile",
     "overlap_add",
     "predict_whole",
+    "scratch_folder",
 ]
 
 #: Gaussian post-filter kernels reach ``truncate * sigma`` voxels (scipy's default).
@@ -332,12 +333,19 @@ def _gather_spilled(
     shape: Triple,
     contributions: list[tuple[str, tuple[slice, ...], tuple[np.ndarray, ...]]],
     folder: str,
+    delete: bool,
     *tokens: int,
 ) -> np.ndarray:
-    """:func:`_gather` over pieces read from scratch files; the chunk's folder is then removed."""
+    """:func:`_gather` over pieces read from scratch files; optionally remove them after."""
     out = _gather(shape, [(np.load(p), dst, ws) for p, dst, ws in contributions])
-    shutil.rmtree(folder, ignore_errors=True)
+    if delete:
+        shutil.rmtree(folder, ignore_errors=True)
     return out
+
+
+def scratch_folder(scratch: str | os.PathLike[str], chunk: Sequence[int]) -> Path:
+    """Folder holding the tile pieces of output chunk ``chunk`` (block index z, y, x)."""
+    return Path(scratch) / ("c_" + "_".join(str(int(c)) for c in chunk))
 
 
 def _predict_group(
@@ -397,6 +405,7 @@ def overlap_add(
     reader: Any = None,
     scratch: str | os.PathLike[str] | None = None,
     source_name: str = "input",
+    delete_pieces: bool = True,
 ) -> da.Array:
     """Lazily predict ``data`` tile by tile and blend the tiles into an output of the same chunks.
 
@@ -425,6 +434,10 @@ def overlap_add(
         output chunk, and read back by that chunk's blend task (which then deletes them), so
         memory stays bounded by a few tiles whatever the volume's size. Without it the pieces
         travel in memory (fine for volumes whose chunk front fits in RAM, and for clusters).
+    delete_pieces
+        Remove a chunk's pieces once blended. A caller that must survive the loss of a blended
+        chunk before it is stored (a cluster worker dying) passes ``False`` and removes
+        :func:`scratch_folder` itself after storing the chunk.
 
     Returns
     -------
@@ -503,7 +516,7 @@ def overlap_add(
         geometry[cijk] = entries
 
     def piece_path(c: tuple[int, ...], t: tuple[int, ...]) -> str:
-        folder = Path(str(scratch)) / ("c_" + "_".join(map(str, c)))
+        folder = scratch_folder(str(scratch), c)
         return str(folder / ("t_" + "_".join(map(str, t)) + ".npy"))
 
     pred: dict[Any, Any] = {}
@@ -542,7 +555,14 @@ def overlap_add(
             contrib = [(piece_path(cijk, t), c_sl, w3) for t, _, c_sl, w3 in entries]
             groups = sorted({group_of[t][0] for t, *_ in entries})
             folder = str(Path(contrib[0][0]).parent)
-            out[(out_name, *cijk)] = (_gather_spilled, shape, contrib, folder, *groups)
+            out[(out_name, *cijk)] = (
+                _gather_spilled,
+                shape,
+                contrib,
+                folder,
+                delete_pieces,
+                *groups,
+            )
             continue
         contributions = []
         for t, t_sl, c_sl, w3 in entries:
