@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -13,7 +15,17 @@ from pydantic import BaseModel, ValidationError
 from scnet_dask.config import format_validation_error, load_yaml
 from scnet_dask.errors import InputError
 
-__all__ = ["config_option", "build_config", "setup_logging"]
+__all__ = ["config_option", "build_config", "setup_logging", "cluster_options", "on_cluster"]
+
+CLUSTER_KEYS = (
+    "cluster",
+    "workers",
+    "threads_per_worker",
+    "jobs",
+    "gpus_per_job",
+    "dashboard_address",
+    "worker_logs",
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
@@ -31,6 +43,7 @@ def config_option(model: type[BaseModel]) -> Callable[[F], F]:
             return
         data = load_yaml(value)
         fields = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+        fields |= set(CLUSTER_KEYS)
         unknown = sorted(set(data) - fields)
         if unknown:
             raise click.BadParameter(
@@ -76,3 +89,58 @@ def setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def cluster_options(f: F) -> F:
+    """The shared ``--cluster`` option family (see :mod:`scnet_dask.cluster`)."""
+    opts = [
+        click.option(
+            "--cluster",
+            default="threads",
+            show_default=True,
+            help="threads | local | slurm | pbs | lsf | sge | tcp://HOST:PORT.",
+        ),
+        click.option("--workers", type=int, default=None, help="Workers of --cluster local."),
+        click.option(
+            "--threads-per-worker", type=int, default=1, show_default=True, help="Per worker."
+        ),
+        click.option("--jobs", type=int, default=1, show_default=True, help="Batch jobs."),
+        click.option(
+            "--gpus-per-job", type=int, default=0, show_default=True, help="GPUs per batch job."
+        ),
+        click.option(
+            "--dashboard-address",
+            default="127.0.0.1:8787",
+            show_default=True,
+            help="Dashboard of a started scheduler (':0' = any free port).",
+        ),
+        click.option(
+            "--worker-logs",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Folder for the workers' log files.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@contextmanager
+def on_cluster(kwargs: dict[str, Any]) -> Iterator[None]:
+    """Pop the cluster options from ``kwargs`` and run the body on that cluster."""
+    from scnet_dask.cluster import ClusterSpec, cluster_client
+
+    spec = ClusterSpec(
+        kind=kwargs.pop("cluster"),
+        workers=kwargs.pop("workers"),
+        threads_per_worker=kwargs.pop("threads_per_worker"),
+        jobs=kwargs.pop("jobs"),
+        gpus_per_job=kwargs.pop("gpus_per_job"),
+        dashboard_address=kwargs.pop("dashboard_address"),
+        log_dir=kwargs.pop("worker_logs"),
+    )
+    with cluster_client(spec) as client:
+        if client is not None:
+            click.echo(f"scnet-dask: Dask dashboard: {client.dashboard_link}", err=True)
+        yield

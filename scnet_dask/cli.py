@@ -10,7 +10,13 @@ from typing import Any
 import click
 
 from scnet_dask import __version__
-from scnet_dask._cliutil import build_config, config_option, setup_logging
+from scnet_dask._cliutil import (
+    build_config,
+    cluster_options,
+    config_option,
+    on_cluster,
+    setup_logging,
+)
 from scnet_dask.config import (
     ConvertConfig,
     DenoiseConfig,
@@ -54,11 +60,13 @@ def cli(verbose: int) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted conversion.")
+@cluster_options
 def convert(**kwargs: Any) -> None:
     """Convert an MRC/TIFF/Zarr volume INPUT into chunked OME-Zarr OUTPUT."""
     from scnet_dask.convert import convert as run
 
-    summary = run(build_config(ConvertConfig, **kwargs))
+    with on_cluster(kwargs):
+        summary = run(build_config(ConvertConfig, **kwargs))
     st = summary["statistics"]
     click.echo(
         f"wrote {summary['output']}: shape {tuple(summary['shape'])} {summary['dtype']}, "
@@ -154,12 +162,14 @@ def info(path: Path, json_output: bool) -> None:
 @click.option("--tile", type=int, default=96, show_default=True, help="Topaz tile edge (voxels).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@cluster_options
 def prior(**kwargs: Any) -> None:
     """Make the smoothed prior volume for NOISY (an OME-Zarr) into OUTPUT (.zarr)."""
     from scnet_dask.prior import make_prior
 
     kwargs["angle_sign"] = int(kwargs["angle_sign"])
-    summary = make_prior(build_config(PriorConfig, **kwargs))
+    with on_cluster(kwargs):
+        summary = make_prior(build_config(PriorConfig, **kwargs))
     click.echo(
         f"wrote {summary['output']}: {summary['method']} prior, shape {tuple(summary['shape'])}"
     )
@@ -255,6 +265,7 @@ def train(**kwargs: Any) -> None:
 )
 @click.option("--resume", is_flag=True, help="Finish an interrupted run (only missing chunks).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@cluster_options
 def denoise(paths: tuple[Path, ...], halo: str, **kwargs: Any) -> None:
     """Denoise INPUT with CHECKPOINT into OUTPUT: denoise INPUT [CHECKPOINT] OUTPUT.
 
@@ -275,10 +286,11 @@ def denoise(paths: tuple[Path, ...], halo: str, **kwargs: Any) -> None:
             halo_value = int(halo)
         except ValueError:
             raise click.BadParameter(f"must be 'auto' or voxels, got {halo!r}") from None
-    cfg = build_config(
-        DenoiseConfig, input=inp, checkpoint=ckpt, output=outp, halo=halo_value, **kwargs
-    )
-    s = run(cfg)
+    with on_cluster(kwargs):
+        cfg = build_config(
+            DenoiseConfig, input=inp, checkpoint=ckpt, output=outp, halo=halo_value, **kwargs
+        )
+        s = run(cfg)
     st = s["statistics"]
     click.echo(
         f"wrote {s['output']}: {s['method']}, shape {tuple(s['shape'])}, halo "

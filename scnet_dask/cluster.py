@@ -1,0 +1,232 @@
+"""Where Dask runs: threads, a local cluster, a batch-system cluster, or a running scheduler.
+
+``--cluster`` takes one of
+
+* ``threads`` (default): Dask's threaded scheduler in this process, no scheduler to start;
+* ``local``: a :class:`distributed.LocalCluster` of ``--workers`` processes with
+  ``--threads-per-worker`` threads each (torch's threads pinned to match); on a machine with
+  CUDA GPUs and ``dask-cuda`` installed, a ``LocalCUDACluster`` with one worker per GPU
+  (``CUDA_VISIBLE_DEVICES`` pinned by dask-cuda) advertising the resource ``GPU=1``;
+* ``slurm``, ``pbs``, ``lsf``, ``sge``: a ``dask-jobqueue`` cluster of ``--jobs`` jobs, one worker
+  per GPU when ``--gpus-per-job`` is given (each advertising ``GPU=1``); queue, account,
+  cores, memory, walltime and the rest come from the standard dask config
+  (``~/.config/dask/jobqueue.yaml``; see ``examples/``);
+* ``tcp://HOST:PORT``: attach to a scheduler that is already running.
+
+The dashboard link is logged when a scheduler starts (``--dashboard-address``, local-only by
+default); worker logs go to files in ``log_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from scnet_dask.errors import InputError
+
+__all__ = [
+    "ClusterSpec",
+    "JOBQUEUE_KINDS",
+    "WorkerSetup",
+    "cluster_client",
+    "make_jobqueue_cluster",
+]
+
+log = logging.getLogger(__name__)
+
+JOBQUEUE_KINDS = ("slurm", "pbs", "lsf", "sge")
+_GPU_DIRECTIVES = {
+    "slurm": "--gres=gpu:{g}",
+    "pbs": "-l ngpus={g}",
+    "lsf": '-gpu "num={g}"',
+    "sge": "-l gpu={g}",
+}
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """The ``--cluster`` family of options.
+
+    Attributes
+    ----------
+    kind
+        ``threads``, ``local``, ``slurm``, ``pbs``, ``lsf``, ``sge`` or ``tcp://HOST:PORT``.
+    workers, threads_per_worker
+        For ``local`` (default: one worker per GPU, else 1 worker; 1 thread each).
+    jobs, gpus_per_job
+        For the batch systems.
+    dashboard_address
+        Where a started scheduler serves its dashboard (``127.0.0.1:8787``: this machine only;
+        ``:0``: any free port).
+    log_dir
+        Folder for worker log files (default: none, logs stay with the workers).
+
+    """
+
+    kind: str = "threads"
+    workers: int | None = None
+    threads_per_worker: int = 1
+    jobs: int = 1
+    gpus_per_job: int = 0
+    dashboard_address: str = "127.0.0.1:8787"
+    log_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        ok = ("threads", "local", *JOBQUEUE_KINDS)
+        if self.kind not in ok and not self.kind.startswith("tcp://"):
+            raise InputError(
+                f"--cluster must be one of {', '.join(ok)} or tcp://HOST:PORT, got {self.kind!r}"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {self.workers}")
+        if self.threads_per_worker < 1:
+            raise InputError(f"--threads-per-worker must be >= 1, got {self.threads_per_worker}")
+        if self.jobs < 1 or self.gpus_per_job < 0:
+            raise InputError(
+                f"--jobs must be >= 1 and --gpus-per-job >= 0, got {self.jobs}, {self.gpus_per_job}"
+            )
+
+
+class WorkerSetup(WorkerPlugin):
+    """Worker plugin: pin torch's threads and, optionally, log to a file in ``log_dir``.
+
+    Registered with ``Client.register_plugin``, so it runs on every worker, including those that
+    join later (batch jobs) or restart after a crash.
+    """
+
+    name = "scnet-dask-worker-setup"
+
+    def __init__(self, threads: int = 1, log_dir: str | None = None):
+        super().__init__()
+        self.threads = threads
+        self.log_dir = log_dir
+
+    def setup(self, worker: Any) -> None:
+        """Called by the worker when the plugin is registered or the worker starts."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+        if self.log_dir:
+            safe = str(worker.name).replace("/", "_").replace(":", "_")
+            handler = logging.FileHandler(Path(self.log_dir) / f"worker-{safe}-{os.getpid()}.log")
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+            )
+            for name in ("distributed", "scnet_dask"):
+                logging.getLogger(name).addHandler(handler)
+
+    def teardown(self, worker: Any) -> None:
+        """Nothing to release."""
+
+
+def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
+    """A dask-jobqueue cluster for ``spec.kind`` (jobs not yet submitted).
+
+    With ``gpus_per_job`` = G each job asks the batch system for G GPUs and starts G worker
+    processes, each advertising ``GPU=1``. Everything else comes from the dask config.
+
+    Raises
+    ------
+    InputError
+        If dask-jobqueue is not installed or the dask config lacks required settings.
+
+    """
+    try:
+        import dask_jobqueue
+    except ImportError as e:
+        raise InputError(
+            f"--cluster {spec.kind} needs dask-jobqueue: pip install 'scnet-dask[cluster]'"
+        ) from e
+    cls = {
+        "slurm": dask_jobqueue.SLURMCluster,
+        "pbs": dask_jobqueue.PBSCluster,
+        "lsf": dask_jobqueue.LSFCluster,
+        "sge": dask_jobqueue.SGECluster,
+    }[spec.kind]
+    kwargs: dict[str, Any] = {"scheduler_options": {"dashboard_address": spec.dashboard_address}}
+    if spec.gpus_per_job:
+        g = spec.gpus_per_job
+        kwargs["job_extra_directives"] = [_GPU_DIRECTIVES[spec.kind].format(g=g)]
+        kwargs["processes"] = g
+        kwargs["worker_extra_args"] = ["--resources", "GPU=1"]
+    if spec.log_dir is not None:
+        kwargs["log_directory"] = str(spec.log_dir)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # e.g. cores/memory missing from jobqueue.yaml
+        raise InputError(
+            f"--cluster {spec.kind}: {e} (set it in ~/.config/dask/jobqueue.yaml; "
+            "see examples/jobqueue.yaml)"
+        ) from e
+
+
+def _local_cluster(spec: ClusterSpec) -> Any:
+    import torch
+    from distributed import LocalCluster
+
+    ngpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if ngpu:
+        try:
+            from dask_cuda import LocalCUDACluster
+
+            return LocalCUDACluster(
+                n_workers=spec.workers or ngpu,
+                threads_per_worker=spec.threads_per_worker,
+                dashboard_address=spec.dashboard_address,
+                resources={"GPU": 1},
+            )
+        except ImportError:
+            log.warning("dask-cuda is not installed; one CPU-pinned worker per GPU instead")
+    return LocalCluster(
+        n_workers=spec.workers or max(1, ngpu),
+        threads_per_worker=spec.threads_per_worker,
+        processes=True,
+        dashboard_address=spec.dashboard_address,
+        resources={"GPU": 1} if ngpu else None,
+        env={"OMP_NUM_THREADS": str(spec.threads_per_worker)},
+    )
+
+
+@contextmanager
+def cluster_client(spec: ClusterSpec) -> Iterator[Any]:
+    """Start (or attach to) what ``spec`` describes; yield a ``distributed.Client`` or ``None``.
+
+    While the context is open the client is Dask's default scheduler, so every computation in
+    scnet-dask runs there. Clusters started here are closed on exit; an attached scheduler is
+    left running.
+    """
+    if spec.kind == "threads":
+        yield None
+        return
+    from distributed import Client
+
+    cluster: Any = None
+    if spec.kind.startswith("tcp://"):
+        try:
+            client = Client(spec.kind, timeout="20s")
+        except OSError as e:
+            raise InputError(f"--cluster {spec.kind}: cannot reach the scheduler ({e})") from e
+    else:
+        cluster = _local_cluster(spec) if spec.kind == "local" else make_jobqueue_cluster(spec)
+        if spec.kind in JOBQUEUE_KINDS:
+            cluster.scale(jobs=spec.jobs)
+        client = Client(cluster)
+        log.info("Dask dashboard: %s", client.dashboard_link)
+    try:
+        log_dir = None
+        if spec.log_dir is not None:
+            spec.log_dir.mkdir(parents=True, exist_ok=True)
+            log_dir = str(spec.log_dir.resolve())
+        client.register_plugin(WorkerSetup(spec.threads_per_worker, log_dir))
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
