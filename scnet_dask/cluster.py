@@ -42,6 +42,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JOBQUEUE_KINDS = ("slurm", "pbs", "lsf", "sge")
+#: How long to wait for a running scheduler given as ``tcp://HOST:PORT``.
+CONNECT_TIMEOUT = "20s"
 _GPU_DIRECTIVES = {
     "slurm": "--gres=gpu:{g}",
     "pbs": "-l ngpus={g}",
@@ -161,8 +163,9 @@ def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:  # e.g. cores/memory missing from jobqueue.yaml
+        msg = " ".join(str(e).split())
         raise InputError(
-            f"--cluster {spec.kind}: {e} (set it in ~/.config/dask/jobqueue.yaml; "
+            f"--cluster {spec.kind}: {msg} (set it in ~/.config/dask/jobqueue.yaml; "
             "see examples/jobqueue.yaml)"
         ) from e
 
@@ -210,7 +213,7 @@ def cluster_client(spec: ClusterSpec) -> Iterator[Any]:
     cluster: Any = None
     if spec.kind.startswith("tcp://"):
         try:
-            client = Client(spec.kind, timeout="20s")
+            client = Client(spec.kind, timeout=CONNECT_TIMEOUT)
         except OSError as e:
             raise InputError(f"--cluster {spec.kind}: cannot reach the scheduler ({e})") from e
     else:

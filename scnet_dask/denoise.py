@@ -117,12 +117,16 @@ def build_denoiser(
 
 
 def _store_block(
-    block: np.ndarray,
+    block: np.ndarray | None,
     arr: zarr.Array,
     region: tuple[slice, ...],
     marker: str,
     cleanup: str | None,
 ) -> int:
+    if block is None:  # stored by an earlier attempt (see overlap_add's done_markers)
+        if not Path(marker).exists():
+            raise RuntimeError(f"chunk {region} has neither data nor a completion marker")
+        return 0
     arr[region] = block
     Path(marker).touch()
     if cleanup:
@@ -244,6 +248,13 @@ def _done_dir(store: Path) -> Path:
     return store.with_name(f"{store.name}.done")
 
 
+def _store_path(target: Path) -> Path:
+    """The OME-Zarr written while denoising into ``target`` (partial or work store)."""
+    if str(target).lower().endswith(".zarr"):
+        return partial_path(target)
+    return target.with_name(f".{target.name}.work.zarr")
+
+
 def _scratch_dir(target: Path) -> Path:
     """Folder for tile pieces awaiting their blend, beside the output (shared on a cluster)."""
     return target.with_name(f".{target.name}.scratch")
@@ -311,6 +322,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         scratch=scratch,
         source_name=str(src),
         delete_pieces=False,
+        done_markers=_done_dir(_store_path(target)),
     )
     details.update(
         {
@@ -374,7 +386,7 @@ def _write(
             del group.attrs[_PROGRESS_KEY]
             stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 3)
     else:
-        work = target.with_name(f".{target.name}.work.zarr")
+        work = _store_path(target)
         if not cfg.resume:
             remove_path(work)
             remove_path(_done_dir(work))

@@ -334,9 +334,16 @@ def _gather_spilled(
     contributions: list[tuple[str, tuple[slice, ...], tuple[np.ndarray, ...]]],
     folder: str,
     delete: bool,
+    marker: str | None,
     *tokens: int,
-) -> np.ndarray:
-    """:func:`_gather` over pieces read from scratch files; optionally remove them after."""
+) -> np.ndarray | None:
+    """:func:`_gather` over pieces read from scratch files; optionally remove them after.
+
+    Returns ``None`` when ``marker`` exists: the chunk was already stored (and its pieces
+    removed) by an earlier attempt of this task on a worker that died before reporting.
+    """
+    if marker is not None and os.path.exists(marker):
+        return None
     out = _gather(shape, [(np.load(p), dst, ws) for p, dst, ws in contributions])
     if delete:
         shutil.rmtree(folder, ignore_errors=True)
@@ -406,6 +413,7 @@ def overlap_add(
     scratch: str | os.PathLike[str] | None = None,
     source_name: str = "input",
     delete_pieces: bool = True,
+    done_markers: str | os.PathLike[str] | None = None,
 ) -> da.Array:
     """Lazily predict ``data`` tile by tile and blend the tiles into an output of the same chunks.
 
@@ -438,6 +446,10 @@ def overlap_add(
         Remove a chunk's pieces once blended. A caller that must survive the loss of a blended
         chunk before it is stored (a cluster worker dying) passes ``False`` and removes
         :func:`scratch_folder` itself after storing the chunk.
+    done_markers
+        With ``scratch``: the caller's folder of per-chunk completion markers (named
+        ``z.y.x``). A blend task whose chunk is already marked returns ``None`` instead of
+        reading pieces that may be gone, so a task re-run after a worker's death is harmless.
 
     Returns
     -------
@@ -561,6 +573,7 @@ def overlap_add(
                 contrib,
                 folder,
                 delete_pieces,
+                str(Path(done_markers) / ".".join(map(str, cijk))) if done_markers else None,
                 *groups,
             )
             continue

@@ -204,10 +204,7 @@ def test_nan_in_input(tmp_path, ckpt, capsys):
     v[20, 5, 7] = np.nan
     src = write_mrc(tmp_path / "nan.mrc", v)
     code, _, err = run_cli(["denoise", src, ckpt, tmp_path / "o.zarr", "--chunks", "16"], capsys)
-    assert (
-        code == 1
-        and "nan.mrc: NaN/Inf voxels in the input (within (z, y, x) = " in err
-    )
+    assert code == 1 and "nan.mrc: NaN/Inf voxels in the input (within (z, y, x) = " in err
     assert not any(p.name != "nan.mrc" and p.name != "best.pt" for p in tmp_path.iterdir())
     code, _, err = run_cli(["denoise", src, tmp_path / "o.mrc", "--method", "gaussian"], capsys)
     assert code == 1 and "NaN/Inf" in err

@@ -204,9 +204,7 @@ def test_direct_reads_and_spilled_pieces_give_the_same_result(tmp_path):
     plan = make_plan(data, net.model.receptive_margin, 0.5)
     ref = overlap_add(data, net, plan).compute(scheduler="threads")
     scratch = tmp_path / "scratch"
-    out = overlap_add(data, net, plan, reader=store, scratch=scratch).compute(
-        scheduler="threads"
-    )
+    out = overlap_add(data, net, plan, reader=store, scratch=scratch).compute(scheduler="threads")
     np.testing.assert_array_equal(out, ref)
     assert not any(scratch.iterdir())  # every chunk's pieces were removed after blending
     ident = overlap_add(data, identity, make_plan(data, (3, 3, 3)), reader=store, scratch=scratch)
