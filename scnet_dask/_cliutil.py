@@ -127,8 +127,11 @@ def cluster_options(f: F) -> F:
 
 
 @contextmanager
-def on_cluster(kwargs: dict[str, Any]) -> Iterator[None]:
-    """Pop the cluster options from ``kwargs`` and run the body on that cluster."""
+def on_cluster(kwargs: dict[str, Any]) -> Iterator[Any]:
+    """Pop the cluster options from ``kwargs``, run the body on that cluster; yield its client.
+
+    The client is ``None`` for ``--cluster threads``.
+    """
     from scnet_dask.cluster import ClusterSpec, cluster_client
 
     spec = ClusterSpec(
@@ -143,4 +146,4 @@ def on_cluster(kwargs: dict[str, Any]) -> Iterator[None]:
     with cluster_client(spec) as client:
         if client is not None:
             click.echo(f"scnet-dask: Dask dashboard: {client.dashboard_link}", err=True)
-        yield
+        yield client

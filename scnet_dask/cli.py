@@ -25,7 +25,7 @@ from scnet_dask.config import (
     PriorConfig,
     TrainConfig,
 )
-from scnet_dask.errors import InputError, OutputError
+from scnet_dask.errors import InputError, OutputError, RunStopped
 
 __all__ = ["cli", "main"]
 
@@ -216,11 +216,34 @@ def prior(**kwargs: Any) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly.")
 @click.option("--overwrite", is_flag=True, help="Start over in an existing run directory.")
-def train(**kwargs: Any) -> None:
-    """Train SC-Net on the NOISY OME-Zarr with a --prior; checkpoints go to --out."""
+@click.option(
+    "--ranks",
+    type=int,
+    default=None,
+    help="Data-parallel ranks on a --cluster (default: one per worker).",
+)
+@cluster_options
+def train(ranks: int | None, **kwargs: Any) -> None:
+    """Train SC-Net on the NOISY OME-Zarr with a --prior; checkpoints go to --out.
+
+    With --cluster other than threads, one PyTorch DDP rank runs on each Dask worker.
+    """
     from scnet_dask.train import train as run
 
-    s = run(build_config(TrainConfig, **kwargs))
+    if kwargs["cluster"] != "threads" and kwargs.get("worker_logs") is None:
+        kwargs["worker_logs"] = Path(kwargs["out"]) / "worker-logs"
+    with on_cluster(kwargs) as client:
+        cfg = build_config(TrainConfig, **kwargs)
+        if client is None:
+            s = run(cfg)
+        else:
+            from scnet_dask.ddp import train_distributed
+
+            s = train_distributed(cfg, client, ranks)
+            click.echo(
+                f"{len(s['replica_sha256'])} DDP ranks; replicas identical: "
+                f"{len(set(s['replica_sha256'])) == 1}"
+            )
     click.echo(
         f"trained {s['epochs']} epochs ({s['steps']} steps) on {s['device']}: best validation "
         f"loss {s['best_val']:.5g}, {s['mean_step_seconds']:.3f} s/step, data wait "
@@ -328,7 +351,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("scnet-dask: aborted", err=True)
         sys.exit(130)
-    except (InputError, OutputError, FileNotFoundError, FileExistsError, ValueError, OSError) as e:
+    except (
+        InputError,
+        OutputError,
+        RunStopped,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        OSError,
+    ) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         click.echo(f"scnet-dask: error: {msg}", err=True)
         sys.exit(1)

@@ -1,6 +1,6 @@
 """Exception types whose message is shown to the user as one line."""
 
-__all__ = ["InputError", "OutputError"]
+__all__ = ["InputError", "OutputError", "RunStopped"]
 
 
 class InputError(ValueError):
@@ -9,3 +9,7 @@ class InputError(ValueError):
 
 class OutputError(OSError):
     """An output cannot be written (exists, unwritable, disk full); the message names it."""
+
+
+class RunStopped(RuntimeError):
+    """A long run stopped part-way (e.g. a cluster worker was lost); it can be resumed."""

@@ -72,8 +72,9 @@ def _mask_from_pyramid(path: Path, level0_shape: tuple[int, ...]) -> tuple[np.nd
 class _Run:
     """State of one training run (kept small so that checkpoints capture all of it)."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
         self.cfg = cfg
+        self.rank, self.world = rank, world
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         self.noisy, self.stats_noisy = _open_level0(cfg.noisy)
@@ -100,7 +101,7 @@ class _Run:
             self.stats_prior,
             cfg.patch_size,
             self.train_region,
-            seed=cfg.seed,
+            seed=cfg.seed + 7919 * rank,  # each rank draws its own patches
             mask=mask,
             mask_factor=factor,
             augment=cfg.augment,
@@ -112,7 +113,8 @@ class _Run:
         self.opt = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)
         )
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)
+        self.net: torch.nn.Module = self.model  # what training forwards through (DDP or not)
         self.weights = LossWeights(
             rec=cfg.lambda_rec, smooth=cfg.lambda_smooth, exp=cfg.lambda_exp, reg=cfg.lambda_reg
         )
@@ -179,8 +181,9 @@ class _Run:
             float(data["best_val"]),
         )
         torch.set_rng_state(data["rng"]["torch"])
-        self.gen.set_state(data["rng"]["blind_spot"])
-        self.sampler.set_state(data["rng"]["sampler"])
+        if self.rank == 0:  # other ranks keep their own streams (see train_distributed)
+            self.gen.set_state(data["rng"]["blind_spot"])
+            self.sampler.set_state(data["rng"]["sampler"])
 
     # --- one step ------------------------------------------------------------------------
     def losses(
@@ -201,7 +204,7 @@ class _Run:
         dev = self.device
         n, p, src, mask = (t.to(dev, non_blocking=True) for t in (n, p, src, mask))
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            out = self.model(src)
+            out = (self.net if self.model.training else self.model)(src)
         return scnet_losses(out.float(), n, p, mask, self.weights, cfg.rec_variant)
 
     def validate(self) -> float:
@@ -254,24 +257,41 @@ def _truncate_log(path: Path, step: int) -> None:
         w.writerows(rows)
 
 
-def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, show_progress: bool = True, rank: int = 0, world: int = 1
+) -> dict[str, Any]:
     """Train SC-Net; write ``last.pt``, ``best.pt``, ``log.csv`` and plots into ``cfg.out``.
+
+    Parameters
+    ----------
+    rank, world
+        Data-parallel rank and number of ranks; with ``world > 1`` the default
+        ``torch.distributed`` process group must already be initialised (see
+        :func:`scnet_dask.ddp.train_distributed`). Rank 0 writes the run folder.
 
     Returns
     -------
     dict
-        Epochs run, steps, final and best validation loss, mean step time (s) and the
-        fraction of the time the trainer waited for data.
+        Epochs run, steps, final and best validation loss, mean step time (s), the fraction of
+        the time the trainer waited for data, and a SHA-256 of the final weights.
 
     """
-    _prepare_run_dir(cfg)
-    run = _Run(cfg)
+    lead = rank == 0
+    if world == 1:
+        _prepare_run_dir(cfg)  # train_distributed does it once, before starting the ranks
+    run = _Run(cfg, rank, world)
     out = Path(cfg.out)
     if cfg.resume:
         run.restore(load_checkpoint(out / "last.pt"))
-        _truncate_log(out / "log.csv", run.step)
+        if lead:
+            _truncate_log(out / "log.csv", run.step)
         log.info("resuming at epoch %d, step %d", run.epoch + 1, run.step)
-    log_path = out / "log.csv"
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.net = DistributedDataParallel(run.model, device_ids=ids)
+    log_path = out / ("log.csv" if lead else f".log.rank{rank}.csv")
     new_log = not log_path.exists()
     step_times: list[float] = []
     wall0 = time.perf_counter()
@@ -293,7 +313,10 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
                     w0 = run.sampler.wait_seconds
                     noisy, prior = run.sampler.next_batch(cfg.batch_size)
                     terms = run.losses(noisy, prior, run.gen)
-                    if not torch.isfinite(terms["total"]):
+                    finite = torch.isfinite(terms["total"].detach()).float()
+                    if world > 1:  # every rank stops together
+                        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+                    if not bool(finite):
                         raise TrainingDiverged(
                             f"{out}: loss became {float(terms['total'].detach())} "
                             f"at step {run.step + 1} "
@@ -320,8 +343,10 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
                     bar.set_postfix(loss=row["total"], rec=row["rec"])
                 logf.flush()
                 run.sampler.reset_queue()
-                val = run.validate()
                 run.epoch = epoch
+                if not lead:
+                    continue
+                val = run.validate()
                 improved = not math.isnan(val) and val < run.best_val
                 if improved:
                     run.best_val = val
@@ -337,6 +362,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
                         validation_slices(run, out / f"epoch_{epoch:03d}.png")
         finally:
             run.sampler.close()
+    if not lead:
+        log_path.unlink(missing_ok=True)
     wall = time.perf_counter() - wall0
     waited = run.sampler.wait_seconds - wait0
     return {
@@ -347,4 +374,22 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> dict[str, Any]:
         "mean_step_seconds": float(np.mean(step_times)) if step_times else math.nan,
         "wait_fraction": waited / wall if wall > 0 else 0.0,
         "device": str(run.device),
+        "rank": rank,
+        "world": world,
+        "weights_sha256": _weights_hash(run.model),
     }
+
+
+def _weights_hash(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's trainable weights (to compare data-parallel replicas).
+
+    BatchNorm running statistics are left out: under DDP every rank updates them from its own
+    batch, and rank 0's are broadcast at the start of each forward.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.named_parameters()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,130 @@
+"""Data-parallel SC-Net training: PyTorch DDP ranks started on the Dask workers.
+
+One rank per worker (one worker per GPU on GPU clusters): NCCL on CUDA, gloo on the CPU. Each
+rank samples its own patches lazily from the shared OME-Zarr (its own seed), so the effective
+batch is ``world x batch_size``; DDP averages the gradients; rank 0 validates and writes the
+checkpoints, log and plots. If a worker is lost the surviving ranks fail at their next
+collective (after ``timeout_s``), the run ends with a clear error, and ``last.pt`` - written
+atomically - is intact; ``--resume`` continues from it (the weights and the optimiser exactly;
+the patch streams of ranks other than 0 are re-seeded, so a multi-rank resume is not
+bit-identical to an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import socket
+from typing import Any
+
+from scnet_dask.config import TrainConfig
+from scnet_dask.errors import InputError, RunStopped
+
+__all__ = ["train_distributed", "DistributedTrainingError"]
+
+log = logging.getLogger(__name__)
+
+
+class DistributedTrainingError(RunStopped):
+    """A rank failed or a worker was lost; the last checkpoint is kept."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _rank_main(
+    rank: int, world: int, host: str, port: int, cfg_json: dict[str, Any], timeout_s: float
+) -> dict[str, Any]:
+    """Run on a Dask worker: join the process group and train as ``rank``."""
+    import torch.distributed as dist
+
+    from scnet_dask._device import resolve_device
+    from scnet_dask.train import train
+
+    cfg = TrainConfig(**cfg_json)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://{host}:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=_dt.timedelta(seconds=timeout_s),
+    )
+    try:
+        return train(cfg, show_progress=False, rank=rank, world=world)
+    finally:
+        dist.destroy_process_group()
+
+
+def train_distributed(
+    cfg: TrainConfig, client: Any, ranks: int | None = None, timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """Train ``cfg`` with one DDP rank on each of ``ranks`` Dask workers of ``client``.
+
+    Returns
+    -------
+    dict
+        Rank 0's summary (see :func:`scnet_dask.train.train`) plus ``replica_sha256``: the
+        weight hashes of every rank at the end (identical when the replicas agree).
+
+    Raises
+    ------
+    DistributedTrainingError
+        If a rank fails or a worker is lost; the message names the run's ``last.pt``.
+
+    """
+    from distributed import as_completed
+
+    from scnet_dask.train import _prepare_run_dir
+
+    _prepare_run_dir(cfg)
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    world = ranks or len(workers)
+    if world < 1 or world > len(workers):
+        raise InputError(f"--ranks {world}: the cluster has {len(workers)} worker(s)")
+    chosen = workers[:world]
+    host = chosen[0].split("://", 1)[-1].rsplit(":", 1)[0]
+    port = _free_port() if host in ("127.0.0.1", "localhost", socket.gethostname()) else 29500
+    cfg_json = cfg.model_dump(mode="json")
+    log.info("DDP: %d ranks on %s, rendezvous tcp://%s:%d", world, chosen, host, port)
+    futures = [
+        client.submit(
+            _rank_main,
+            r,
+            world,
+            host,
+            port,
+            cfg_json,
+            timeout_s,
+            workers=[w],
+            allow_other_workers=False,
+            pure=False,
+            retries=0,
+            key=f"scnet-ddp-rank-{r}-{port}",
+        )
+        for r, w in enumerate(chosen)
+    ]
+    failure: str | None = None
+    for f in as_completed(futures):
+        if f.status != "finished":  # a rank failed; a rank whose worker died never completes,
+            exc = f.exception()  # but its partner fails at the next collective
+            failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            break
+    if failure is not None:
+        client.cancel(futures)
+        raise DistributedTrainingError(
+            f"{cfg.out}: distributed training stopped ({failure}); the last checkpoint "
+            f"{cfg.out}/last.pt is kept; rerun with --resume to continue"
+        )
+    results = [f.result() for f in futures]
+    summary = dict(results[0])
+    summary["replica_sha256"] = [r["weights_sha256"] for r in results]
+    return summary
