@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from scnet_dask.errors import InputError
@@ -228,7 +229,9 @@ def cluster_client(spec: ClusterSpec) -> Iterator[Any]:
             spec.log_dir.mkdir(parents=True, exist_ok=True)
             log_dir = str(spec.log_dir.resolve())
         client.register_plugin(WorkerSetup(spec.threads_per_worker, log_dir))
-        yield client
+        # our rechunks are small and local (slabs, tiles): plain tasks, not the p2p shuffle
+        with dask.config.set({"array.rechunk.method": "tasks"}):
+            yield client
     finally:
         client.close()
         if cluster is not None:
