@@ -7,10 +7,10 @@ written as underscores; options given on the command line win.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scnet_dask.errors import InputError
 
@@ -29,6 +29,10 @@ def _check_device(v: str) -> str:
     if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
     return v
+
+
+#: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked.
+Device = Annotated[str, AfterValidator(_check_device)]
 
 
 class StrictModel(BaseModel):
@@ -144,7 +148,7 @@ class TrainConfig(StrictModel):
     upsample: bool = True
     foreground_mask: bool = False
     augment: bool = True
-    device: str = "auto"
+    device: Device = "auto"
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -156,11 +160,6 @@ class TrainConfig(StrictModel):
         if v % 16:
             raise ValueError(f"patch size must be a multiple of 16, got {v}")
         return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _check_device(v)
 
 
 class PriorConfig(StrictModel):
@@ -177,13 +176,8 @@ class PriorConfig(StrictModel):
     tilt_axis: Literal["x", "y"] = "x"
     angle_sign: Literal[1, -1] = -1
     tile: int = Field(96, ge=16)
-    device: str = "auto"
+    device: Device = "auto"
     overwrite: bool = False
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _check_device(v)
 
 
 class DenoiseConfig(StrictModel):
@@ -197,7 +191,7 @@ class DenoiseConfig(StrictModel):
     halo: int | Literal["auto"] = "auto"
     window: Literal["gaussian", "cosine"] = "gaussian"
     batch_size: int = Field(1, ge=1, le=64)
-    device: str = "auto"
+    device: Device = "auto"
     amp: bool = True
     post_sigma: float = Field(0.5, ge=0, le=4, description="Gaussian σ (voxels) after the net")
     sigma: float = Field(1.0, gt=0, le=16, description="σ (voxels) of --method gaussian")
@@ -220,11 +214,6 @@ class DenoiseConfig(StrictModel):
         if isinstance(v, int) and v < 0:
             raise ValueError(f"halo must be 'auto' or >= 0 voxels, got {v}")
         return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _check_device(v)
 
     @field_validator("output")
     @classmethod
