@@ -256,10 +256,10 @@ def train(ranks: int | None, **kwargs: Any) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--method",
-    type=click.Choice(["scnet", "gaussian"]),
+    type=click.Choice(["scnet", "gaussian", "lowpass", "topaz-3d"]),
     default="scnet",
     show_default=True,
-    help="scnet (needs CHECKPOINT) or the gaussian baseline (no checkpoint).",
+    help="scnet (needs CHECKPOINT) or a baseline: gaussian, lowpass, topaz-3d (no checkpoint).",
 )
 @click.option(
     "--chunks", type=int, default=128, show_default=True, help="Tile core edge (multiple of 16)."
@@ -285,6 +285,19 @@ def train(ranks: int | None, **kwargs: Any) -> None:
 )
 @click.option(
     "--sigma", type=float, default=1.0, show_default=True, help="σ (voxels) of --method gaussian."
+)
+@click.option(
+    "--cutoff-angstrom",
+    type=float,
+    default=40.0,
+    show_default=True,
+    help="--method lowpass: resolution (Å) where the response falls to 0.5.",
+)
+@click.option(
+    "--topaz-model",
+    type=click.Choice(["unet-3d-10a", "unet-3d-20a"]),
+    default="unet-3d-10a",
+    show_default=True,
 )
 @click.option("--resume", is_flag=True, help="Finish an interrupted run (only missing chunks).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")

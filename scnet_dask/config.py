@@ -186,7 +186,7 @@ class DenoiseConfig(StrictModel):
     input: Path
     output: Path
     checkpoint: Path | None = None
-    method: Literal["scnet", "gaussian"] = "scnet"
+    method: Literal["scnet", "gaussian", "lowpass", "topaz-3d"] = "scnet"
     chunks: int = Field(128, ge=16, le=1024, description="chunk (tile core) edge in voxels")
     halo: int | Literal["auto"] = "auto"
     window: Literal["gaussian", "cosine"] = "gaussian"
@@ -195,6 +195,10 @@ class DenoiseConfig(StrictModel):
     amp: bool = True
     post_sigma: float = Field(0.5, ge=0, le=4, description="Gaussian σ (voxels) after the net")
     sigma: float = Field(1.0, gt=0, le=16, description="σ (voxels) of --method gaussian")
+    cutoff_angstrom: float = Field(
+        40.0, gt=0, description="--method lowpass: resolution (Å) where the response is 0.5"
+    )
+    topaz_model: Literal["unet-3d-10a", "unet-3d-20a"] = "unet-3d-10a"
     resume: bool = False
     overwrite: bool = False
 

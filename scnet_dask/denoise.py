@@ -32,7 +32,13 @@ from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
 from scnet_dask.io.omezarr import create_level
-from scnet_dask.predict import GaussianPredictor, ScnetPredictor, file_sha256, load_denoiser
+from scnet_dask.predict import (
+    GaussianPredictor,
+    ScnetPredictor,
+    TopazPredictor,
+    file_sha256,
+    load_denoiser,
+)
 from scnet_dask.tiling import Predictor, TilePlan, overlap_add, plan_halo, scratch_folder
 
 __all__ = ["denoise", "build_denoiser", "write_blocks"]
@@ -41,6 +47,19 @@ log = logging.getLogger(__name__)
 _PROGRESS_KEY = "scnet_dask_progress"
 #: Relative voxel-size difference above which a checkpoint is refused for an input.
 VOXEL_TOLERANCE = 0.05
+
+
+def lowpass_sigma_voxels(
+    cutoff_angstrom: float, voxel_size_angstrom: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """Gaussian σ per axis (voxels) whose frequency response is 0.5 at ``1 / cutoff_angstrom``.
+
+    The response of a Gaussian of σ (Å) is ``exp(-2 π² σ² f²)``; 0.5 at ``f_c`` gives
+    ``σ = sqrt(ln 2 / 2) / (π f_c)``.
+    """
+    s = float(np.sqrt(np.log(2.0) / 2.0) / np.pi * cutoff_angstrom)
+    v = voxel_size_angstrom
+    return (s / v[0], s / v[1], s / v[2])
 
 
 def _check_finite(block: np.ndarray, path: str, block_info: Any = None) -> np.ndarray:
@@ -84,10 +103,25 @@ def build_denoiser(
         For a missing, foreign or incompatible checkpoint, or a CUDA device that is absent.
 
     """
-    if cfg.method == "gaussian":
-        g = GaussianPredictor(cfg.sigma)
+    if cfg.method in ("gaussian", "lowpass"):
+        details: dict[str, Any] = {}
+        sigma: float | tuple[float, float, float] = cfg.sigma
+        if cfg.method == "lowpass":
+            sigma = lowpass_sigma_voxels(cfg.cutoff_angstrom, vol.voxel_size_angstrom)
+            details["cutoff_angstrom"] = cfg.cutoff_angstrom
+        g = GaussianPredictor(sigma)
         r = g.receptive_margin
-        return g, (r, r, r), 1, 0.0, {"sigma_voxels": cfg.sigma}
+        return g, (r, r, r), 1, 0.0, {**details, "sigma_voxels": sigma}
+    if cfg.method == "topaz-3d":
+        from scnet_dask.prior import TOPAZ_HALO, topaz_3d_model
+        from scnet_dask.stats import compute_statistics
+
+        device = str(resolve_device(cfg.device))
+        topaz_3d_model(cfg.topaz_model, device)  # fail early if the weights are missing
+        st = vol.attrs.get("statistics") or compute_statistics(vol.data)
+        t = TopazPredictor(cfg.topaz_model, device, float(st["mean"]), float(st["std"]) or 1.0)
+        reach = TOPAZ_HALO - 8  # Topaz reaches farther than any halo: blended, not exact
+        return t, (reach, reach, reach), 32, 0.0, {"topaz_model": cfg.topaz_model}
     if cfg.checkpoint is None:
         raise InputError("--method scnet needs a CHECKPOINT (best.pt from 'scnet-dask train')")
     ckpt = Path(cfg.checkpoint)

@@ -151,14 +151,17 @@ class ScnetPredictor:
 
 @dataclass(frozen=True)
 class GaussianPredictor:
-    """Gaussian low-pass of σ voxels on each tile (the ``--method gaussian`` baseline)."""
+    """Gaussian low-pass of σ voxels (one, or per axis z, y, x) on each tile.
 
-    sigma: float = 1.0
+    The ``--method gaussian`` and ``--method lowpass`` baselines.
+    """
+
+    sigma: float | tuple[float, float, float] = 1.0
 
     @property
     def receptive_margin(self) -> int:
         """Voxels the filter reaches (scipy truncates at 4 σ)."""
-        return int(4.0 * self.sigma + 0.5)
+        return int(4.0 * float(np.max(self.sigma)) + 0.5)
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """Filter each (z, y, x) tile of the (B, z, y, x) batch; float32."""

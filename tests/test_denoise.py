@@ -221,3 +221,41 @@ def test_denoise_config_file(vol_mrc, ckpt, tmp_path, capsys):
     prov = json.loads(json.dumps(zarr.open_group(str(tmp_path / "o.zarr")).attrs["scnet_dask"]))
     last = prov["provenance"][-1]
     assert last["window"] == "cosine" and last["chunks"] == 32 and last["batch_size"] == 2
+
+
+def test_lowpass_response_is_half_at_the_cut_off(tmp_path, capsys):
+    from scnet_dask.denoise import lowpass_sigma_voxels
+
+    sigma = lowpass_sigma_voxels(40.0, (5.0, 5.0, 10.0))
+    f = 1 / 40.0
+    for s, v in zip(sigma, (5.0, 5.0, 10.0), strict=True):
+        assert np.exp(-2 * np.pi**2 * (s * v) ** 2 * f**2) == pytest.approx(0.5)
+    src = write_mrc(tmp_path / "v.mrc", structured((24, 40, 40)), voxel=10.0)
+    out = tmp_path / "lp.zarr"
+    code, _, err = run_cli(
+        ["denoise", src, out, "--method", "lowpass", "--cutoff-angstrom", "60", "--chunks", "16"],
+        capsys,
+    )
+    assert code == 0, err
+    vol = np.asarray(mrcfile.read(src), dtype=np.float32)
+    s = lowpass_sigma_voxels(60.0, (10.0, 10.0, 10.0))
+    ref = gaussian_filter(da.from_array(vol), s, mode="reflect").compute()
+    got = np.asarray(open_source(out).data)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    prov = zarr.open_group(str(out)).attrs["scnet_dask"]["provenance"][-1]
+    assert prov["method"] == "lowpass" and prov["cutoff_angstrom"] == 60.0
+
+
+def test_topaz_3d_baseline_runs_on_the_same_path(tmp_path, capsys):
+    pytest.importorskip("topaz")
+    src = write_mrc(tmp_path / "v.mrc", structured((32, 48, 48)), voxel=10.0)
+    code, _, err = run_cli(
+        ["denoise", src, tmp_path / "t.zarr", "--method", "topaz-3d", "--chunks", "32",
+         "--device", "cpu"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    got = np.asarray(open_source(tmp_path / "t.zarr").data)
+    vol = np.asarray(mrcfile.read(src), dtype=np.float32)
+    assert got.shape == vol.shape and np.isfinite(got).all()
+    assert got.std() < vol.std()  # it smooths
