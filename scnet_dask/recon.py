@@ -10,12 +10,12 @@ project's TEM-Simulator data).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
 
-__all__ = ["ramp_filter", "wbp_slab", "wbp", "read_tilt_angles"]
+__all__ = ["ramp_filter", "wbp_slab", "wbp", "read_tilt_angles", "project_slab", "project"]
 
 
 def read_tilt_angles(path: str) -> np.ndarray:
@@ -118,3 +118,63 @@ def wbp(
         meta=np.empty((0, 0, 0), np.float32),
     )
     return rec.transpose(0, 2, 1) if tilt_axis == "y" else rec
+
+
+def _projection_matrix(angle_rad: float, nz: int, ny: int, angle_sign: int, z_offset: float) -> Any:
+    """Sparse (ny, nz * ny) matrix: linear-interpolation splatting of a (z, y) slice onto t."""
+    from scipy.sparse import csr_matrix
+
+    zc = np.arange(nz, dtype=np.float64) - (nz - 1) / 2 + z_offset
+    yc = np.arange(ny, dtype=np.float64) - (ny - 1) / 2
+    t = yc[None, :] * np.cos(angle_rad) + angle_sign * zc[:, None] * np.sin(angle_rad)
+    t = (t + (ny - 1) / 2).ravel()
+    t0 = np.floor(t).astype(np.int64)
+    frac = t - t0
+    col = np.arange(nz * ny)
+    rows = np.concatenate([t0, t0 + 1])
+    vals = np.concatenate([1 - frac, frac])
+    cols = np.concatenate([col, col])
+    ok = (rows >= 0) & (rows < ny)
+    return csr_matrix((vals[ok], (rows[ok], cols[ok])), shape=(ny, nz * ny))
+
+
+def project_slab(
+    vol: np.ndarray, angles_deg: np.ndarray, angle_sign: int = -1, z_offset: float = 0.0
+) -> np.ndarray:
+    """Parallel-beam projections of a (nz, Y, W) slab: the forward model that WBP inverts.
+
+    Returns
+    -------
+    np.ndarray
+        (n_tilts, Y, W) float32; ray sums in voxel units, same geometry as :func:`wbp_slab`.
+
+    """
+    nz, ny, w = vol.shape
+    flat = np.asarray(vol, dtype=np.float64).reshape(nz * ny, w)
+    out = np.empty((len(angles_deg), ny, w), dtype=np.float32)
+    for i, a in enumerate(np.deg2rad(np.asarray(angles_deg, dtype=np.float64))):
+        out[i] = _projection_matrix(float(a), nz, ny, angle_sign, z_offset) @ flat
+    return out
+
+
+def project(
+    volume: da.Array,
+    angles_deg: np.ndarray,
+    tilt_axis: Literal["x", "y"] = "x",
+    angle_sign: int = -1,
+    slab: int = 64,
+) -> da.Array:
+    """Lazy tilt series (n_tilts, Y, X) of a (Z, Y, X) volume, slab by slab along the tilt axis."""
+    if tilt_axis == "y":
+        volume = volume.transpose(0, 2, 1)
+    v = volume.astype(np.float32).rechunk((-1, -1, slab))
+    ang = np.asarray(angles_deg, dtype=np.float64)
+    ts = v.map_blocks(
+        project_slab,
+        ang,
+        angle_sign,
+        chunks=(len(ang), v.shape[1], v.chunks[2]),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+    )
+    return ts.transpose(0, 2, 1) if tilt_axis == "y" else ts
