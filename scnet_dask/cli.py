@@ -370,6 +370,21 @@ def simulate(
 
 
 @cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@cluster_options
+def evaluate(config: Path, **kwargs: Any) -> None:
+    """Run the methods listed in CONFIG (YAML) on a dataset; write tables and figures."""
+    from scnet_dask.evaluate import evaluate as run
+    from scnet_dask.evaluate import load_config
+
+    cfg = load_config(config)
+    with on_cluster(kwargs):
+        rows = run(cfg)
+    click.echo((Path(cfg.out_dir) / "results.md").read_text().rstrip())
+    click.echo(f"{len(rows)} methods; results.csv, fsc.png, slices.png in {cfg.out_dir}")
+
+
+@cli.command()
 @click.option(
     "--out",
     "out_dir",
