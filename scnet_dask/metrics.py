@@ -43,6 +43,28 @@ def _check_pair(output: Any, reference: Any) -> None:
         )
 
 
+def _fit(output: Any, reference: Any) -> tuple[float, float, float, float, float]:
+    """One streamed pass: the fit ``a, b``, its mean squared residual, and the reference's range.
+
+    Returns
+    -------
+    a, b, mse, lo, hi
+
+    """
+    _check_pair(output, reference)
+    x, y = _lazy(output), _lazy(reference)
+    n = float(np.prod(x.shape))
+    sx, sy, sxx, sxy, syy, lo, hi = da.compute(
+        x.sum(), y.sum(), (x * x).sum(), (x * y).sum(), (y * y).sum(), y.min(), y.max()
+    )
+    vxx, vxy, vyy = sxx - sx * sx / n, sxy - sx * sy / n, syy - sy * sy / n
+    a = 0.0 if vxx <= 0 else vxy / vxx
+    rss = vyy - a * vxy  # residual of the least-squares line
+    # below 1e-12 of the variance the one-pass sums cannot tell the residual from zero
+    mse = 0.0 if rss <= 1e-12 * vyy else rss / n
+    return float(a), float((sy - a * sx) / n), float(mse), float(lo), float(hi)
+
+
 def fit_scale_offset(output: Any, reference: Any) -> tuple[float, float]:
     """Least-squares ``a, b`` minimising ``sum((a * output + b - reference)^2)`` (streamed).
 
@@ -52,27 +74,20 @@ def fit_scale_offset(output: Any, reference: Any) -> tuple[float, float]:
         (z, y, x) numpy or dask arrays of one shape.
 
     """
-    _check_pair(output, reference)
-    x, y = _lazy(output), _lazy(reference)
-    n = float(np.prod(x.shape))
-    sx, sy, sxx, sxy = da.compute(x.sum(), y.sum(), (x * x).sum(), (x * y).sum())
-    var = sxx - sx * sx / n
-    a = 0.0 if var <= 0 else (sxy - sx * sy / n) / var
-    return float(a), float((sy - a * sx) / n)
+    a, b, *_ = _fit(output, reference)
+    return a, b
 
 
 def psnr(output: Any, reference: Any, data_range: float | None = None) -> float:
     """PSNR (dB) of ``output`` against ``reference`` after the scale-and-offset fit.
 
-    ``data_range`` defaults to ``reference.max() - reference.min()``.
+    ``data_range`` defaults to ``reference.max() - reference.min()``. One pass over the data.
     """
-    a, b = fit_scale_offset(output, reference)
-    x, y = _lazy(output), _lazy(reference)
-    mse, lo, hi = da.compute(((a * x + b - y) ** 2).mean(), y.min(), y.max())
+    _, _, mse, lo, hi = _fit(output, reference)
     rng = float(hi - lo) if data_range is None else float(data_range)
     if mse <= 0:
         return float("inf")
-    return float(10.0 * np.log10(rng * rng / float(mse)))
+    return float(10.0 * np.log10(rng * rng / mse))
 
 
 def _ssim_block(x: np.ndarray, y: np.ndarray, data_range: float, win: int) -> np.ndarray:
@@ -90,11 +105,10 @@ def ssim(output: Any, reference: Any, win_size: int = 7, data_range: float | Non
     """
     if win_size < 3 or win_size % 2 == 0:
         raise ValueError(f"win_size must be an odd number >= 3, got {win_size}")
-    a, b = fit_scale_offset(output, reference)
+    a, b, _, lo, hi = _fit(output, reference)
     x, y = _lazy(output) * a + b, _lazy(reference)
     if data_range is None:
-        lo, hi = da.compute(y.min(), y.max())
-        data_range = float(hi - lo)
+        data_range = hi - lo
     h = win_size // 2
     if min(x.shape) <= 2 * h:
         raise ValueError(f"volume {x.shape} is too small for a {win_size}-voxel SSIM window")
