@@ -50,6 +50,12 @@ def forward_stats() -> dict[str, float]:
     return dict(_STATS)
 
 
+def _record_forward(seconds: float, voxels: int) -> None:
+    _STATS["seconds"] += seconds
+    _STATS["calls"] += 1
+    _STATS["voxels"] += float(voxels)
+
+
 def reset_forward_stats() -> None:
     """Zero the counters of :func:`forward_stats`."""
     for k in _STATS:
@@ -143,9 +149,7 @@ class ScnetPredictor:
             ):
                 y = den.model(x.to(self.device, non_blocking=True))
                 out = y[:, 0].float().cpu().numpy()
-            _STATS["seconds"] += time.perf_counter() - t0
-            _STATS["calls"] += 1
-            _STATS["voxels"] += float(out.size)
+            _record_forward(time.perf_counter() - t0, out.size)
         return out * den.std + den.mean
 
 
@@ -169,9 +173,7 @@ class GaussianPredictor:
         out = np.stack(
             [gaussian_filter(np.asarray(t, np.float32), self.sigma, mode="reflect") for t in tiles]
         )
-        _STATS["seconds"] += time.perf_counter() - t0
-        _STATS["calls"] += 1
-        _STATS["voxels"] += float(out.size)
+        _record_forward(time.perf_counter() - t0, out.size)
         return out
 
 
@@ -198,7 +200,5 @@ class TopazPredictor:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = net(x.to(self.device))[:, 0].float().cpu().numpy()
-            _STATS["seconds"] += time.perf_counter() - t0
-            _STATS["calls"] += 1
-            _STATS["voxels"] += float(out.size)
+            _record_forward(time.perf_counter() - t0, out.size)
         return out * self.std + self.mean
