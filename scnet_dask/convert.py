@@ -29,7 +29,13 @@ from scnet_dask.io.omezarr import (
 )
 from scnet_dask.stats import finalise_statistics, lazy_statistics
 
-__all__ = ["convert", "write_volume_zarr", "finalise_store", "provenance_entry"]
+__all__ = [
+    "convert",
+    "write_volume_zarr",
+    "finalise_store",
+    "provenance_entry",
+    "source_signature",
+]
 
 log = logging.getLogger(__name__)
 _PROGRESS_KEY = "scnet_dask_progress"
@@ -45,7 +51,11 @@ def provenance_entry(step: str, **details: Any) -> dict[str, Any]:
     }
 
 
-def _source_signature(path: Path) -> dict[str, Any]:
+def source_signature(path: Path) -> dict[str, Any]:
+    """Path, size and modification time of an input.
+
+    A partial output made from the input is resumed only while these match.
+    """
     st = path.stat() if path.is_file() else None
     return {
         "path": str(path.resolve()),
@@ -217,7 +227,7 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
         + [provenance_entry("convert", input=str(src), options=cfg.model_dump(mode="json"))],
     }
     sig = {
-        "source": _source_signature(src),
+        "source": source_signature(src),
         "chunks": cfg.chunks,
         "dtype": str(dtype),
         "swap_yz": cfg.swap_yz,

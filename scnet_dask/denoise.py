@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from scnet_dask._device import resolve_device
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.convert import finalise_store, provenance_entry
+from scnet_dask.convert import finalise_store, provenance_entry, source_signature
 from scnet_dask.errors import InputError
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
@@ -35,11 +35,17 @@ from scnet_dask.io.omezarr import create_level
 from scnet_dask.predict import (
     GaussianPredictor,
     ScnetPredictor,
-    TopazPredictor,
     file_sha256,
     load_denoiser,
 )
-from scnet_dask.tiling import Predictor, TilePlan, overlap_add, plan_halo, scratch_folder
+from scnet_dask.tiling import (
+    Predictor,
+    TilePlan,
+    done_marker,
+    overlap_add,
+    plan_halo,
+    scratch_folder,
+)
 
 __all__ = ["denoise", "build_denoiser", "write_blocks"]
 
@@ -75,11 +81,8 @@ def _check_finite(block: np.ndarray, path: str, block_info: Any = None) -> np.nd
 
 def _gpu_annotations() -> dict[str, Any] | None:
     """``resources={"GPU": 1}`` when a distributed client's workers advertise GPUs."""
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
+    client = _client()
+    if client is None:
         return None
     workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
     if any("GPU" in (w.get("resources") or {}) for w in workers):
@@ -113,15 +116,11 @@ def build_denoiser(
         r = g.receptive_margin
         return g, (r, r, r), 1, 0.0, {**details, "sigma_voxels": sigma}
     if cfg.method == "topaz-3d":
-        from scnet_dask.prior import TOPAZ_HALO, topaz_3d_model
-        from scnet_dask.stats import compute_statistics
+        from scnet_dask.prior import TOPAZ_REACH, topaz_predictor
 
-        device = str(resolve_device(cfg.device))
-        topaz_3d_model(cfg.topaz_model, device)  # fail early if the weights are missing
-        st = vol.attrs.get("statistics") or compute_statistics(vol.data)
-        t = TopazPredictor(cfg.topaz_model, device, float(st["mean"]), float(st["std"]) or 1.0)
-        reach = TOPAZ_HALO - 8  # Topaz reaches farther than any halo: blended, not exact
-        return t, (reach, reach, reach), 32, 0.0, {"topaz_model": cfg.topaz_model}
+        t = topaz_predictor(vol, cfg.topaz_model, str(resolve_device(cfg.device)))
+        reach = (TOPAZ_REACH,) * 3  # Topaz reaches farther than any halo: blended, not exact
+        return t, reach, 32, 0.0, {"topaz_model": cfg.topaz_model}
     if cfg.checkpoint is None:
         raise InputError("--method scnet needs a CHECKPOINT (best.pt from 'scnet-dask train')")
     ckpt = Path(cfg.checkpoint)
@@ -200,7 +199,7 @@ def write_blocks(
     starts = [np.cumsum((0, *c[:-1])) for c in out.chunks]
     skipped = 0
     for ijk in np.ndindex(*nblocks):
-        marker = done_dir / ".".join(map(str, ijk))
+        marker = done_marker(done_dir, ijk)
         if marker.exists():
             skipped += 1
             continue
@@ -260,15 +259,11 @@ def _client() -> Any:
 
 
 def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
-    src = Path(cfg.input)
-    st = src.stat() if src.is_file() else None
     opts = cfg.model_dump(mode="json", exclude={"resume", "overwrite", "output", "device"})
     return json.loads(
         json.dumps(
             {
-                "input": str(src.resolve()),
-                "size": st.st_size if st else None,
-                "mtime_ns": st.st_mtime_ns if st else None,
+                "source": source_signature(Path(cfg.input)),
                 "shape": list(vol.data.shape),
                 "options": opts,
                 "checkpoint_sha256": details.get("checkpoint_sha256"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -24,13 +24,18 @@ from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output
 
-__all__ = ["make_prior", "topaz_3d_model", "TOPAZ_HALO"]
+if TYPE_CHECKING:
+    from scnet_dask.predict import TopazPredictor
+
+__all__ = ["make_prior", "topaz_3d_model", "topaz_predictor", "TOPAZ_HALO", "TOPAZ_REACH"]
 
 log = logging.getLogger(__name__)
 
 _TOPAZ_2D_FILE = "unet_L2_v0.2.2.sav"
 #: Halo (voxels) of the blended Topaz 3-D tiles.
 TOPAZ_HALO = 24
+#: The part of that halo given near-zero weight (Topaz reaches farther: blended, not exact).
+TOPAZ_REACH = TOPAZ_HALO - 8
 _TOPAZ_FILES = {"unet-3d-10a": "unet-3d-10a-v0.2.4.sav", "unet-3d-20a": "unet-3d-20a-v0.2.4.sav"}
 
 
@@ -129,6 +134,25 @@ def _gaussian(data: da.Array, sigma: float) -> da.Array:
     return gaussian_filter(data.astype(np.float32), sigma=sigma, mode="reflect")
 
 
+def topaz_predictor(vol: Volume, name: str, device: str) -> TopazPredictor:
+    """Topaz 3-D tile predictor for ``vol``, normalised by the volume's statistics.
+
+    Uses the stored statistics of our OME-Zarr, else computes them (one Dask pass).
+
+    Raises
+    ------
+    InputError
+        If topaz-em or the weights of ``name`` are missing.
+
+    """
+    from scnet_dask.predict import TopazPredictor
+    from scnet_dask.stats import compute_statistics
+
+    topaz_3d_model(name, device)  # fail early if the weights are missing
+    stats = vol.attrs.get("statistics") or compute_statistics(vol.data)
+    return TopazPredictor(name, device, float(stats["mean"]), float(stats["std"]) or 1.0)
+
+
 def _topaz(vol: Volume, name: str, device: str, tile: int) -> da.Array:
     """Topaz 3-D on blended tiles (see :mod:`scnet_dask.tiling`).
 
@@ -136,14 +160,11 @@ def _topaz(vol: Volume, name: str, device: str, tile: int) -> da.Array:
     exact: ``TOPAZ_HALO`` voxels on each side (16 of near-zero weight, 8 of blend) hide the
     seams. Tiles are aligned to 32 voxels, the network's pooling depth.
     """
-    from scnet_dask.predict import TopazPredictor
-    from scnet_dask.stats import compute_statistics
     from scnet_dask.tiling import TilePlan, overlap_add, plan_halo
 
-    stats = vol.attrs.get("statistics") or compute_statistics(vol.data)
-    pred = TopazPredictor(name, device, float(stats["mean"]), float(stats["std"]) or 1.0)
+    pred = topaz_predictor(vol, name, device)
     data = vol.data.astype(np.float32).rechunk(tuple(min(tile, s) for s in vol.data.shape))
-    halo, margin = plan_halo(TOPAZ_HALO, TOPAZ_HALO - 8)
+    halo, margin = plan_halo(TOPAZ_HALO, TOPAZ_REACH)
     shape = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
     plan = TilePlan(shape, data.chunks, halo, margin, 32, "gaussian", 0.0)
     return overlap_add(data, pred, plan, reader=store_of(vol.data), source_name=str(vol.path))
@@ -175,7 +196,6 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
         }
     elif cfg.method == "topaz-3d":
         dev = str(resolve_device(cfg.device))
-        topaz_3d_model(cfg.model, dev)  # fail early if the weights are missing
         data = _topaz(vol, cfg.model, dev, cfg.tile)
         details = {"model": cfg.model, "tile": cfg.tile, "halo_voxels": TOPAZ_HALO}
     else:

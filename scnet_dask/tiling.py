@@ -50,6 +50,7 @@ __all__ = [
     "overlap_add",
     "predict_whole",
     "scratch_folder",
+    "done_marker",
 ]
 
 #: Gaussian post-filter kernels reach ``truncate * sigma`` voxels (scipy's default).
@@ -350,6 +351,11 @@ def _gather_spilled(
     return out
 
 
+def done_marker(folder: str | os.PathLike[str], chunk: Sequence[int]) -> Path:
+    """Completion marker of output chunk ``chunk`` (block index z, y, x) in ``folder``."""
+    return Path(folder) / ".".join(str(int(c)) for c in chunk)
+
+
 def scratch_folder(scratch: str | os.PathLike[str], chunk: Sequence[int]) -> Path:
     """Folder holding the tile pieces of output chunk ``chunk`` (block index z, y, x)."""
     return Path(scratch) / ("c_" + "_".join(str(int(c)) for c in chunk))
@@ -447,8 +453,8 @@ def overlap_add(
         chunk before it is stored (a cluster worker dying) passes ``False`` and removes
         :func:`scratch_folder` itself after storing the chunk.
     done_markers
-        With ``scratch``: the caller's folder of per-chunk completion markers (named
-        ``z.y.x``). A blend task whose chunk is already marked returns ``None`` instead of
+        With ``scratch``: the caller's folder of per-chunk completion markers (see
+        :func:`done_marker`). A blend task whose chunk is already marked returns ``None`` instead of
         reading pieces that may be gone, so a task re-run after a worker's death is harmless.
 
     Returns
@@ -463,7 +469,17 @@ def overlap_add(
         raise ValueError(f"data chunks {data.chunks} differ from the plan's {plan.chunks}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    token = tokenize(data.name, predict, plan, batch_size, str(scratch), source_name)
+    token = tokenize(
+        data.name,
+        predict,
+        plan,
+        batch_size,
+        str(scratch),
+        source_name,
+        delete_pieces,
+        str(done_markers),
+        reader is not None,
+    )
     read_name, pred_name = f"{name}-tile-{token}", f"{name}-net-{token}"
     piece_name, out_name = f"{name}-piece-{token}", f"{name}-blend-{token}"
     axes = [plan.axis(k) for k in range(3)]
@@ -573,7 +589,7 @@ def overlap_add(
                 contrib,
                 folder,
                 delete_pieces,
-                str(Path(done_markers) / ".".join(map(str, cijk))) if done_markers else None,
+                str(done_marker(done_markers, cijk)) if done_markers else None,
                 *groups,
             )
             continue
