@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import dask.array as da
 import numpy as np
 from pydantic import Field
 from tqdm import tqdm
@@ -75,8 +76,13 @@ def _run(m: MethodSpec, src: Path, out: Path, cfg: EvaluateConfig) -> Path:
     return out
 
 
-def _load(path: Path) -> np.ndarray:
-    return np.asarray(open_source(path).data, dtype=np.float32)
+def _lazy(path: Path) -> da.Array:
+    """The volume as a lazy float32 dask array: metrics stream it, nothing is loaded whole."""
+    return open_source(path).data.astype(np.float32)
+
+
+def _mid_slice(vol: da.Array) -> np.ndarray:
+    return np.asarray(vol[vol.shape[0] // 2].compute())
 
 
 def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, Any]]:
@@ -99,7 +105,7 @@ def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, 
     (out / "volumes").mkdir(parents=True, exist_ok=True)
     vox = open_source(cfg.noisy).voxel_size_angstrom
     region = tuple(slice(a, b) for a, b in cfg.fsc_region) if cfg.fsc_region else None
-    ref = _load(cfg.reference) if cfg.reference else None
+    ref = _lazy(cfg.reference) if cfg.reference else None
     rows: list[dict[str, Any]] = []
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     mids: dict[str, np.ndarray] = {}
@@ -111,8 +117,8 @@ def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, 
         den = _run(m, Path(cfg.noisy), out / "volumes" / f"{slug}.zarr", cfg)
         seconds = time.perf_counter() - t0 if m.method != "none" else 0.0
         bar.update(1)
-        vol = _load(den)
-        mids[m.name] = vol[vol.shape[0] // 2]
+        vol = _lazy(den)
+        mids[m.name] = _mid_slice(vol)
         row: dict[str, Any] = {"name": m.name, "method": m.method, "seconds": seconds}
         row["psnr_db"] = psnr(vol, ref) if ref is not None else float("nan")
         row["ssim"] = ssim(vol, ref) if ref is not None else float("nan")
@@ -122,7 +128,7 @@ def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, 
             bar.update(1)
             o = _run(m, Path(cfg.odd), out / "volumes" / f"{slug}_odd.zarr", cfg)
             bar.update(1)
-            f, c = fsc(_load(e), _load(o), vox, region=region)
+            f, c = fsc(_lazy(e), _lazy(o), vox, region=region)
             ceo = fsc_eo(c)
             curves[m.name] = (f, ceo)
             row["res_05_angstrom"] = resolution_angstrom(f, ceo, 0.5)
@@ -130,7 +136,7 @@ def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, 
         rows.append(row)
     bar.close()
     _write_tables(rows, out, cfg)
-    _plots(curves, mids, ref, out)
+    _plots(curves, mids, _mid_slice(ref) if ref is not None else None, out)
     return rows
 
 
@@ -162,7 +168,7 @@ def _write_tables(rows: list[dict[str, Any]], out: Path, cfg: EvaluateConfig) ->
 def _plots(
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
     mids: dict[str, np.ndarray],
-    ref: np.ndarray | None,
+    ref_mid: np.ndarray | None,
     out: Path,
 ) -> None:
     import matplotlib
@@ -182,9 +188,7 @@ def _plots(
         fig.tight_layout()
         fig.savefig(out / "fsc.png", dpi=110)
         plt.close(fig)
-    panels = list(mids.items()) + (
-        [("reference", ref[ref.shape[0] // 2])] if ref is not None else []
-    )
+    panels = list(mids.items()) + ([("reference", ref_mid)] if ref_mid is not None else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8))
     for ax, (name, img) in zip(np.atleast_1d(axes), panels, strict=True):
         lo, hi = np.percentile(img, (1, 99))
