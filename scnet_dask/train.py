@@ -72,9 +72,9 @@ def _mask_from_pyramid(path: Path, level0_shape: tuple[int, ...]) -> tuple[np.nd
 class _Run:
     """State of one training run (kept small so that checkpoints capture all of it)."""
 
-    def __init__(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
+    def __init__(self, cfg: TrainConfig, rank: int = 0):
         self.cfg = cfg
-        self.rank, self.world = rank, world
+        self.rank = rank
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         self.noisy, self.stats_noisy = _open_level0(cfg.noisy)
@@ -279,7 +279,7 @@ def train(
     lead = rank == 0
     if world == 1:
         _prepare_run_dir(cfg)  # train_distributed does it once, before starting the ranks
-    run = _Run(cfg, rank, world)
+    run = _Run(cfg, rank)
     out = Path(cfg.out)
     if cfg.resume:
         run.restore(load_checkpoint(out / "last.pt"))
