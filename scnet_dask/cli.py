@@ -178,8 +178,20 @@ def prior(**kwargs: Any) -> None:
 @cli.command()
 @config_option(TrainConfig)
 @click.argument("noisy", type=click.Path(path_type=Path))
-@click.option("--prior", type=click.Path(path_type=Path), required=True, help="Prior OME-Zarr.")
+@click.option(
+    "--prior",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Prior OME-Zarr (from 'scnet-dask prior'); needed for --method scnet.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option(
+    "--method",
+    type=click.Choice(["scnet", "n2v"]),
+    default="scnet",
+    show_default=True,
+    help="scnet, or the Noise2Void baseline (single-voxel blind spots, L_rec only, no prior).",
+)
 @click.option("--epochs", type=int, default=15, show_default=True)
 @click.option("--patch-size", type=int, default=128, show_default=True, help="Multiple of 16.")
 @click.option("--batch-size", type=int, default=2, show_default=True)
@@ -224,7 +236,7 @@ def prior(**kwargs: Any) -> None:
 )
 @cluster_options
 def train(ranks: int | None, **kwargs: Any) -> None:
-    """Train SC-Net on the NOISY OME-Zarr with a --prior; checkpoints go to --out.
+    """Train SC-Net on the NOISY OME-Zarr with a --prior (or --method n2v); checkpoints to --out.
 
     With --cluster other than threads, one PyTorch DDP rank runs on each Dask worker.
     """
@@ -256,10 +268,11 @@ def train(ranks: int | None, **kwargs: Any) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--method",
-    type=click.Choice(["scnet", "gaussian", "lowpass", "topaz-3d"]),
+    type=click.Choice(["scnet", "n2v", "gaussian", "lowpass", "topaz-3d", "bm4d"]),
     default="scnet",
     show_default=True,
-    help="scnet (needs CHECKPOINT) or a baseline: gaussian, lowpass, topaz-3d (no checkpoint).",
+    help="scnet or n2v (need CHECKPOINT from 'train --method'), or a baseline without one: "
+    "gaussian, lowpass, topaz-3d, bm4d (slow).",
 )
 @click.option(
     "--chunks", type=int, default=128, show_default=True, help="Tile core edge (multiple of 16)."
@@ -279,9 +292,9 @@ def train(ranks: int | None, **kwargs: Any) -> None:
 @click.option(
     "--post-sigma",
     type=float,
-    default=0.5,
-    show_default=True,
-    help="Gaussian σ (voxels) applied after the network (SC-Net's 0.5; 0 = none).",
+    default=None,
+    help="Gaussian σ (voxels) applied after the network; default 0.5 for scnet (the paper's), "
+    "0 for n2v.",
 )
 @click.option(
     "--sigma", type=float, default=1.0, show_default=True, help="σ (voxels) of --method gaussian."
@@ -292,6 +305,15 @@ def train(ranks: int | None, **kwargs: Any) -> None:
     default=40.0,
     show_default=True,
     help="--method lowpass: resolution (Å) where the response falls to 0.5.",
+)
+@click.option(
+    "--noise-sigma",
+    type=float,
+    default=None,
+    help="--method bm4d: noise σ in the input's units (default: estimated from the volume).",
+)
+@click.option(
+    "--bm4d-profile", type=click.Choice(["np", "refilter"]), default="np", show_default=True
 )
 @click.option(
     "--topaz-model",
@@ -306,7 +328,7 @@ def denoise(paths: tuple[Path, ...], halo: str, **kwargs: Any) -> None:
     """Denoise INPUT with CHECKPOINT into OUTPUT: denoise INPUT [CHECKPOINT] OUTPUT.
 
     INPUT is OME-Zarr, MRC or TIFF; OUTPUT is .zarr (OME-Zarr), .mrc/.rec or .tif. CHECKPOINT
-    (best.pt of 'scnet-dask train') is needed for --method scnet only.
+    (best.pt of 'scnet-dask train') is needed for --method scnet and n2v only.
     """
     from scnet_dask.denoise import denoise as run
 

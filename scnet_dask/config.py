@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from scnet_dask.errors import InputError
 
@@ -118,12 +126,25 @@ def format_validation_error(e: ValidationError, source: str = "options") -> str:
     return f"{source}: " + "; ".join(parts)
 
 
+#: Blind-spot defaults per training method: SC-Net's 3³ regions at 0.1 regions per voxel (the
+#: public code's rule), Noise2Void's single voxels at 0.2 % (CAREamics' default).
+BLIND_SPOT_DEFAULTS: dict[str, dict[str, float]] = {
+    "scnet": {"swap_size": 3, "swap_ratio": 0.1},
+    "n2v": {"swap_size": 1, "swap_ratio": 0.002},
+}
+
+
 class TrainConfig(StrictModel):
-    """Options of ``scnet-dask train``."""
+    """Options of ``scnet-dask train``.
+
+    ``method="n2v"`` trains the Noise2Void baseline on the same network and loop: single-voxel
+    blind spots, the reconstruction loss only, no prior.
+    """
 
     noisy: Path
-    prior: Path
+    prior: Path | None = None
     out: Path
+    method: Literal["scnet", "n2v"] = "scnet"
     epochs: int = Field(15, ge=1)
     patch_size: int = Field(128, ge=16)
     batch_size: int = Field(2, ge=1)
@@ -142,9 +163,9 @@ class TrainConfig(StrictModel):
     lambda_reg: float = Field(0.01, ge=0)
     rec_variant: Literal["replaced", "unreplaced"] = "replaced"
     blind_spot_mode: Literal["internal", "cross"] = "internal"
-    swap_size: int = Field(3, ge=1)
+    swap_size: int = Field(3, ge=1, description="blind-spot region edge (method default)")
     swap_window: int = Field(5, ge=3)
-    swap_ratio: float = Field(0.1, gt=0, le=1)
+    swap_ratio: float = Field(0.1, gt=0, le=1, description="regions per voxel (method default)")
     upsample: bool = True
     foreground_mask: bool = False
     augment: bool = True
@@ -160,6 +181,23 @@ class TrainConfig(StrictModel):
         if v % 16:
             raise ValueError(f"patch size must be a multiple of 16, got {v}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            defaults = BLIND_SPOT_DEFAULTS.get(str(data.get("method", "scnet")), {})
+            data = {
+                **{k: v for k, v in defaults.items() if data.get(k) is None},
+                **{k: v for k, v in data.items() if v is not None or k not in defaults},
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _needs_prior(self) -> TrainConfig:
+        if self.method == "scnet" and self.prior is None:
+            raise ValueError("method scnet needs a prior (scnet-dask prior); n2v does not")
+        return self
 
 
 class PriorConfig(StrictModel):
@@ -186,19 +224,25 @@ class DenoiseConfig(StrictModel):
     input: Path
     output: Path
     checkpoint: Path | None = None
-    method: Literal["scnet", "gaussian", "lowpass", "topaz-3d"] = "scnet"
+    method: Literal["scnet", "n2v", "gaussian", "lowpass", "topaz-3d", "bm4d"] = "scnet"
     chunks: int = Field(128, ge=16, le=1024, description="chunk (tile core) edge in voxels")
     halo: int | Literal["auto"] = "auto"
     window: Literal["gaussian", "cosine"] = "gaussian"
     batch_size: int = Field(1, ge=1, le=64)
     device: Device = "auto"
     amp: bool = True
-    post_sigma: float = Field(0.5, ge=0, le=4, description="Gaussian σ (voxels) after the net")
+    post_sigma: float | None = Field(
+        None, ge=0, le=4, description="Gaussian σ (voxels) after the net; None: 0.5 scnet, 0 n2v"
+    )
     sigma: float = Field(1.0, gt=0, le=16, description="σ (voxels) of --method gaussian")
     cutoff_angstrom: float = Field(
         40.0, gt=0, description="--method lowpass: resolution (Å) where the response is 0.5"
     )
     topaz_model: Literal["unet-3d-10a", "unet-3d-20a"] = "unet-3d-10a"
+    noise_sigma: float | None = Field(
+        None, gt=0, description="--method bm4d: noise σ in the input's units (default: estimated)"
+    )
+    bm4d_profile: Literal["np", "refilter"] = "np"
     resume: bool = False
     overwrite: bool = False
 

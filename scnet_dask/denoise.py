@@ -33,6 +33,8 @@ from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
 from scnet_dask.io.omezarr import create_level
 from scnet_dask.predict import (
+    BM4D_REACH,
+    Bm4dPredictor,
     GaussianPredictor,
     ScnetPredictor,
     file_sha256,
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 _PROGRESS_KEY = "scnet_dask_progress"
 #: Relative voxel-size difference above which a checkpoint is refused for an input.
 VOXEL_TOLERANCE = 0.05
+#: Default Gaussian σ (voxels) after the network: SC-Net's 0.5 (the paper); none for N2V.
+POST_SIGMA = {"scnet": 0.5, "n2v": 0.0}
 
 
 def lowpass_sigma_voxels(
@@ -121,14 +125,24 @@ def build_denoiser(
         t = topaz_predictor(vol, cfg.topaz_model, str(resolve_device(cfg.device)))
         reach = (TOPAZ_REACH,) * 3  # Topaz reaches farther than any halo: blended, not exact
         return t, reach, 32, 0.0, {"topaz_model": cfg.topaz_model}
+    if cfg.method == "bm4d":
+        return _bm4d(cfg, vol)
     if cfg.checkpoint is None:
-        raise InputError("--method scnet needs a CHECKPOINT (best.pt from 'scnet-dask train')")
+        raise InputError(
+            f"--method {cfg.method} needs a CHECKPOINT (best.pt from 'scnet-dask train "
+            f"--method {cfg.method}')"
+        )
     ckpt = Path(cfg.checkpoint)
     if not ckpt.is_file():
         raise InputError(f"{ckpt}: no such checkpoint")
     device = str(resolve_device(cfg.device))
     sha = file_sha256(ckpt)
     den = load_denoiser(str(ckpt.resolve()), sha, "cpu")
+    kind = str(den.config.get("method", "scnet"))
+    if kind != cfg.method:
+        raise InputError(
+            f"{ckpt}: a {kind} checkpoint, but --method {cfg.method}; pass --method {kind}"
+        )
     if den.voxel_size_angstrom is not None and vol.voxel_size_found:
         trained, given = den.voxel_size_angstrom, vol.voxel_size_angstrom
         rel = max(abs(a - b) / max(a, b) for a, b in zip(trained, given, strict=True))
@@ -146,7 +160,28 @@ def build_denoiser(
         "device": device,
         "amp": cfg.amp and device.startswith("cuda"),
     }
-    return pred, den.model.receptive_margin, 16, cfg.post_sigma, details
+    post = cfg.post_sigma if cfg.post_sigma is not None else POST_SIGMA[cfg.method]
+    return pred, den.model.receptive_margin, 16, post, details
+
+
+def _bm4d(
+    cfg: DenoiseConfig, vol: Volume
+) -> tuple[Predictor, tuple[int, int, int], int, float, dict[str, Any]]:
+    try:
+        import bm4d  # noqa: F401
+    except ImportError as e:
+        raise InputError(
+            f"--method bm4d needs the bm4d package: pip install 'scnet-dask[bm4d]' ({e})"
+        ) from None
+    if cfg.noise_sigma is not None:
+        sigma, how = float(cfg.noise_sigma), "given"
+    else:
+        from scnet_dask.stats import estimate_noise_sigma
+
+        sigma, how = estimate_noise_sigma(vol.data.astype(np.float32)), "estimated"
+        log.info("%s: noise σ %.4g (wavelet estimate)", cfg.input, sigma)
+    details = {"noise_sigma": sigma, "noise_sigma_source": how, "bm4d_profile": cfg.bm4d_profile}
+    return Bm4dPredictor(sigma, cfg.bm4d_profile), (BM4D_REACH,) * 3, 1, 0.0, details
 
 
 def _store_block(

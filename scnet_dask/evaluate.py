@@ -35,11 +35,13 @@ class MethodSpec(StrictModel):
     """One row of the table: a name and the ``denoise`` options that produce it."""
 
     name: str
-    method: Literal["none", "scnet", "gaussian", "lowpass", "topaz-3d"]
+    method: Literal["none", "scnet", "n2v", "gaussian", "lowpass", "topaz-3d", "bm4d"]
     checkpoint: Path | None = None
     sigma: float = 1.0
     cutoff_angstrom: float = 40.0
+    noise_sigma: float | None = Field(None, gt=0, description="bm4d; default: estimated")
     halo: int | Literal["auto"] = "auto"
+    chunks: int | None = Field(None, description="this method's tile core; default: the config's")
 
 
 class EvaluateConfig(StrictModel):
@@ -69,8 +71,8 @@ def _run(m: MethodSpec, src: Path, out: Path, cfg: EvaluateConfig) -> Path:
         return src
     dc = DenoiseConfig(
         input=src, output=out, checkpoint=m.checkpoint, method=m.method, sigma=m.sigma,
-        cutoff_angstrom=m.cutoff_angstrom, halo=m.halo, chunks=cfg.chunks, device=cfg.device,
-        overwrite=True,
+        cutoff_angstrom=m.cutoff_angstrom, noise_sigma=m.noise_sigma, halo=m.halo,
+        chunks=m.chunks or cfg.chunks, device=cfg.device, overwrite=True,
     )  # fmt: skip
     denoise(dc, show_progress=False)
     return out

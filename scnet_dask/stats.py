@@ -8,7 +8,12 @@ import dask
 import dask.array as da
 import numpy as np
 
-__all__ = ["lazy_statistics", "finalise_statistics", "compute_statistics"]
+__all__ = [
+    "lazy_statistics",
+    "finalise_statistics",
+    "compute_statistics",
+    "estimate_noise_sigma",
+]
 
 _MAX_SAMPLE = 8_000_000
 
@@ -67,3 +72,41 @@ def compute_statistics(arr: da.Array) -> dict[str, float | int]:
     keys = list(lazy)
     vals = dask.compute(*[lazy[k] for k in keys])
     return finalise_statistics(dict(zip(keys, vals, strict=True)))
+
+
+def _block_sigma(block: np.ndarray) -> np.ndarray:
+    from skimage.restoration import estimate_sigma
+
+    b = np.asarray(block, np.float64)
+    if min(b.shape) < 4 or not np.isfinite(b).all():
+        return np.full((1, 1, 1), np.nan)
+    return np.full((1, 1, 1), float(estimate_sigma(b, channel_axis=None)))
+
+
+def estimate_noise_sigma(arr: da.Array, max_blocks: int = 64) -> float:
+    """Noise σ of a (z, y, x) volume, in its units: the median of per-chunk wavelet estimates.
+
+    Each chunk's σ is Donoho's robust estimate (median absolute finest-scale wavelet detail
+    coefficient / 0.6745, :func:`skimage.restoration.estimate_sigma`); the median over chunks
+    ignores chunks that are mostly structure. At most ``max_blocks`` chunks, spread evenly
+    through the volume, are read. The estimate assumes white noise; the noise of a
+    reconstructed tomogram is coloured, so treat it as a starting point.
+
+    Raises
+    ------
+    ValueError
+        If no chunk gives a finite estimate (e.g. all chunks thinner than 4 voxels).
+
+    """
+    if arr.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) array, got shape {arr.shape}")
+    sig = da.map_blocks(_block_sigma, arr, chunks=(1, 1, 1), dtype=np.float64)
+    flat = sig.ravel()
+    n = int(flat.shape[0])
+    if n > max_blocks:
+        flat = flat[np.linspace(0, n - 1, max_blocks).round().astype(int)]
+    vals = np.asarray(flat.compute())
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        raise ValueError(f"no chunk of the {arr.shape} volume gives a noise estimate")
+    return float(np.median(vals))

@@ -23,7 +23,7 @@ from scnet_dask.io import open_source
 from scnet_dask.io.omezarr import get_array
 from scnet_dask.model.blindspot import blind_spot_replace
 from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
-from scnet_dask.model.losses import LossWeights, scnet_losses
+from scnet_dask.model.losses import LossWeights, n2v_losses, scnet_losses
 from scnet_dask.model.unet import SCNetUNet
 from scnet_dask.sampling import PatchSampler, foreground_mask, split_regions
 from scnet_dask.stats import compute_statistics
@@ -78,7 +78,10 @@ class _Run:
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         self.noisy, self.stats_noisy = _open_level0(cfg.noisy)
-        self.prior, self.stats_prior = _open_level0(cfg.prior)
+        if cfg.prior is None:  # Noise2Void: no prior; the sampler's second patch goes unused
+            self.prior, self.stats_prior = self.noisy, self.stats_noisy
+        else:
+            self.prior, self.stats_prior = _open_level0(cfg.prior)
         if self.noisy.shape != self.prior.shape:
             raise InputError(
                 f"{cfg.prior}: prior grid {tuple(self.prior.shape)} differs from the noisy grid "
@@ -157,15 +160,15 @@ class _Run:
             },
             "provenance": {
                 "noisy": str(Path(self.cfg.noisy).resolve()),
-                "prior": str(Path(self.cfg.prior).resolve()),
+                "prior": str(Path(self.cfg.prior).resolve()) if self.cfg.prior else None,
                 "scnet_dask_version": __version__,
             },
         }
 
     def restore(self, data: dict[str, Any]) -> None:
         old = data.get("config", {})
-        for key in ("features", "upsample", "patch_size"):
-            if old.get(key) != getattr(self.cfg, key):
+        for key in ("method", "features", "upsample", "patch_size"):
+            if old.get(key, "scnet" if key == "method" else None) != getattr(self.cfg, key):
                 raise InputError(
                     f"{self.out / 'last.pt'}: checkpoint was trained with {key}={old.get(key)!r}, "
                     f"this run asks for {getattr(self.cfg, key)!r}"
@@ -205,6 +208,8 @@ class _Run:
         n, p, src, mask = (t.to(dev, non_blocking=True) for t in (n, p, src, mask))
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             out = (self.net if self.model.training else self.model)(src)
+        if cfg.method == "n2v":
+            return n2v_losses(out.float(), n, mask)
         return scnet_losses(out.float(), n, p, mask, self.weights, cfg.rec_variant)
 
     def validate(self) -> float:
@@ -260,7 +265,9 @@ def _truncate_log(path: Path, step: int) -> None:
 def train(
     cfg: TrainConfig, show_progress: bool = True, rank: int = 0, world: int = 1
 ) -> dict[str, Any]:
-    """Train SC-Net; write ``last.pt``, ``best.pt``, ``log.csv`` and plots into ``cfg.out``.
+    """Train SC-Net (or Noise2Void: ``cfg.method``); write checkpoints, log and plots.
+
+    ``last.pt``, ``best.pt``, ``log.csv`` and plots go into ``cfg.out``.
 
     Parameters
     ----------

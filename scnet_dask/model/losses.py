@@ -17,6 +17,7 @@ __all__ = [
     "loss_exp",
     "loss_reg",
     "scnet_losses",
+    "n2v_losses",
 ]
 
 
@@ -120,3 +121,15 @@ def scnet_losses(
         + w.reg * terms["reg"]
     )
     return terms
+
+
+def n2v_losses(
+    output: torch.Tensor, noisy: torch.Tensor, mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Noise2Void: mean squared error on the masked voxels only (key ``"total"`` = ``"rec"``).
+
+    The other SC-Net terms are reported as zeros so that logs have the same columns.
+    """
+    rec = loss_rec(output, noisy, mask, "replaced")
+    zero = torch.zeros((), device=output.device, dtype=output.dtype)
+    return {"rec": rec, "smooth": zero, "exp": zero, "reg": zero, "total": rec}
