@@ -150,7 +150,10 @@ def fsc(
     region
         (z, y, x) slices of a sub-volume to use (it must fit in memory).
     shell_width
-        Shell width in units of the finest frequency step ``1 / (max(n_i * d_i))``.
+        Shell width in units of the coarsest frequency step ``1 / min(n_i * d_i)``, so that
+        every shell holds Fourier samples along every axis: on a thin box (a tomogram's
+        80 x 256² of 10 Å voxels) shells of the finest step would put only a handful of
+        in-plane samples in the lowest shells and make the curve cross by chance there.
 
     Returns
     -------
@@ -168,7 +171,7 @@ def fsc(
     freqs.append(np.fft.rfftfreq(x.shape[2], vs[2]))
     kz, ky, kx = np.meshgrid(*freqs, indexing="ij")
     k = np.sqrt(kz**2 + ky**2 + kx**2)
-    step = shell_width / max(n * d for n, d in zip(x.shape, vs, strict=True))
+    step = shell_width / min(n * d for n, d in zip(x.shape, vs, strict=True))
     nyquist = 0.5 / float(vs.max())
     edges = np.arange(0.0, nyquist + step, step)
     idx = np.digitize(k.ravel(), edges) - 1

@@ -80,3 +80,13 @@ def test_resolution_interpolates():
     c = np.array([1.0, 0.8, 0.2, 0.0])
     assert resolution_angstrom(f, c, 0.5) == pytest.approx(1 / 0.025)
     assert resolution_angstrom(f, np.ones(4), 0.5) == pytest.approx(25.0)
+
+
+def test_fsc_shells_on_a_thin_box_follow_the_coarsest_axis():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((16, 64, 64))
+    freq, curve = fsc(a, a + 0.1 * rng.standard_normal(a.shape), 10.0)
+    # shells one z-step (1 / 160 Å) wide up to Nyquist (1 / 20 Å): 8 of them, all populated
+    assert len(freq) == 8
+    np.testing.assert_allclose(np.diff(freq), 1 / 160)
+    assert (curve > 0.95).all()
