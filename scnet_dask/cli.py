@@ -205,6 +205,13 @@ def prior(**kwargs: Any) -> None:
 @click.option("--val-patches", type=int, default=4, show_default=True)
 @click.option("--lr", type=float, default=4e-4, show_default=True)
 @click.option(
+    "--rec-warmup",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Fraction of the steps on L_rec alone before the prior terms ramp in (0 = paper).",
+)
+@click.option(
     "--rec-variant",
     type=click.Choice(["replaced", "unreplaced"]),
     default="replaced",

@@ -161,6 +161,13 @@ class TrainConfig(StrictModel):
     lambda_smooth: float = Field(0.1, ge=0)
     lambda_exp: float = Field(0.2, ge=0)
     lambda_reg: float = Field(0.01, ge=0)
+    rec_warmup: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="fraction of all steps on L_rec alone; the other terms then ramp in "
+        "linearly over as many steps (0 = the paper's schedule, all terms from step 1)",
+    )
     rec_variant: Literal["replaced", "unreplaced"] = "replaced"
     blind_spot_mode: Literal["internal", "cross"] = "internal"
     swap_size: int = Field(3, ge=1, description="blind-spot region edge (method default)")

@@ -32,7 +32,7 @@ __all__ = ["train", "TrainingDiverged", "build_model"]
 
 log = logging.getLogger(__name__)
 _TERMS = ("total", "rec", "smooth", "exp", "reg")
-_LOG_FIELDS = ["epoch", "step", *_TERMS, "lr", "step_seconds", "wait_seconds"]
+_LOG_FIELDS = ["epoch", "step", *_TERMS, "ramp", "lr", "step_seconds", "wait_seconds"]
 
 
 class TrainingDiverged(ValueError):
@@ -189,8 +189,22 @@ class _Run:
             self.sampler.set_state(data["rng"]["sampler"])
 
     # --- one step ------------------------------------------------------------------------
+    def ramp(self) -> float:
+        """Weight (0..1) of L_smooth, L_exp and L_reg at the current step (``rec_warmup``).
+
+        The three prior-driven terms are blind to the output's sign (gradient magnitudes, a
+        mean, an L1 norm) and dominate L_rec by an order of magnitude at the paper's λ; from
+        a random start they can lock the network into a contrast-inverted solution that L_rec
+        cannot pull it out of (to flip, the output would pass through zero gradients, which
+        L_smooth penalises most). Training on L_rec alone first fixes the sign.
+        """
+        k = round(self.cfg.rec_warmup * self.cfg.epochs * self.steps)
+        if k <= 0:
+            return 1.0
+        return float(min(1.0, max(0.0, (self.step - k) / k)))
+
     def losses(
-        self, noisy: np.ndarray, prior: np.ndarray, gen: torch.Generator
+        self, noisy: np.ndarray, prior: np.ndarray, gen: torch.Generator, ramp: float = 1.0
     ) -> dict[str, torch.Tensor]:
         n = torch.from_numpy(noisy)
         p = torch.from_numpy(prior)
@@ -210,7 +224,10 @@ class _Run:
             out = (self.net if self.model.training else self.model)(src)
         if cfg.method == "n2v":
             return n2v_losses(out.float(), n, mask)
-        return scnet_losses(out.float(), n, p, mask, self.weights, cfg.rec_variant)
+        w = self.weights
+        if ramp < 1.0:
+            w = LossWeights(rec=w.rec, smooth=ramp * w.smooth, exp=ramp * w.exp, reg=ramp * w.reg)
+        return scnet_losses(out.float(), n, p, mask, w, cfg.rec_variant)
 
     def validate(self) -> float:
         if not self.val_set:
@@ -319,7 +336,8 @@ def train(
                     t0 = time.perf_counter()
                     w0 = run.sampler.wait_seconds
                     noisy, prior = run.sampler.next_batch(cfg.batch_size)
-                    terms = run.losses(noisy, prior, run.gen)
+                    ramp = run.ramp()
+                    terms = run.losses(noisy, prior, run.gen, ramp)
                     finite = torch.isfinite(terms["total"].detach()).float()
                     if world > 1:  # every rank stops together
                         torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
@@ -342,6 +360,7 @@ def train(
                             "epoch": epoch,
                             "step": run.step,
                             **row,
+                            "ramp": f"{ramp:.4g}",
                             "lr": cfg.lr,
                             "step_seconds": f"{dt:.4f}",
                             "wait_seconds": f"{run.sampler.wait_seconds - w0:.4f}",

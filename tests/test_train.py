@@ -229,3 +229,20 @@ def test_topaz_3d_prior_and_missing_weights(volumes, tmp_path, monkeypatch):
         )
     assert not (tmp_path / "x.zarr").exists()
     pr.topaz_3d_model.cache_clear()
+
+
+def test_rec_warmup_trains_on_rec_alone_then_ramps_in_the_prior_terms(volumes, tmp_path):
+    n, p = volumes
+    out = tmp_path / "run"
+    train(_cfg(n, p, out, epochs=2, steps_per_epoch=10, rec_warmup=0.2), show_progress=False)
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    ramp = [float(r["ramp"]) for r in rows]
+    # 20 steps, k = 4: L_rec alone until step k, a k-step linear ramp, then full weights
+    assert ramp == pytest.approx([0, 0, 0, 0, 0, 0.25, 0.5, 0.75] + [1.0] * 12)
+    first = rows[0]
+    assert float(first["total"]) == pytest.approx(0.6 * float(first["rec"]), rel=1e-4)
+    last = rows[-1]
+    full = (0.6 * float(last["rec"]) + 0.1 * float(last["smooth"]) + 0.2 * float(last["exp"])
+            + 0.01 * float(last["reg"]))  # fmt: skip
+    assert float(last["total"]) == pytest.approx(full, rel=1e-4)
