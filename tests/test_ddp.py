@@ -22,6 +22,7 @@ def _cfg(n, p, out, **kw):
     base = dict(
         noisy=n, prior=p, out=out, patch_size=32, features=4, batch_size=1, epochs=2,
         steps_per_epoch=8, val_patches=1, plots=False, device="cpu",
+        rec_warmup=0.0,  # all terms from step 1: the loss must fall, not rise as they ramp in
     )  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)
