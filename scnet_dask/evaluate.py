@@ -150,7 +150,11 @@ def _write_tables(rows: list[dict[str, Any]], out: Path, cfg: EvaluateConfig) ->
         w.writerows(rows)
 
     def fmt(v: float, d: int) -> str:
-        return "–" if v != v else f"{v:.{d}f}"  # NaN → dash
+        if v != v:  # NaN: not measured (no reference, no halves)
+            return "–"
+        if v == float("inf"):  # the FSC is below the threshold from its first shell
+            return "none"
+        return f"{v:.{d}f}"
 
     lines = [
         f"### {cfg.name}",
@@ -164,6 +168,9 @@ def _write_tables(rows: list[dict[str, Any]], out: Path, cfg: EvaluateConfig) ->
             f"{fmt(r['res_05_angstrom'], 1)} | {fmt(r['res_0143_angstrom'], 1)} | "
             f"{fmt(r['seconds'], 1)} |"
         )
+    if any(r["res_05_angstrom"] == float("inf") or r["res_0143_angstrom"] == float("inf")
+           for r in rows):  # fmt: skip
+        lines += ["", 'FSC_e/o "none": the curve is below the threshold from its first shell.']
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
