@@ -179,9 +179,12 @@ class PatchSampler:
         p = self.patch_size
         sl = tuple(slice(o, o + p) for o in origin)
         mn, sn, mp, sp = self.norm
-        a = (np.asarray(self.noisy[sl], dtype=np.float32) - mn) / sn
+        raw = np.asarray(self.noisy[sl], dtype=np.float32)
+        a = apply_augmentation((raw - mn) / sn, aug)
+        if self.prior is self.noisy:  # no prior (Noise2Void): one read serves both
+            return a, a if (mp, sp) == (mn, sn) else apply_augmentation((raw - mp) / sp, aug)
         b = (np.asarray(self.prior[sl], dtype=np.float32) - mp) / sp
-        return apply_augmentation(a, aug), apply_augmentation(b, aug)
+        return a, apply_augmentation(b, aug)
 
     def _fill(self, batch_size: int) -> None:
         while len(self._queue) < self.prefetch * batch_size:
