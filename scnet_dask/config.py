@@ -194,10 +194,10 @@ class TrainConfig(StrictModel):
     def _method_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict):
             defaults = BLIND_SPOT_DEFAULTS.get(str(data.get("method", "scnet")), {})
-            data = {
-                **{k: v for k, v in defaults.items() if data.get(k) is None},
-                **{k: v for k, v in data.items() if v is not None or k not in defaults},
-            }
+            data = dict(data)
+            for key, value in defaults.items():
+                if data.get(key) is None:  # not given (or None from the command line)
+                    data[key] = value
         return data
 
     @model_validator(mode="after")

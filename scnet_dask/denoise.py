@@ -27,7 +27,7 @@ from tqdm import tqdm
 from scnet_dask._device import resolve_device
 from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import finalise_store, provenance_entry, source_signature
-from scnet_dask.errors import InputError
+from scnet_dask.errors import InputError, nonfinite_input
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
@@ -76,10 +76,7 @@ def _check_finite(block: np.ndarray, path: str, block_info: Any = None) -> np.nd
     if not np.isfinite(block).all():
         loc = block_info[0]["array-location"] if block_info else "?"
         where = tuple(int(s[0]) for s in loc) if loc != "?" else loc
-        raise InputError(
-            f"{path}: NaN/Inf voxels in the input (block at (z, y, x) = {where}); convert it "
-            "with --nan-policy zero or mean first"
-        )
+        raise nonfinite_input(path, f" (block at (z, y, x) = {where})")
     return block
 
 
@@ -354,10 +351,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     vol = open_source(src)
     stats_in = vol.attrs.get("statistics") or {}
     if stats_in.get("n_nonfinite"):
-        raise InputError(
-            f"{src}: {stats_in['n_nonfinite']} NaN/Inf voxels in the input; convert it with "
-            "--nan-policy zero or mean first"
-        )
+        raise nonfinite_input(src, f" ({stats_in['n_nonfinite']} voxels)")
     predictor, rf, multiple, post_sigma, details = build_denoiser(cfg, vol)
     chunk = tuple(min(cfg.chunks, int(s)) for s in vol.data.shape)
     with dask.config.set({"array.rechunk.method": "tasks"}):  # no p2p shuffle on clusters

@@ -1,6 +1,6 @@
 """Exception types whose message is shown to the user as one line."""
 
-__all__ = ["InputError", "OutputError", "RunStopped"]
+__all__ = ["InputError", "OutputError", "RunStopped", "nonfinite_input"]
 
 
 class InputError(ValueError):
@@ -13,3 +13,11 @@ class OutputError(OSError):
 
 class RunStopped(RuntimeError):
     """A long run stopped part-way (e.g. a cluster worker was lost); it can be resumed."""
+
+
+def nonfinite_input(path: object, where: str) -> InputError:
+    """The error for NaN/Inf voxels in an input: ``where`` says how many or in which box."""
+    return InputError(
+        f"{path}: NaN/Inf voxels in the input{where}; convert it with --nan-policy zero or mean "
+        "first"
+    )

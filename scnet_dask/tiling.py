@@ -36,7 +36,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from scipy.ndimage import gaussian_filter
 
-from scnet_dask.errors import InputError
+from scnet_dask.errors import nonfinite_input
 
 __all__ = [
     "POST_FILTER_TRUNCATE",
@@ -307,11 +307,8 @@ def _read_tile_direct(
     """Read the source box straight from the store (no dask chunk held in memory)."""
     block = np.asarray(reader[tuple(slice(a, b) for a, b in box)], dtype=np.float32)
     if not np.isfinite(block).all():
-        raise InputError(
-            f"{name}: NaN/Inf voxels in the input (within (z, y, x) = "
-            f"{tuple(a for a, _ in box)}..{tuple(b for _, b in box)}); convert it with "
-            "--nan-policy zero or mean first"
-        )
+        lo, hi = tuple(a for a, _ in box), tuple(b for _, b in box)
+        raise nonfinite_input(name, f" (within (z, y, x) = {lo}..{hi})")
     return np.ascontiguousarray(block[np.ix_(*index)])
 
 
