@@ -67,6 +67,26 @@ def reset_forward_stats() -> None:
         _STATS[k] = 0.0
 
 
+def _forward(
+    net: torch.nn.Module, tiles: np.ndarray, mean: float, std: float, device: str, amp: bool
+) -> np.ndarray:
+    """Normalise (B, z, y, x) tiles, run ``net`` on ``device`` under its lock, de-normalise.
+
+    ``amp``: bfloat16 autocast, on CUDA only. The time inside the network is recorded.
+    """
+    x = torch.from_numpy((np.asarray(tiles, np.float32) - mean) / std)[:, None]
+    cuda = device.startswith("cuda")
+    with _device_lock(device):
+        t0 = time.perf_counter()
+        with (
+            torch.inference_mode(),
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp),
+        ):
+            out = net(x.to(device, non_blocking=True))[:, 0].float().cpu().numpy()
+        _record_forward(time.perf_counter() - t0, out.size)
+    return out * std + mean
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -144,18 +164,7 @@ class ScnetPredictor:
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """Return the denoised tiles, same shape, float32, in the input's units."""
         den = load_denoiser(self.checkpoint, self.sha256, self.device)
-        x = torch.from_numpy((np.asarray(tiles, np.float32) - den.mean) / den.std)[:, None]
-        cuda = self.device.startswith("cuda")
-        with _device_lock(self.device):
-            t0 = time.perf_counter()
-            with (
-                torch.inference_mode(),
-                torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp),
-            ):
-                y = den.model(x.to(self.device, non_blocking=True))
-                out = y[:, 0].float().cpu().numpy()
-            _record_forward(time.perf_counter() - t0, out.size)
-        return out * den.std + den.mean
+        return _forward(den.model, tiles, den.mean, den.std, self.device, self.amp)
 
 
 @dataclass(frozen=True)
@@ -200,13 +209,7 @@ class TopazPredictor:
         from scnet_dask.prior import topaz_3d_model
 
         net = topaz_3d_model(self.model, self.device)
-        x = torch.from_numpy((np.asarray(tiles, np.float32) - self.mean) / self.std)[:, None]
-        with _device_lock(self.device):
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = net(x.to(self.device))[:, 0].float().cpu().numpy()
-            _record_forward(time.perf_counter() - t0, out.size)
-        return out * self.std + self.mean
+        return _forward(net, tiles, self.mean, self.std, self.device, amp=False)
 
 
 @dataclass(frozen=True)
