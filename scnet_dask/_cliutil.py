@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import click
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 
 from scnet_dask.config import format_validation_error, load_yaml
 from scnet_dask.errors import InputError
 
-__all__ = ["config_option", "build_config", "setup_logging", "cluster_options", "on_cluster"]
+__all__ = [
+    "config_option",
+    "build_config",
+    "setup_logging",
+    "cluster_options",
+    "on_cluster",
+    "model_options",
+    "given",
+]
 
 CLUSTER_KEYS = (
     "cluster",
@@ -31,19 +41,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
 
 
-def config_option(model: type[BaseModel]) -> Callable[[F], F]:
-    """Add ``--config FILE.yaml`` whose keys mirror the command's options.
+def config_option(keys: Iterable[str]) -> Callable[[F], F]:
+    """Add ``--config FILE.yaml`` whose keys are the command's option names (``keys``).
 
-    The file is validated against ``model`` (unknown keys are errors) and its values become the
-    defaults of the options, so the command line still wins.
+    Unknown keys are errors; the file's values become the defaults of the options, so the
+    command line still wins.
     """
+    key_set = set(keys)
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
         if not value:
             return
         data = load_yaml(value)
-        fields = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
-        fields |= set(CLUSTER_KEYS)
+        fields = key_set | set(CLUSTER_KEYS)
         unknown = sorted(set(data) - fields)
         if unknown:
             raise click.BadParameter(
@@ -68,11 +78,118 @@ def config_option(model: type[BaseModel]) -> Callable[[F], F]:
 
 
 def build_config(config_cls: type[M], /, **kwargs: Any) -> M:
-    """Validate command options into a config model, as one clear error line on failure."""
+    """Validate command options into a config model, as one clear error line on failure.
+
+    Options left unset (``None``) are not passed, so the model's (or the method's) defaults
+    apply.
+    """
     try:
-        return config_cls(**kwargs)
+        return config_cls(**given(kwargs))
     except ValidationError as e:
         raise InputError(format_validation_error(e)) from e
+
+
+def given(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The options that were set (on the command line or in ``--config``): not ``None``."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+class _LiteralChoice(click.Choice):  # type: ignore[type-arg]
+    """``click.Choice`` over a ``Literal``'s values that returns the value itself (e.g. ``-1``)."""
+
+    def __init__(self, values: Sequence[Any]):
+        self.values = {str(v): v for v in values}
+        super().__init__(list(self.values))
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return self.values[str(super().convert(str(value), param, ctx))]
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """The click type for a field annotation and whether it is a boolean flag."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _click_type(args[0])
+        return click.STRING, False  # e.g. int | "auto": pydantic parses the text
+    if origin is Literal:
+        return _LiteralChoice(get_args(annotation)), False
+    if get_origin(annotation) is not None and get_args(annotation):
+        return _click_type(get_args(annotation)[0])  # Annotated[...]
+    if annotation is bool:
+        return None, True
+    if annotation is Path:
+        return click.Path(path_type=Path), False
+    if annotation in (int, float, str):
+        return annotation, False
+    return click.STRING, False
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def model_options(
+    models: Sequence[tuple[str, type[BaseModel]]],
+    skip: Iterable[str] = (),
+    required: bool = True,
+) -> list[Callable[[F], F]]:
+    """Click options for the fields of pydantic ``models``, one per field name.
+
+    ``models`` are ``(label, model)`` pairs; a field that several models share becomes one
+    option whose help lists each model's default (``[scnet: 3; n2v: 1]``), and whose value is
+    left ``None`` when not given so that each model applies its own default. Help text is the
+    field's ``description``; booleans become ``--x/--no-x`` switches (or ``--x`` when off by
+    default); ``Literal`` fields become choices. Every option defaults to ``None`` on the
+    command line: the model's default applies, and a value from ``--config`` is passed on.
+    """
+    skip = set(skip)
+    seen: dict[str, tuple[Any, list[tuple[str, Any]]]] = {}
+    order: list[str] = []
+    for label, model in models:
+        for name, info in model.model_fields.items():
+            if name in skip:
+                continue
+            if info.description is None:
+                raise ValueError(f"{model.__name__}.{name} has no description (its --help text)")
+            if name not in seen:
+                seen[name] = (info, [])
+                order.append(name)
+            seen[name][1].append((label, info.default))
+    options = []
+    for name in order:
+        info, defaults = seen[name]
+        flag = (info.alias or name).replace("_", "-")
+        ctype, is_bool = _click_type(info.annotation)
+        shown = [(lab, d) for lab, d in defaults if d is not PydanticUndefined and d is not None]
+        help_text = str(info.description)
+        if len(defaults) > 1 or (len(models) > 1 and defaults[0][0]):
+            if shown:
+                help_text += " [" + "; ".join(f"{lab}: {_default_text(d)}" for lab, d in shown) + "]"
+        elif shown:
+            help_text += f" [default: {_default_text(shown[0][1])}]"
+        own = len(defaults) == 1 and not defaults[0][0]
+        must = required and own and info.is_required()
+        if is_bool:
+            on = any(d is True for _, d in defaults)
+            decl = f"--{flag}/--no-{flag}" if on else f"--{flag}"
+            opt = click.option(decl, name, default=None, is_flag=True, help=help_text)
+        else:
+            opt = click.option(
+                f"--{flag}", name, type=ctype, default=None, required=must, help=help_text
+            )
+        options.append(opt)
+    return options
+
+
+def apply_options(f: F, options: Sequence[Callable[[F], F]]) -> F:
+    """Decorate ``f`` with ``options`` so that ``--help`` lists them in order."""
+    for opt in reversed(options):
+        f = opt(f)
+    return f
 
 
 class _Formatter(logging.Formatter):

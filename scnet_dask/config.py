@@ -28,6 +28,10 @@ __all__ = [
     "ExportConfig",
     "InfoConfig",
     "DenoiseConfig",
+    "TrainConfig",
+    "PriorConfig",
+    "SimulateConfig",
+    "DemoConfig",
     "load_yaml",
     "format_validation_error",
 ]
@@ -52,18 +56,26 @@ class StrictModel(BaseModel):
 class ConvertConfig(StrictModel):
     """Options of ``scnet-dask convert``."""
 
-    input: Path
-    output: Path
-    chunks: int = Field(128, ge=8, le=1024, description="chunk edge in voxels")
+    input: Path = Field(description="MRC/REC/ST, TIFF stack, folder of TIFF slices or Zarr.")
+    output: Path = Field(description="OME-Zarr to write (.zarr).")
+    chunks: int = Field(128, ge=8, le=1024, description="Chunk edge in voxels.")
     voxel_size: float | None = Field(
-        None, gt=0, description="voxel size in Å (overrides the header)"
+        None, gt=0, allow_inf_nan=False, description="Voxel size in Å (overrides the header)."
     )
-    dtype: Literal["float32", "source"] = "float32"
-    swap_yz: bool = False
-    nan_policy: Literal["error", "zero", "mean"] = "error"
-    pyramid_levels: int = Field(3, ge=1, le=8, description="levels incl. level 0 (3 = 1x, 2x, 4x)")
-    overwrite: bool = False
-    resume: bool = False
+    dtype: Literal["float32", "source"] = Field(
+        "float32", description="Stored data type: float32, or the source's."
+    )
+    swap_yz: bool = Field(
+        False, description="Swap Y and Z (thickness along Y, IMOD's un-rotated output)."
+    )
+    nan_policy: Literal["error", "zero", "mean"] = Field(
+        "error", description="What to do with NaN/Inf voxels."
+    )
+    pyramid_levels: int = Field(
+        3, ge=1, le=8, description="Pyramid levels incl. full resolution (3 = 1x, 2x, 4x)."
+    )
+    overwrite: bool = Field(False, description="Replace an existing output.")
+    resume: bool = Field(False, description="Continue an interrupted conversion.")
 
     @field_validator("output")
     @classmethod
@@ -76,10 +88,12 @@ class ConvertConfig(StrictModel):
 class ExportConfig(StrictModel):
     """Options of ``scnet-dask export``."""
 
-    input: Path
-    output: Path
-    dtype: Literal["float32", "float16", "source"] = "float32"
-    overwrite: bool = False
+    input: Path = Field(description="OME-Zarr to export.")
+    output: Path = Field(description="MRC (.mrc/.rec/.map) or TIFF (.tif/.tiff) to write.")
+    dtype: Literal["float32", "float16", "source"] = Field(
+        "float32", description="Output data type; 'source' restores the converted file's."
+    )
+    overwrite: bool = Field(False, description="Replace an existing output.")
 
     @field_validator("output")
     @classmethod
@@ -92,8 +106,8 @@ class ExportConfig(StrictModel):
 class InfoConfig(StrictModel):
     """Options of ``scnet-dask info``."""
 
-    path: Path
-    json_output: bool = Field(False, alias="json")
+    path: Path = Field(description="Volume (OME-Zarr, MRC or TIFF).")
+    json_output: bool = Field(False, alias="json", description="Print one JSON object.")
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
@@ -126,61 +140,79 @@ def format_validation_error(e: ValidationError, source: str = "options") -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-#: Blind-spot defaults per training method: SC-Net's 3³ regions at 0.1 regions per voxel (the
-#: public code's rule), Noise2Void's single voxels at 0.2 % (CAREamics' default).
-BLIND_SPOT_DEFAULTS: dict[str, dict[str, float]] = {
-    "scnet": {"swap_size": 3, "swap_ratio": 0.1},
-    "n2v": {"swap_size": 1, "swap_ratio": 0.002},
-}
+def _split_method_options(
+    cls: type[BaseModel], data: Any, kind: Literal["train", "denoise"]
+) -> Any:
+    """Move the keys that are not ``cls``'s own fields into ``options``, validated by the method.
+
+    So that users (CLI, YAML, Python) see one flat namespace while the run keeps the method's
+    options apart: ``TrainConfig(noisy=..., method="scnet", lambda_smooth=0.0)``.
+    """
+    from scnet_dask.methods import get
+
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    method = get(str(data.get("method") or "scnet"))
+    model = method.train_options if kind == "train" else method.denoise_options
+    if model is None:
+        raise ValueError(f"method {method.name} is not trained; use 'scnet-dask denoise' with it")
+    given = data.pop("options", None)
+    if isinstance(given, BaseModel):
+        given = given.model_dump()
+    opts = dict(given or {})
+    for key in list(data):
+        if key not in cls.model_fields:
+            opts[key] = data.pop(key)
+    own = set(model.model_fields)
+    foreign = sorted(k for k, v in opts.items() if k not in own)
+    if foreign:
+        valid = ", ".join(sorted(own)) or "none"
+        raise ValueError(
+            f"{', '.join(foreign)}: not an option of {kind} --method {method.name} "
+            f"(its own options: {valid})"
+        )
+    try:
+        data["options"] = model(**opts)
+    except ValidationError as e:
+        raise ValueError(format_validation_error(e, f"--method {method.name}")) from None
+    return data
 
 
 class TrainConfig(StrictModel):
-    """Options of ``scnet-dask train``.
+    """Options of ``scnet-dask train``: the engine's, plus the method's own in ``options``.
 
-    ``method="n2v"`` trains the Noise2Void baseline on the same network and loop: single-voxel
-    blind spots, the reconstruction loss only, no prior.
+    Keys that are not engine fields are the method's options (see
+    :mod:`scnet_dask.methods`); they are validated by the method's ``train_options`` model.
     """
 
-    noisy: Path
-    prior: Path | None = None
-    out: Path
-    method: Literal["scnet", "n2v"] = "scnet"
-    epochs: int = Field(15, ge=1)
-    patch_size: int = Field(128, ge=16)
-    batch_size: int = Field(2, ge=1)
-    features: int = Field(32, ge=1)
+    noisy: Path = Field(description="The method's first input volume (OME-Zarr).")
+    out: Path = Field(description="Run directory (checkpoints, log, plots).")
+    method: str = Field("scnet", description="Training method.")
+    epochs: int = Field(15, ge=1, description="Epochs.")
+    patch_size: int = Field(128, ge=16, description="Patch edge in voxels (multiple of 16).")
+    batch_size: int = Field(2, ge=1, description="Patches per step (per rank).")
     steps_per_epoch: int | None = Field(
-        None, ge=1, description="default: 0.9 x non-overlapping tiles"
+        None, ge=1, description="Steps per epoch; default: 0.9 x non-overlapping patches / batch."
     )
-    val_patches: int = Field(4, ge=0)
-    val_fraction: float = Field(0.1, ge=0, lt=0.5)
-    lr: float = Field(4e-4, gt=0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    lambda_rec: float = Field(0.6, ge=0)
-    lambda_smooth: float = Field(0.1, ge=0)
-    lambda_exp: float = Field(0.2, ge=0)
-    lambda_reg: float = Field(0.01, ge=0)
-    rec_warmup: float = Field(
-        0.1,
-        ge=0,
-        lt=0.5,
-        description="fraction of all steps on L_rec alone; the other terms then ramp in "
-        "linearly over as many steps (0 = the paper's schedule, all terms from step 1)",
+    val_patches: int = Field(4, ge=0, description="Validation patches (0: no validation).")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=0.5, description="Fraction of the longest axis held back for validation."
     )
-    rec_variant: Literal["replaced", "unreplaced"] = "replaced"
-    blind_spot_mode: Literal["internal", "cross"] = "internal"
-    swap_size: int = Field(3, ge=1, description="blind-spot region edge (method default)")
-    swap_window: int = Field(5, ge=3)
-    swap_ratio: float = Field(0.1, gt=0, le=1, description="regions per voxel (method default)")
-    upsample: bool = True
-    foreground_mask: bool = False
-    augment: bool = True
-    device: Device = "auto"
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    plots: bool = True
+    lr: float = Field(4e-4, gt=0, description="Adam learning rate.")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam β1.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam β2.")
+    foreground_mask: bool = Field(False, description="Sample patches only in the foreground.")
+    augment: bool = Field(True, description="Random flips and 90° rotations of the patches.")
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    seed: int = Field(0, description="Seed of every random draw (patches, blind spots, weights).")
+    plots: bool = Field(True, description="Write curves.png and validation slices each epoch.")
+    ranks: int | None = Field(
+        None, ge=1, description="Data-parallel ranks on a --cluster (default: one per worker)."
+    )
+    resume: bool = Field(False, description="Continue the run in --out exactly.")
+    overwrite: bool = Field(False, description="Start over in an existing run directory.")
+    options: Any = Field(None, description="The method's own options (validated by it).")
 
     @field_validator("patch_size")
     @classmethod
@@ -191,67 +223,92 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _method_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            defaults = BLIND_SPOT_DEFAULTS.get(str(data.get("method", "scnet")), {})
-            data = dict(data)
-            for key, value in defaults.items():
-                if data.get(key) is None:  # not given (or None from the command line)
-                    data[key] = value
-        return data
+    def _options(cls, data: Any) -> Any:
+        return _split_method_options(cls, data, "train")
 
-    @model_validator(mode="after")
-    def _needs_prior(self) -> TrainConfig:
-        if self.method == "scnet" and self.prior is None:
-            raise ValueError("method scnet needs a prior (scnet-dask prior); n2v does not")
-        return self
+    def dump(self) -> dict[str, Any]:
+        """JSON-able dict of the engine options, with ``options`` as a plain dict."""
+        d = self.model_dump(mode="json", exclude={"options"})
+        d["options"] = self.options.model_dump(mode="json")
+        return d
 
 
 class PriorConfig(StrictModel):
     """Options of ``scnet-dask prior``."""
 
-    noisy: Path
-    output: Path
-    method: Literal["gaussian", "topaz-3d", "tilt-series", "file"] = "gaussian"
-    sigma: float = Field(1.0, gt=0, description="Gaussian σ in voxels")
-    model: Literal["unet-3d-10a", "unet-3d-20a"] = "unet-3d-10a"
-    prior_file: Path | None = None
-    tilt_series: Path | None = None
-    tlt: Path | None = None
-    tilt_axis: Literal["x", "y"] = "x"
-    angle_sign: Literal[1, -1] = -1
-    tile: int = Field(96, ge=16)
-    device: Device = "auto"
-    overwrite: bool = False
+    noisy: Path = Field(description="The noisy OME-Zarr.")
+    output: Path = Field(description="Prior OME-Zarr to write (.zarr).")
+    method: Literal["gaussian", "topaz-3d", "tilt-series", "file"] = Field(
+        "gaussian", description="How the prior is made."
+    )
+    sigma: float = Field(1.0, gt=0, description="--method gaussian: σ in voxels.")
+    model: Literal["unet-3d-10a", "unet-3d-20a"] = Field(
+        "unet-3d-10a", description="--method topaz-3d: Topaz pretrained 3-D model."
+    )
+    prior_file: Path | None = Field(
+        None, description="--method file: your own smoothed volume (same grid)."
+    )
+    tilt_series: Path | None = Field(
+        None, description="--method tilt-series: aligned tilt series (n_tilts, Y, X)."
+    )
+    tlt: Path | None = Field(
+        None, description="--method tilt-series: tilt angles in degrees, one per line."
+    )
+    tilt_axis: Literal["x", "y"] = Field(
+        "x", description="--method tilt-series: image axis the tilt axis lies along."
+    )
+    angle_sign: Literal[1, -1] = Field(
+        -1, description="--method tilt-series: tilt-angle sign convention of the back-projection."
+    )
+    tile: int = Field(96, ge=16, description="--method topaz-3d: tile edge in voxels.")
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    overwrite: bool = Field(False, description="Replace an existing output.")
+
+    @model_validator(mode="after")
+    def _unused(self) -> PriorConfig:
+        uses = {
+            "gaussian": {"sigma"},
+            "topaz-3d": {"model", "tile"},
+            "tilt-series": {"tilt_series", "tlt", "tilt_axis", "angle_sign"},
+            "file": {"prior_file"},
+        }
+        specific = set().union(*uses.values())
+        unused = sorted(k for k in self.model_fields_set & specific if k not in uses[self.method])
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)}: not used by --method {self.method} "
+                f"(it uses {', '.join(sorted(uses[self.method]))})"
+            )
+        return self
 
 
 class DenoiseConfig(StrictModel):
-    """Options of ``scnet-dask denoise``."""
+    """Options of ``scnet-dask denoise``: common ones, plus the method's own in ``options``."""
 
-    input: Path
-    output: Path
-    checkpoint: Path | None = None
-    method: Literal["scnet", "n2v", "gaussian", "lowpass", "topaz-3d", "bm4d"] = "scnet"
-    chunks: int = Field(128, ge=16, le=1024, description="chunk (tile core) edge in voxels")
-    halo: int | Literal["auto"] = "auto"
-    window: Literal["gaussian", "cosine"] = "gaussian"
-    batch_size: int = Field(1, ge=1, le=64)
-    device: Device = "auto"
-    amp: bool = True
-    post_sigma: float | None = Field(
-        None, ge=0, le=4, description="Gaussian σ (voxels) after the net; None: 0.5 scnet, 0 n2v"
+    input: Path = Field(description="Volume to denoise (OME-Zarr, MRC or TIFF).")
+    output: Path = Field(description="Output (.zarr, .mrc/.rec/.map or .tif/.tiff).")
+    checkpoint: Path | None = Field(None, description="best.pt of 'scnet-dask train'.")
+    method: str = Field("scnet", description="Denoising method.")
+    chunks: int = Field(
+        128, ge=16, le=1024, description="Tile core (output chunk) edge in voxels (multiple of 16)."
     )
-    sigma: float = Field(1.0, gt=0, le=16, description="σ (voxels) of --method gaussian")
-    cutoff_angstrom: float = Field(
-        40.0, gt=0, description="--method lowpass: resolution (Å) where the response is 0.5"
+    halo: int | Literal["auto"] = Field(
+        "auto",
+        description="Voxels added on each side of a chunk; auto = receptive field + "
+        "post-filter + blend.",
     )
-    topaz_model: Literal["unet-3d-10a", "unet-3d-20a"] = "unet-3d-10a"
-    noise_sigma: float | None = Field(
-        None, gt=0, description="--method bm4d: noise σ in the input's units (default: estimated)"
-    )
-    bm4d_profile: Literal["np", "refilter"] = "np"
-    resume: bool = False
-    overwrite: bool = False
+    window: Literal["gaussian", "cosine"] = Field("gaussian", description="Blending window.")
+    batch_size: int = Field(1, ge=1, le=64, description="Tiles per forward.")
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    amp: bool = Field(True, description="bfloat16 autocast on GPU.")
+    resume: bool = Field(False, description="Finish an interrupted run (only missing chunks).")
+    overwrite: bool = Field(False, description="Replace an existing output.")
+    options: Any = Field(None, description="The method's own options (validated by it).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options(cls, data: Any) -> Any:
+        return _split_method_options(cls, data, "denoise")
 
     @field_validator("chunks")
     @classmethod
@@ -279,3 +336,31 @@ class DenoiseConfig(StrictModel):
                 f"output must end in .zarr, .mrc, .rec, .map, .tif or .tiff, got {str(v)!r}"
             )
         return v
+
+
+class SimulateConfig(StrictModel):
+    """Options of ``scnet-dask simulate``."""
+
+    volume: Path = Field(description="Ground-truth potential (MRC, TIFF or OME-Zarr).")
+    out_dir: Path = Field(description="Folder for the simulated volumes and manifest.json.")
+    noise_sigma: str = Field(
+        "10,15,20",
+        description="Noise levels (comma-separated), in units of projections scaled to [0, 255].",
+    )
+    tilts: str = Field("-60:60:2", description="Tilt angles START:STOP:STEP in degrees.")
+    seed: int = Field(0, description="Seed of the noise.")
+    format: Literal["zarr", "mrc"] = Field("zarr", description="Output format.")
+    overwrite: bool = Field(False, description="Write into a non-empty OUT_DIR.")
+
+    def sigmas(self) -> tuple[float, ...]:
+        """The noise levels as numbers."""
+        try:
+            return tuple(float(v) for v in self.noise_sigma.split(",") if v.strip())
+        except ValueError:
+            raise InputError(f"--noise-sigma must be numbers, got {self.noise_sigma!r}") from None
+
+
+class DemoConfig(StrictModel):
+    """Options of ``scnet-dask demo``."""
+
+    out: Path = Field(Path("scnet-demo"), description="Folder for the demo's outputs (replaced).")

@@ -71,16 +71,18 @@ def run_demo(out_dir: Path) -> str:
     t3 = time.perf_counter()
     run_dir = out_dir / "run"
     summary = train(
-        TrainConfig(
-            noisy=zarr_path,
-            prior=prior_path,
-            out=run_dir,
-            patch_size=32,
-            features=8,
-            epochs=2,
-            steps_per_epoch=12,
-            val_patches=2,
-            device="cpu",
+        TrainConfig.model_validate(
+            {
+                "noisy": zarr_path,
+                "prior": prior_path,
+                "out": run_dir,
+                "patch_size": 32,
+                "features": 8,
+                "epochs": 2,
+                "steps_per_epoch": 12,
+                "val_patches": 2,
+                "device": "cpu",
+            }
         ),
         show_progress=False,
     )
@@ -100,7 +102,9 @@ def run_demo(out_dir: Path) -> str:
     t5 = time.perf_counter()
     base_path = out_dir / "gaussian.ome.zarr"
     denoise(
-        DenoiseConfig(input=zarr_path, output=base_path, method="gaussian", sigma=1.5),
+        DenoiseConfig.model_validate(
+            {"input": zarr_path, "output": base_path, "method": "gaussian", "sigma": 1.5}
+        ),
         show_progress=False,
     )
     clean = np.asarray(open_source(sample_path("temsim_clean_crop.mrc")).data, np.float32)

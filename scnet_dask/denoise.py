@@ -24,7 +24,6 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from tqdm import tqdm
 
-from scnet_dask._device import resolve_device
 from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import finalise_store, provenance_entry, source_signature
 from scnet_dask.errors import InputError, nonfinite_input
@@ -32,16 +31,9 @@ from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
 from scnet_dask.io.omezarr import create_level
-from scnet_dask.predict import (
-    BM4D_REACH,
-    Bm4dPredictor,
-    GaussianPredictor,
-    ScnetPredictor,
-    file_sha256,
-    load_denoiser,
-)
+from scnet_dask.methods import PredictContext, TilePredictor, get
+from scnet_dask.predict import file_sha256
 from scnet_dask.tiling import (
-    Predictor,
     TilePlan,
     done_marker,
     overlap_add,
@@ -53,23 +45,6 @@ __all__ = ["denoise", "build_denoiser", "write_blocks"]
 
 log = logging.getLogger(__name__)
 _PROGRESS_KEY = "scnet_dask_progress"
-#: Relative voxel-size difference above which a checkpoint is refused for an input.
-VOXEL_TOLERANCE = 0.05
-#: Default Gaussian σ (voxels) after the network: SC-Net's 0.5 (the paper); none for N2V.
-POST_SIGMA = {"scnet": 0.5, "n2v": 0.0}
-
-
-def lowpass_sigma_voxels(
-    cutoff_angstrom: float, voxel_size_angstrom: tuple[float, float, float]
-) -> tuple[float, float, float]:
-    """Gaussian σ per axis (voxels) whose frequency response is 0.5 at ``1 / cutoff_angstrom``.
-
-    The response of a Gaussian of σ (Å) is ``exp(-2 π² σ² f²)``; 0.5 at ``f_c`` gives
-    ``σ = sqrt(ln 2 / 2) / (π f_c)``.
-    """
-    s = float(np.sqrt(np.log(2.0) / 2.0) / np.pi * cutoff_angstrom)
-    v = voxel_size_angstrom
-    return (s / v[0], s / v[1], s / v[2])
 
 
 def _check_finite(block: np.ndarray, path: str, block_info: Any = None) -> np.ndarray:
@@ -91,94 +66,29 @@ def _gpu_annotations() -> dict[str, Any] | None:
     return None
 
 
-def build_denoiser(
-    cfg: DenoiseConfig, vol: Volume
-) -> tuple[Predictor, tuple[int, int, int], int, float, dict[str, Any]]:
-    """The predictor for ``cfg.method`` and its geometry.
-
-    Returns
-    -------
-    predictor, receptive_margin, multiple, post_sigma, details
-        ``details`` go into the output's provenance.
+def build_denoiser(cfg: DenoiseConfig, vol: Volume) -> tuple[TilePredictor, dict[str, Any]]:
+    """The tile predictor of ``cfg.method`` for ``vol`` and the details for its provenance.
 
     Raises
     ------
     InputError
-        For a missing, foreign or incompatible checkpoint, or a CUDA device that is absent.
+        For a checkpoint given to a method that takes none, a missing, foreign or incompatible
+        checkpoint, or a CUDA device that is absent.
 
     """
-    if cfg.method in ("gaussian", "lowpass"):
-        details: dict[str, Any] = {}
-        sigma: float | tuple[float, float, float] = cfg.sigma
-        if cfg.method == "lowpass":
-            sigma = lowpass_sigma_voxels(cfg.cutoff_angstrom, vol.voxel_size_angstrom)
-            details["cutoff_angstrom"] = cfg.cutoff_angstrom
-        g = GaussianPredictor(sigma)
-        r = g.receptive_margin
-        return g, (r, r, r), 1, 0.0, {**details, "sigma_voxels": sigma}
-    if cfg.method == "topaz-3d":
-        from scnet_dask.prior import TOPAZ_REACH, topaz_predictor
-
-        t = topaz_predictor(vol, cfg.topaz_model, str(resolve_device(cfg.device)))
-        reach = (TOPAZ_REACH,) * 3  # Topaz reaches farther than any halo: blended, not exact
-        return t, reach, 32, 0.0, {"topaz_model": cfg.topaz_model}
-    if cfg.method == "bm4d":
-        return _bm4d(cfg, vol)
-    if cfg.checkpoint is None:
-        raise InputError(
-            f"--method {cfg.method} needs a CHECKPOINT (best.pt from 'scnet-dask train "
-            f"--method {cfg.method}')"
-        )
-    ckpt = Path(cfg.checkpoint)
-    if not ckpt.is_file():
-        raise InputError(f"{ckpt}: no such checkpoint")
-    device = str(resolve_device(cfg.device))
-    sha = file_sha256(ckpt)
-    den = load_denoiser(str(ckpt.resolve()), sha, "cpu")
-    kind = str(den.config.get("method", "scnet"))
-    if kind != cfg.method:
-        raise InputError(
-            f"{ckpt}: a {kind} checkpoint, but --method {cfg.method}; pass --method {kind}"
-        )
-    if den.voxel_size_angstrom is not None and vol.voxel_size_found:
-        trained, given = den.voxel_size_angstrom, vol.voxel_size_angstrom
-        rel = max(abs(a - b) / max(a, b) for a, b in zip(trained, given, strict=True))
-        if rel > VOXEL_TOLERANCE:
+    method = get(cfg.method)
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint is not None else None
+    sha = ""
+    if ckpt is not None:
+        if not method.trains:
             raise InputError(
-                f"{ckpt}: trained on {tuple(round(v, 3) for v in trained)} Å voxels but "
-                f"{cfg.input} has {tuple(round(v, 3) for v in given)} Å; bin the input to the "
-                "training voxel size or train on it"
+                f"{ckpt}: --method {cfg.method} takes no checkpoint; give INPUT OUTPUT only"
             )
-    pred = ScnetPredictor(str(ckpt.resolve()), sha, device, cfg.amp)
-    details = {
-        "checkpoint": str(ckpt.resolve()),
-        "checkpoint_sha256": sha,
-        "train_config": den.config,
-        "device": device,
-        "amp": cfg.amp and device.startswith("cuda"),
-    }
-    post = cfg.post_sigma if cfg.post_sigma is not None else POST_SIGMA[cfg.method]
-    return pred, den.model.receptive_margin, 16, post, details
-
-
-def _bm4d(
-    cfg: DenoiseConfig, vol: Volume
-) -> tuple[Predictor, tuple[int, int, int], int, float, dict[str, Any]]:
-    try:
-        import bm4d  # noqa: F401
-    except ImportError as e:
-        raise InputError(
-            f"--method bm4d needs the bm4d package: pip install 'scnet-dask[bm4d]' ({e})"
-        ) from None
-    if cfg.noise_sigma is not None:
-        sigma, how = float(cfg.noise_sigma), "given"
-    else:
-        from scnet_dask.stats import estimate_noise_sigma
-
-        sigma, how = estimate_noise_sigma(vol.data.astype(np.float32)), "estimated"
-        log.info("%s: noise σ %.4g (wavelet estimate)", cfg.input, sigma)
-    details = {"noise_sigma": sigma, "noise_sigma_source": how, "bm4d_profile": cfg.bm4d_profile}
-    return Bm4dPredictor(sigma, cfg.bm4d_profile), (BM4D_REACH,) * 3, 1, 0.0, details
+        if not ckpt.is_file():
+            raise InputError(f"{ckpt}: no such checkpoint")
+        sha = file_sha256(ckpt)
+    ctx = PredictContext(vol, cfg.device, cfg.amp, ckpt, sha)
+    return method.predictor(cfg.options, ctx)
 
 
 def _store_block(
@@ -292,6 +202,7 @@ def _client() -> Any:
 
 def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
     opts = cfg.model_dump(mode="json", exclude={"resume", "overwrite", "output", "device"})
+    opts["options"] = cfg.options.model_dump(mode="json")
     return json.loads(
         json.dumps(
             {
@@ -352,18 +263,20 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     stats_in = vol.attrs.get("statistics") or {}
     if stats_in.get("n_nonfinite"):
         raise nonfinite_input(src, f" ({stats_in['n_nonfinite']} voxels)")
-    predictor, rf, multiple, post_sigma, details = build_denoiser(cfg, vol)
+    predictor, details = build_denoiser(cfg, vol)
+    geom = predictor.geometry
+    post_sigma = geom.post_sigma
     chunk = tuple(min(cfg.chunks, int(s)) for s in vol.data.shape)
     with dask.config.set({"array.rechunk.method": "tasks"}):  # no p2p shuffle on clusters
         data = vol.data.astype(np.float32).rechunk(chunk)
     data = data.map_blocks(_check_finite, path=str(src), dtype=np.float32)
-    halo, margin = plan_halo(cfg.halo, rf, post_sigma)
+    halo, margin = plan_halo(cfg.halo, geom.margin, post_sigma)
     plan = TilePlan(
         shape=(int(data.shape[0]), int(data.shape[1]), int(data.shape[2])),
         chunks=data.chunks,
         halo=halo,
         margin=margin,
-        multiple=multiple,
+        multiple=geom.multiple,
         window=cfg.window,
         post_sigma=post_sigma,
     )

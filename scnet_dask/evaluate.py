@@ -19,29 +19,58 @@ from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
-from pydantic import Field
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 
-from scnet_dask.config import DenoiseConfig, Device, StrictModel, load_yaml
+from scnet_dask.config import (
+    DenoiseConfig,
+    Device,
+    StrictModel,
+    format_validation_error,
+    load_yaml,
+)
 from scnet_dask.denoise import denoise
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
+from scnet_dask.methods import get
 from scnet_dask.metrics import fsc, fsc_eo, psnr, resolution_angstrom, ssim
 
 __all__ = ["EvaluateConfig", "MethodSpec", "evaluate"]
 
 
 class MethodSpec(StrictModel):
-    """One row of the table: a name and the ``denoise`` options that produce it."""
+    """One row of the table: a name and the ``denoise`` options that produce it.
 
-    name: str
-    method: Literal["none", "scnet", "n2v", "gaussian", "lowpass", "topaz-3d", "bm4d"]
-    checkpoint: Path | None = None
-    sigma: float = 1.0
-    cutoff_angstrom: float = 40.0
-    noise_sigma: float | None = Field(None, gt=0, description="bm4d; default: estimated")
-    halo: int | Literal["auto"] = "auto"
+    Besides the keys below, a row takes its method's own denoise options (``sigma`` for
+    ``gaussian``, ``cutoff_angstrom`` for ``lowpass``, ``noise_sigma`` for ``bm4d``, ...),
+    validated by that method (see :mod:`scnet_dask.methods`); ``none`` is the input itself.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field(description="Row label.")
+    method: str = Field(description="'none' or a registered method.")
+    checkpoint: Path | None = Field(None, description="best.pt, for trained methods.")
+    halo: int | Literal["auto"] = Field("auto", description="Tile halo in voxels, or auto.")
     chunks: int | None = Field(None, description="this method's tile core; default: the config's")
+
+    @model_validator(mode="after")
+    def _method_options(self) -> MethodSpec:
+        extra = dict(self.model_extra or {})
+        if self.method == "none":
+            if extra:
+                raise ValueError(f"method none takes no options, got {sorted(extra)}")
+            return self
+        method = get(self.method)
+        try:
+            method.denoise_options(**extra)
+        except ValidationError as e:
+            raise ValueError(format_validation_error(e, f"method {self.method}")) from None
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The method's own denoise options given in this row."""
+        return dict(self.model_extra or {})
 
 
 class EvaluateConfig(StrictModel):
@@ -70,9 +99,8 @@ def _run(m: MethodSpec, src: Path, out: Path, cfg: EvaluateConfig) -> Path:
     if m.method == "none":
         return src
     dc = DenoiseConfig(
-        input=src, output=out, checkpoint=m.checkpoint, method=m.method, sigma=m.sigma,
-        cutoff_angstrom=m.cutoff_angstrom, noise_sigma=m.noise_sigma, halo=m.halo,
-        chunks=m.chunks or cfg.chunks, device=cfg.device, overwrite=True,
+        input=src, output=out, checkpoint=m.checkpoint, method=m.method, halo=m.halo,
+        chunks=m.chunks or cfg.chunks, device=cfg.device, overwrite=True, **m.options(),
     )  # fmt: skip
     denoise(dc, show_progress=False)
     return out
@@ -180,13 +208,11 @@ def _plots(
     ref_mid: np.ndarray | None,
     out: Path,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if curves:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         for name, (f, c) in curves.items():
             ax.plot(f, c, label=name, lw=1.2)
         for t in (0.5, 0.143):
@@ -196,9 +222,9 @@ def _plots(
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "fsc.png", dpi=110)
-        plt.close(fig)
     panels = list(mids.items()) + ([("reference", ref_mid)] if ref_mid is not None else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8))
+    fig = Figure(figsize=(2.6 * len(panels), 2.8))
+    axes = fig.subplots(1, len(panels))
     for ax, (name, img) in zip(np.atleast_1d(axes), panels, strict=True):
         lo, hi = np.percentile(img, (1, 99))
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
@@ -206,7 +232,6 @@ def _plots(
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "slices.png", dpi=110)
-    plt.close(fig)
 
 
 def load_config(path: str | Path) -> EvaluateConfig:
@@ -219,10 +244,6 @@ def load_config(path: str | Path) -> EvaluateConfig:
     for m in data.get("methods", []) or []:
         if isinstance(m, dict) and m.get("checkpoint") and not Path(m["checkpoint"]).is_absolute():
             m["checkpoint"] = str(p.parent / m["checkpoint"])
-    from pydantic import ValidationError
-
-    from scnet_dask.config import format_validation_error
-
     try:
         return EvaluateConfig(**data)
     except ValidationError as e:

@@ -1,4 +1,4 @@
-"""Lazy random patch sampling from OME-Zarr volumes for training.
+"""Lazy random patch sampling from aligned OME-Zarr volumes for training.
 
 Patches are read straight from the Zarr arrays, so only the chunks a patch touches are read;
 reads run ahead of the trainer in a thread pool. All randomness comes from one
@@ -82,14 +82,15 @@ def foreground_mask(level: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 class PatchSampler:
-    """Random (noisy, prior) patch pairs from two Zarr arrays on the same grid.
+    """Random patches at the same places of any number of aligned, named Zarr arrays.
 
     Parameters
     ----------
-    noisy, prior
-        Level-0 (z, y, x) Zarr arrays of the same shape.
-    stats_noisy, stats_prior
-        Their stored statistics (``mean`` and ``std`` are used for normalisation).
+    arrays
+        Level-0 (z, y, x) Zarr arrays of the same shape, by name (e.g. ``noisy`` and
+        ``prior``; ``even`` and ``odd``; ``input`` and ``target``).
+    stats
+        Each array's statistics by name (``mean`` and ``std`` normalise it).
     patch_size
         Edge of the cubic patches in voxels.
     region
@@ -100,16 +101,18 @@ class PatchSampler:
         Optional foreground mask computed on a pyramid level ``mask_factor`` times coarser;
         patch centres are drawn only where it is true.
     augment
-        Random flips and 90° rotations, identical for noisy and prior.
+        Random flips and 90° rotations, identical for every array.
+
+    Notes
+    -----
+    Names that share one array object and one normalisation are read once.
 
     """
 
     def __init__(
         self,
-        noisy: zarr.Array,
-        prior: zarr.Array,
-        stats_noisy: dict[str, Any],
-        stats_prior: dict[str, Any],
+        arrays: dict[str, zarr.Array],
+        stats: dict[str, dict[str, Any]],
         patch_size: int,
         region: Region,
         seed: int = 0,
@@ -119,22 +122,26 @@ class PatchSampler:
         prefetch: int = 4,
         workers: int = 2,
     ):
-        if noisy.shape != prior.shape:
-            raise InputError(f"prior grid {prior.shape} differs from the noisy grid {noisy.shape}")
-        self.noisy, self.prior = noisy, prior
-        self.norm = (
-            float(stats_noisy["mean"]),
-            float(stats_noisy["std"]) or 1.0,
-            float(stats_prior["mean"]),
-            float(stats_prior["std"]) or 1.0,
-        )
+        if not arrays:
+            raise ValueError(f"the sampler needs at least one array, got {arrays}")
+        shapes = {name: tuple(a.shape) for name, a in arrays.items()}
+        if len(set(shapes.values())) > 1:
+            raise InputError(f"volumes are not on one grid: {shapes}")
+        missing = sorted(set(arrays) - set(stats))
+        if missing:
+            raise ValueError(f"no statistics for {missing}")
+        self.arrays = dict(arrays)
+        self.norm = {
+            name: (float(stats[name]["mean"]), float(stats[name]["std"]) or 1.0)
+            for name in arrays
+        }
         self.patch_size = patch_size
         self.region = region
         self.augment = augment
         self.rng = np.random.default_rng(seed)
         self.prefetch = prefetch
         self._pool = ThreadPoolExecutor(max_workers=workers)
-        self._queue: list[Future[tuple[np.ndarray, np.ndarray]]] = []
+        self._queue: list[Future[dict[str, np.ndarray]]] = []
         self.wait_seconds = 0.0
         self._centres: np.ndarray | None = None
         if mask is not None:
@@ -172,36 +179,37 @@ class PatchSampler:
         return origin, aug  # type: ignore[return-value]
 
     # --- reading (worker threads) ---------------------------------------------------------
-    def read(
-        self, origin: tuple[int, int, int], aug: tuple[int, ...]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Read, normalise and augment one (noisy, prior) pair of (p, p, p) float32 patches."""
+    def read(self, origin: tuple[int, int, int], aug: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Read, normalise and augment one (p, p, p) float32 patch of every array."""
         p = self.patch_size
         sl = tuple(slice(o, o + p) for o in origin)
-        mn, sn, mp, sp = self.norm
-        raw = np.asarray(self.noisy[sl], dtype=np.float32)
-        a = apply_augmentation((raw - mn) / sn, aug)
-        if self.prior is self.noisy:  # no prior (Noise2Void): one read serves both
-            return a, a if (mp, sp) == (mn, sn) else apply_augmentation((raw - mp) / sp, aug)
-        b = (np.asarray(self.prior[sl], dtype=np.float32) - mp) / sp
-        return a, apply_augmentation(b, aug)
+        out: dict[str, np.ndarray] = {}
+        raw: dict[int, np.ndarray] = {}
+        done: dict[tuple[int, float, float], np.ndarray] = {}
+        for name, arr in self.arrays.items():
+            m, s = self.norm[name]
+            key = (id(arr), m, s)
+            if key not in done:
+                if id(arr) not in raw:
+                    raw[id(arr)] = np.asarray(arr[sl], dtype=np.float32)
+                done[key] = apply_augmentation((raw[id(arr)] - m) / s, aug)
+            out[name] = done[key]
+        return out
 
     def _fill(self, batch_size: int) -> None:
         while len(self._queue) < self.prefetch * batch_size:
             origin, aug = self.draw()
             self._queue.append(self._pool.submit(self.read, origin, aug))
 
-    def next_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return (batch, 1, p, p, p) noisy and prior arrays; keeps reads running ahead."""
+    def next_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        """(batch, 1, p, p, p) arrays by name; keeps reads running ahead."""
         self._fill(batch_size)
         futures, self._queue = self._queue[:batch_size], self._queue[batch_size:]
         self._fill(batch_size)
         t0 = time.perf_counter()
-        pairs = [f.result() for f in futures]
+        patches = [f.result() for f in futures]
         self.wait_seconds += time.perf_counter() - t0
-        noisy = np.stack([a for a, _ in pairs])[:, None]
-        prior = np.stack([b for _, b in pairs])[:, None]
-        return noisy, prior
+        return {name: np.stack([q[name] for q in patches])[:, None] for name in self.arrays}
 
     def fixed_patches(
         self, n: int, seed: int

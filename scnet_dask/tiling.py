@@ -51,6 +51,7 @@ __all__ = [
     "predict_whole",
     "scratch_folder",
     "done_marker",
+    "tile_seed",
 ]
 
 #: Gaussian post-filter kernels reach ``truncate * sigma`` voxels (scipy's default).
@@ -61,7 +62,8 @@ DEFAULT_BLEND = 8
 WINDOW_FLOOR = 1e-6
 
 Window = Literal["gaussian", "cosine"]
-Predictor = Callable[[np.ndarray], np.ndarray]
+#: A tile predictor (see :class:`scnet_dask.methods.TilePredictor`); plain callables work too.
+Predictor = Callable[..., np.ndarray]
 Triple = tuple[int, int, int]
 
 
@@ -358,20 +360,37 @@ def scratch_folder(scratch: str | os.PathLike[str], chunk: Sequence[int]) -> Pat
     return Path(scratch) / ("c_" + "_".join(str(int(c)) for c in chunk))
 
 
+def tile_seed(tile: Sequence[int]) -> int:
+    """A stable seed for the tile of index ``tile`` (z, y, x).
+
+    Stochastic predictors get it, so their output depends only on the tile's position
+    (deterministic, resumable).
+    """
+    z, y, x = (int(t) for t in tile)
+    return ((z * 1_000_003 + y) * 1_000_033 + x) % (2**31 - 1)
+
+
 def _predict_group(
     predict: Predictor,
     crops: list[Triple],
     post_sigma: float,
     tiles: list[np.ndarray],
+    seeds: list[int] | None = None,
 ) -> list[np.ndarray]:
-    """Predict tiles (batched by shape), crop to the volume, apply the post-filter."""
+    """Predict tiles (batched by shape), crop to the volume, apply the post-filter.
+
+    ``seeds`` (one per tile) are passed to stochastic predictors.
+    """
     out: list[np.ndarray | None] = [None] * len(tiles)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, t in enumerate(tiles):
         by_shape.setdefault(t.shape, []).append(i)
     for idx in by_shape.values():
         batch = np.stack([tiles[i] for i in idx])
-        pred = np.asarray(predict(batch), dtype=np.float32)
+        if seeds is None:
+            pred = np.asarray(predict(batch), dtype=np.float32)
+        else:
+            pred = np.asarray(predict(batch, seeds=[seeds[i] for i in idx]), dtype=np.float32)
         if pred.shape != batch.shape:
             raise ValueError(f"predictor returned shape {pred.shape} for input {batch.shape}")
         for j, i in enumerate(idx):
@@ -478,6 +497,7 @@ def overlap_add(
         reader is not None,
     )
     read_name, pred_name = f"{name}-tile-{token}", f"{name}-net-{token}"
+    stochastic = bool(getattr(getattr(predict, "geometry", None), "stochastic", False))
     piece_name, out_name = f"{name}-piece-{token}", f"{name}-blend-{token}"
     axes = [plan.axis(k) for k in range(3)]
     nblocks = tuple(len(c) for c in plan.chunks)
@@ -564,6 +584,7 @@ def overlap_add(
                 float(plan.post_sigma),
                 # direct reads run inside the prediction task: no tile waits in memory
                 [read[(read_name, *m)] if reader is not None else (read_name, *m) for m in members],
+                [tile_seed(m) for m in members] if stochastic else None,
             )
             if scratch is not None:
                 spill = [[(piece_path(c, m), sl) for c, sl in targets[m]] for m in members]

@@ -1,4 +1,10 @@
-"""``train``: SC-Net on one noisy volume and its prior, patches sampled lazily from OME-Zarr."""
+"""``train``: the method-agnostic training engine.
+
+The engine owns the loop, validation, ``log.csv``, the NaN stop, ``last.pt``/``best.pt``,
+``--resume`` and DDP; the method (:mod:`scnet_dask.methods`) owns its networks, optimisers and
+the step. Patches of every input the method names are sampled lazily from the OME-Zarr stores
+(:class:`scnet_dask.sampling.PatchSampler`).
+"""
 
 from __future__ import annotations
 
@@ -21,27 +27,20 @@ from scnet_dask.config import TrainConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
 from scnet_dask.io.omezarr import get_array
-from scnet_dask.model.blindspot import blind_spot_replace
+from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
-from scnet_dask.model.losses import LossWeights, n2v_losses, scnet_losses
-from scnet_dask.model.unet import SCNetUNet
 from scnet_dask.sampling import PatchSampler, foreground_mask, split_regions
 from scnet_dask.stats import compute_statistics
 
-__all__ = ["train", "TrainingDiverged", "build_model"]
+__all__ = ["train", "TrainingDiverged"]
 
 log = logging.getLogger(__name__)
-_TERMS = ("total", "rec", "smooth", "exp", "reg")
-_LOG_FIELDS = ["epoch", "step", *_TERMS, "ramp", "lr", "step_seconds", "wait_seconds"]
+_META = ["epoch", "step"]
+_TIMING = ["lr", "step_seconds", "wait_seconds"]
 
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def build_model(config: dict[str, Any]) -> SCNetUNet:
-    """The network described by a (train) config dict."""
-    return SCNetUNet(features=int(config["features"]), upsample=bool(config["upsample"]))
 
 
 def _open_level0(path: Path) -> tuple[zarr.Array, dict[str, Any]]:
@@ -72,36 +71,36 @@ def _mask_from_pyramid(path: Path, level0_shape: tuple[int, ...]) -> tuple[np.nd
 class _Run:
     """State of one training run (kept small so that checkpoints capture all of it)."""
 
-    def __init__(self, cfg: TrainConfig, rank: int = 0):
+    def __init__(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
         self.cfg = cfg
         self.rank = rank
+        self.world = world
         self.out = Path(cfg.out)
+        self.method: Method = get(cfg.method)
         self.device = resolve_device(cfg.device)
-        self.noisy, self.stats_noisy = _open_level0(cfg.noisy)
-        if cfg.prior is None:  # Noise2Void: no prior; the sampler's second patch goes unused
-            self.prior, self.stats_prior = self.noisy, self.stats_noisy
-        else:
-            self.prior, self.stats_prior = _open_level0(cfg.prior)
-        if self.noisy.shape != self.prior.shape:
-            raise InputError(
-                f"{cfg.prior}: prior grid {tuple(self.prior.shape)} differs from the noisy grid "
-                f"{tuple(self.noisy.shape)} of {cfg.noisy}"
-            )
-        z, y, x = (int(s) for s in self.noisy.shape)
+        paths = self.method.input_paths(cfg.noisy, cfg.options)
+        self.paths = paths
+        arrays: dict[str, zarr.Array] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        primary = self.method.inputs[0]
+        for name, path in paths.items():
+            arrays[name], self.stats[name] = _open_level0(path)
+            if arrays[name].shape != arrays[primary].shape:
+                raise InputError(
+                    f"{path}: {name} grid {tuple(arrays[name].shape)} differs from the "
+                    f"{primary} grid {tuple(arrays[primary].shape)} of {paths[primary]}"
+                )
+        z, y, x = (int(s) for s in arrays[primary].shape)
         shape = (z, y, x)
         self.train_region, self.val_region = split_regions(
-            shape,
-            cfg.patch_size,
-            cfg.val_fraction if cfg.val_patches else 0.0,  # type: ignore[arg-type]
+            shape, cfg.patch_size, cfg.val_fraction if cfg.val_patches else 0.0
         )
         mask, factor = (None, 1)
         if cfg.foreground_mask:
-            mask, factor = _mask_from_pyramid(cfg.noisy, shape)
+            mask, factor = _mask_from_pyramid(paths[primary], shape)
         self.sampler = PatchSampler(
-            self.noisy,
-            self.prior,
-            self.stats_noisy,
-            self.stats_prior,
+            arrays,
+            self.stats,
             cfg.patch_size,
             self.train_region,
             seed=cfg.seed + 7919 * rank,  # each rank draws its own patches
@@ -112,25 +111,25 @@ class _Run:
         tiles = math.prod(s // cfg.patch_size for s in shape)
         self.steps = cfg.steps_per_epoch or max(1, int(0.9 * tiles) // cfg.batch_size)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model_dump(mode="json")).to(self.device)
-        self.opt = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)
+        nets = {k: v.to(self.device) for k, v in self.method.build(cfg.options).items()}
+        opts = self.method.optimizers(nets, cfg.options, cfg)
+        self.state = TrainState(
+            networks=nets,
+            optimizers=opts,
+            forward=dict(nets),
+            options=cfg.options,
+            device=self.device,
+            total_steps=cfg.epochs * self.steps,
+            update=self.update,
         )
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)
-        self.net: torch.nn.Module = self.model  # what training forwards through (DDP or not)
-        self.weights = LossWeights(
-            rec=cfg.lambda_rec, smooth=cfg.lambda_smooth, exp=cfg.lambda_exp, reg=cfg.lambda_reg
-        )
         self.epoch = 0
-        self.step = 0
         self.best_val = math.inf
-        self.val_set = []
+        self.val_set: list[dict[str, np.ndarray]] = []
         if self.val_region is not None:
             vs = PatchSampler(
-                self.noisy,
-                self.prior,
-                self.stats_noisy,
-                self.stats_prior,
+                arrays,
+                self.stats,
                 cfg.patch_size,
                 self.val_region,
                 seed=cfg.seed + 2,
@@ -143,13 +142,37 @@ class _Run:
             ]
             vs.close()
 
+    @property
+    def step(self) -> int:
+        """Optimiser steps taken."""
+        return self.state.step
+
+    # --- the update every method's step calls ------------------------------------------
+    def update(self, loss: torch.Tensor, optimizer: str) -> None:
+        """Stop on a non-finite loss (on every rank together), else zero-grad, backward, step."""
+        finite = torch.isfinite(loss.detach()).float()
+        if self.world > 1:  # every rank stops together
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite):
+            raise TrainingDiverged(
+                f"{self.out}: loss became {float(loss.detach())} at step {self.step + 1} "
+                f"(epoch {self.epoch + 1}); stopped, last good checkpoint "
+                f"{self.out / 'last.pt'} (epoch {self.epoch}) kept"
+            )
+        opt = self.state.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
     # --- checkpoints ---------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "config": self.cfg.model_dump(mode="json"),
-            "normalisation": {"noisy": _plain(self.stats_noisy), "prior": _plain(self.stats_prior)},
+            "method": self.method.name,
+            "options": self.cfg.options.model_dump(mode="json"),
+            "config": self.cfg.model_dump(mode="json", exclude={"options"}),
+            "networks": {k: v.state_dict() for k, v in self.state.networks.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.state.optimizers.items()},
+            "normalisation": {k: _plain(v) for k, v in self.stats.items()},
             "epoch": self.epoch,
             "step": self.step,
             "best_val": self.best_val,
@@ -159,26 +182,34 @@ class _Run:
                 "sampler": _plain(self.sampler.get_state()),
             },
             "provenance": {
-                "noisy": str(Path(self.cfg.noisy).resolve()),
-                "prior": str(Path(self.cfg.prior).resolve()) if self.cfg.prior else None,
+                **{k: str(Path(v).resolve()) for k, v in self.paths.items()},
                 "scnet_dask_version": __version__,
             },
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        old = data.get("config", {})
-        for key in ("method", "features", "upsample", "patch_size"):
-            if old.get(key, "scnet" if key == "method" else None) != getattr(self.cfg, key):
+        ck = self.out / "last.pt"
+        if data.get("method") != self.method.name:
+            raise InputError(
+                f"{ck}: checkpoint was trained with method={data.get('method')!r}, "
+                f"this run asks for {self.method.name!r}"
+            )
+        old = {**data.get("config", {}), **data.get("options", {})}
+        new = {**self.cfg.model_dump(mode="json"), **self.cfg.options.model_dump(mode="json")}
+        for key in ("features", "upsample", "patch_size"):
+            if key in new and old.get(key) != new[key]:
                 raise InputError(
-                    f"{self.out / 'last.pt'}: checkpoint was trained with {key}={old.get(key)!r}, "
-                    f"this run asks for {getattr(self.cfg, key)!r}"
+                    f"{ck}: checkpoint was trained with {key}={old.get(key)!r}, "
+                    f"this run asks for {new[key]!r}"
                 )
         try:
-            self.model.load_state_dict(data["model"])
-            self.opt.load_state_dict(data["optimizer"])
+            for k, net in self.state.networks.items():
+                net.load_state_dict(data["networks"][k])
+            for k, opt in self.state.optimizers.items():
+                opt.load_state_dict(data["optimizers"][k])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise InputError(f"{self.out / 'last.pt'}: incompatible checkpoint ({e})") from e
-        self.epoch, self.step, self.best_val = (
+            raise InputError(f"{ck}: incompatible checkpoint ({e})") from e
+        self.epoch, self.state.step, self.best_val = (
             int(data["epoch"]),
             int(data["step"]),
             float(data["best_val"]),
@@ -188,58 +219,31 @@ class _Run:
             self.gen.set_state(data["rng"]["blind_spot"])
             self.sampler.set_state(data["rng"]["sampler"])
 
-    # --- one step ------------------------------------------------------------------------
-    def ramp(self) -> float:
-        """Weight (0..1) of L_smooth, L_exp and L_reg at the current step (``rec_warmup``).
-
-        The three prior-driven terms are blind to the output's sign (gradient magnitudes, a
-        mean, an L1 norm) and dominate L_rec by an order of magnitude at the paper's λ; from
-        a random start they can lock the network into a contrast-inverted solution that L_rec
-        cannot pull it out of (to flip, the output would pass through zero gradients, which
-        L_smooth penalises most). Training on L_rec alone first fixes the sign.
-        """
-        k = round(self.cfg.rec_warmup * self.cfg.epochs * self.steps)
-        if k <= 0:
-            return 1.0
-        return float(min(1.0, max(0.0, (self.step - k) / k)))
-
-    def losses(
-        self, noisy: np.ndarray, prior: np.ndarray, gen: torch.Generator, ramp: float = 1.0
-    ) -> dict[str, torch.Tensor]:
-        n = torch.from_numpy(noisy)
-        p = torch.from_numpy(prior)
-        cfg = self.cfg
-        src, mask = blind_spot_replace(
-            n,
-            p,
-            region=cfg.swap_size,
-            window=cfg.swap_window,
-            ratio=cfg.swap_ratio,
-            mode=cfg.blind_spot_mode,
-            generator=gen,
-        )
-        dev = self.device
-        n, p, src, mask = (t.to(dev, non_blocking=True) for t in (n, p, src, mask))
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            out = (self.net if self.model.training else self.model)(src)
-        if cfg.method == "n2v":
-            return n2v_losses(out.float(), n, mask)
-        w = self.weights
-        if ramp < 1.0:
-            w = LossWeights(rec=w.rec, smooth=ramp * w.smooth, exp=ramp * w.exp, reg=ramp * w.reg)
-        return scnet_losses(out.float(), n, p, mask, w, cfg.rec_variant)
+    def set_mode(self, training: bool) -> None:
+        for net in self.state.networks.values():
+            net.train(training)
 
     def validate(self) -> float:
         if not self.val_set:
             return math.nan
-        self.model.eval()
+        self.set_mode(False)
         gen = torch.Generator().manual_seed(self.cfg.seed + 3)
         vals = []
         with torch.no_grad():
-            for a, b in self.val_set:
-                vals.append(float(self.losses(a[None, None], b[None, None], gen)["total"]))
-        self.model.train()
+            for sample in self.val_set:
+                batch = {k: v[None, None] for k, v in sample.items()}
+                terms = self.method.step(self.state, batch, gen, train=False)
+                vals.append(float(terms["total"]))
+        self.set_mode(True)
         return float(np.mean(vals))
+
+    def preview(self) -> dict[str, np.ndarray]:
+        """Volumes (inputs and output) of the first validation patch, for the epoch figure."""
+        self.set_mode(False)
+        try:
+            return self.method.preview(self.state, self.val_set[0])
+        finally:
+            self.set_mode(True)
 
 
 def _plain(obj: Any) -> Any:
@@ -268,13 +272,17 @@ def _prepare_run_dir(cfg: TrainConfig) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def _log_fields(method: Method) -> list[str]:
+    return [*_META, *method.log_terms, *_TIMING]
+
+
+def _truncate_log(path: Path, step: int, fields: list[str]) -> None:
     if not path.exists():
         return
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_LOG_FIELDS)
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
 
@@ -282,7 +290,7 @@ def _truncate_log(path: Path, step: int) -> None:
 def train(
     cfg: TrainConfig, show_progress: bool = True, rank: int = 0, world: int = 1
 ) -> dict[str, Any]:
-    """Train SC-Net (or Noise2Void: ``cfg.method``); write checkpoints, log and plots.
+    """Train ``cfg.method`` on ``cfg.noisy`` (and its other inputs); checkpoints into ``cfg.out``.
 
     ``last.pt``, ``best.pt``, ``log.csv`` and plots go into ``cfg.out``.
 
@@ -303,25 +311,28 @@ def train(
     lead = rank == 0
     if world == 1:
         _prepare_run_dir(cfg)  # train_distributed does it once, before starting the ranks
-    run = _Run(cfg, rank)
+    run = _Run(cfg, rank, world)
     out = Path(cfg.out)
+    fields = _log_fields(run.method)
     if cfg.resume:
         run.restore(load_checkpoint(out / "last.pt"))
         if lead:
-            _truncate_log(out / "log.csv", run.step)
+            _truncate_log(out / "log.csv", run.step, fields)
         log.info("resuming at epoch %d, step %d", run.epoch + 1, run.step)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [run.device.index] if run.device.type == "cuda" else None
-        run.net = DistributedDataParallel(run.model, device_ids=ids)
+        run.state.forward = {
+            k: DistributedDataParallel(v, device_ids=ids) for k, v in run.state.networks.items()
+        }
     log_path = out / ("log.csv" if lead else f".log.rank{rank}.csv")
     new_log = not log_path.exists()
     step_times: list[float] = []
     wall0 = time.perf_counter()
     wait0 = run.sampler.wait_seconds
     with open(log_path, "a", newline="") as logf:
-        writer = csv.DictWriter(logf, fieldnames=_LOG_FIELDS)
+        writer = csv.DictWriter(logf, fieldnames=fields)
         if new_log:
             writer.writeheader()
         try:
@@ -335,38 +346,23 @@ def train(
                 for _ in bar:
                     t0 = time.perf_counter()
                     w0 = run.sampler.wait_seconds
-                    noisy, prior = run.sampler.next_batch(cfg.batch_size)
-                    ramp = run.ramp()
-                    terms = run.losses(noisy, prior, run.gen, ramp)
-                    finite = torch.isfinite(terms["total"].detach()).float()
-                    if world > 1:  # every rank stops together
-                        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-                    if not bool(finite):
-                        raise TrainingDiverged(
-                            f"{out}: loss became {float(terms['total'].detach())} "
-                            f"at step {run.step + 1} "
-                            f"(epoch {epoch}); stopped, last good checkpoint "
-                            f"{out / 'last.pt'} (epoch {run.epoch}) kept"
-                        )
-                    run.opt.zero_grad(set_to_none=True)
-                    terms["total"].backward()
-                    run.opt.step()
-                    run.step += 1
+                    batch = run.sampler.next_batch(cfg.batch_size)
+                    terms = run.method.step(run.state, batch, run.gen, train=True)
+                    run.state.step += 1
                     dt = time.perf_counter() - t0
                     step_times.append(dt)
-                    row = {k: f"{float(terms[k].detach()):.6g}" for k in _TERMS}
+                    row = {k: f"{float(terms[k].detach()):.6g}" for k in run.method.log_terms}
                     writer.writerow(
                         {
                             "epoch": epoch,
                             "step": run.step,
                             **row,
-                            "ramp": f"{ramp:.4g}",
                             "lr": cfg.lr,
                             "step_seconds": f"{dt:.4f}",
                             "wait_seconds": f"{run.sampler.wait_seconds - w0:.4f}",
                         }
                     )
-                    bar.set_postfix(loss=row["total"], rec=row["rec"])
+                    bar.set_postfix(loss=row["total"])
                 logf.flush()
                 run.sampler.reset_queue()
                 run.epoch = epoch
@@ -383,9 +379,9 @@ def train(
                 if cfg.plots:
                     from scnet_dask.plots import training_curves, validation_slices
 
-                    training_curves(log_path, out / "curves.png")
+                    training_curves(log_path, out / "curves.png", run.method.log_terms)
                     if run.val_set:
-                        validation_slices(run, out / f"epoch_{epoch:03d}.png")
+                        validation_slices(run.preview(), out / f"epoch_{epoch:03d}.png")
         finally:
             run.sampler.close()
     if not lead:
@@ -394,6 +390,7 @@ def train(
     waited = run.sampler.wait_seconds - wait0
     return {
         "run_dir": str(out),
+        "method": run.method.name,
         "epochs": run.epoch,
         "steps": run.step,
         "best_val": run.best_val,
@@ -402,11 +399,11 @@ def train(
         "device": str(run.device),
         "rank": rank,
         "world": world,
-        "weights_sha256": _weights_hash(run.model),
+        "weights_sha256": _weights_hash(run.state.networks),
     }
 
 
-def _weights_hash(model: torch.nn.Module) -> str:
+def _weights_hash(networks: dict[str, torch.nn.Module]) -> str:
     """SHA-256 over the model's trainable weights (to compare data-parallel replicas).
 
     BatchNorm running statistics are left out: under DDP every rank updates them from its own
@@ -415,7 +412,8 @@ def _weights_hash(model: torch.nn.Module) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for k, v in sorted(model.named_parameters()):
+    params = [(f"{n}.{k}", v) for n, m in networks.items() for k, v in m.named_parameters()]
+    for k, v in sorted(params, key=lambda kv: kv[0]):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -1,0 +1,121 @@
+"""Denoising methods: one module each, found through a registry.
+
+A **method** (:class:`~scnet_dask.methods.base.Method`) is one class in one module:
+
+- ``name`` (the ``--method`` value) and a one-line ``summary``;
+- ``inputs``: the named volumes its training step receives (``("noisy",)``,
+  ``("noisy", "prior")``, ``("even", "odd")``, ``("input", "target")``); the first is the
+  positional input of ``train``, the others are path fields of its training options;
+- ``train_options`` (``None`` for methods that do not train) and ``denoise_options``: pydantic
+  models (:class:`~scnet_dask.methods.base.Options`) whose fields become the command-line options
+  and YAML keys of ``train`` and ``denoise`` (help text = the field's ``description``);
+- ``build(options)``: its networks by name, and ``optimizers(networks, options, config)``: its
+  optimisers by name (a GAN has two of each; the default is one Adam per network);
+- ``step(state, batch, generator, train)``: one training step that does its own backward and
+  optimiser steps through ``state.update(loss, optimizer_name)`` (which also stops the run on a
+  non-finite loss); with ``train=False`` the same losses for validation, no update;
+- ``predictor(options, ctx)``: a :class:`~scnet_dask.methods.base.TilePredictor` for ``denoise``
+  (from the checkpoint in ``ctx`` for trained methods) and provenance details.
+
+A **tile predictor** is a picklable callable over a (batch, z, y, x) array of tiles that carries
+its :class:`~scnet_dask.methods.base.Geometry`: receptive margin per axis, the multiple tile
+edges need, the post-filter σ, up-sampling, and whether it is stochastic (then the tiling gives
+it one seed per tile, so the output is deterministic and ``--resume`` safe). The tiling derives
+the halo from this geometry, never from method names.
+
+The training engine (:mod:`scnet_dask.train`) owns the loop, validation, logging, checkpoints
+(networks, optimisers, method options, RNG states, normalisation), resume and DDP; the patch
+sampler (:mod:`scnet_dask.sampling`) reads any number of aligned named volumes.
+
+Adding a method
+---------------
+Write ``scnet_dask/methods/mymethod.py`` with a ``Method`` subclass and add it to
+:data:`BUILTIN` below (or call :func:`register` from your own code, before the CLI runs): its
+options appear in ``train``/``denoise --help``, YAML configs, ``evaluate`` and checkpoints
+without touching any other file. ``tests/test_methods.py`` registers a toy method from the test
+file itself and trains and denoises with it through the CLI.
+"""
+
+from __future__ import annotations
+
+from scnet_dask.methods.base import (
+    Geometry,
+    Method,
+    NoOptions,
+    Options,
+    PredictContext,
+    TilePredictor,
+    Trained,
+    TrainState,
+)
+
+__all__ = [
+    "Geometry",
+    "Method",
+    "NoOptions",
+    "Options",
+    "PredictContext",
+    "TilePredictor",
+    "Trained",
+    "TrainState",
+    "register",
+    "unregister",
+    "get",
+    "names",
+    "trainable",
+]
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` under ``method.name`` (replacing one of the same name); returns it."""
+    if not method.name:
+        raise ValueError(f"a method needs a name, got {method.name!r}")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove the method ``name`` (e.g. a test's toy method)."""
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Method:
+    """The registered method ``name``.
+
+    Raises
+    ------
+    ValueError
+        If no method of that name is registered (the message lists the known ones).
+
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    """Names of every registered method, in registration order."""
+    return list(_REGISTRY)
+
+
+def trainable() -> list[str]:
+    """Names of the methods that train."""
+    return [n for n, m in _REGISTRY.items() if m.trains]
+
+
+def _register_builtin() -> None:
+    from scnet_dask.methods.bm4d import Bm4d
+    from scnet_dask.methods.gaussian import Gaussian
+    from scnet_dask.methods.lowpass import Lowpass
+    from scnet_dask.methods.n2v import N2v
+    from scnet_dask.methods.scnet import Scnet
+    from scnet_dask.methods.topaz import Topaz3d
+
+    for cls in (Scnet, N2v, Gaussian, Lowpass, Topaz3d, Bm4d):
+        register(cls())
+
+
+_register_builtin()

@@ -1,0 +1,132 @@
+"""Pieces shared by the methods that train SC-Net's 3-D U-Net with blind spots (scnet, n2v)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
+from scnet_dask.model.unet import TILE_MULTIPLE, SCNetUNet
+from scnet_dask.predict import forward_normalised, load_trained
+
+__all__ = ["UNetOptions", "BlindSpotOptions", "NetworkPredictor", "UNetMethod"]
+
+#: Relative voxel-size difference above which a checkpoint is refused for an input.
+VOXEL_TOLERANCE = 0.05
+
+
+class UNetOptions(Options):
+    """The network: SC-Net's ``UNet3DEM``."""
+
+    features: int = Field(32, ge=1, description="Channels of every U-Net level (nch_ker).")
+    upsample: bool = Field(
+        True, description="SC-Net's 2x nearest up-sampling block along z and x."
+    )
+
+
+class BlindSpotOptions(UNetOptions):
+    """Blind-spot replacement (see :func:`scnet_dask.model.blindspot.blind_spot_replace`)."""
+
+    swap_size: int = Field(3, ge=1, description="Blind-spot region edge in voxels (odd).")
+    swap_window: int = Field(
+        5, ge=3, description="Window (voxels, odd) the replacement values come from."
+    )
+    swap_ratio: float = Field(0.1, gt=0, le=1, description="Blind-spot regions per voxel.")
+
+
+@dataclass(frozen=True)
+class NetworkPredictor:
+    """A trained network from a checkpoint on (B, z, y, x) tiles, in the input's units.
+
+    Tiles are normalised with the checkpoint's statistics of its first input, passed through
+    the network ``network`` (up-sampling included) and de-normalised.
+    """
+
+    checkpoint: str
+    sha256: str
+    device: str
+    amp: bool
+    geometry: Geometry
+    network: str = "model"
+    input_name: str = "noisy"
+
+    def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
+        """Return the denoised tiles, same shape, float32, in the input's units."""
+        tr = load_trained(self.checkpoint, self.sha256, self.device)
+        norm = tr.normalisation.get(self.input_name, {})
+        mean, std = float(norm.get("mean", 0.0)), float(norm.get("std", 1.0)) or 1.0
+        return forward_normalised(
+            tr.networks[self.network], tiles, mean, std, self.device, self.amp
+        )
+
+
+class UNetMethod(Method):
+    """Base of the methods that train one :class:`SCNetUNet` called ``model``."""
+
+    def build(self, options: Any) -> dict[str, torch.nn.Module]:
+        """One SC-Net U-Net, ``model``."""
+        return {"model": SCNetUNet(features=options.features, upsample=options.upsample)}
+
+    def forward(self, state: Any, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """Run ``model`` (its DDP wrapper while training) under bf16 autocast on CUDA."""
+        dev = state.device
+        net = state.forward["model"] if train else state.networks["model"]
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            return net(x)
+
+    def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
+        """The checkpoint's network on tiles; refuses a checkpoint of another voxel size."""
+        from scnet_dask.errors import InputError
+
+        if ctx.checkpoint is None:
+            raise InputError(
+                f"--method {self.name} needs a CHECKPOINT (best.pt from 'scnet-dask train "
+                f"--method {self.name}')"
+            )
+        ckpt = str(ctx.checkpoint.resolve())
+        tr = load_trained(ckpt, ctx.checkpoint_sha256, "cpu")
+        kind = str(tr.config.get("method", "scnet"))
+        if kind != self.name:
+            raise InputError(
+                f"{ctx.checkpoint}: a {kind} checkpoint, but --method {self.name}; "
+                f"pass --method {kind}"
+            )
+        vol = ctx.volume
+        if tr.voxel_size_angstrom is not None and vol.voxel_size_found:
+            trained, given = tr.voxel_size_angstrom, vol.voxel_size_angstrom
+            rel = max(abs(a - b) / max(a, b) for a, b in zip(trained, given, strict=True))
+            if rel > VOXEL_TOLERANCE:
+                raise InputError(
+                    f"{ctx.checkpoint}: trained on {tuple(round(v, 3) for v in trained)} Å "
+                    f"voxels but {vol.path} has {tuple(round(v, 3) for v in given)} Å; bin the "
+                    "input to the training voxel size or train on it"
+                )
+        net = tr.networks["model"]
+        if not isinstance(net, SCNetUNet):
+            raise InputError(f"{ctx.checkpoint}: network is not SC-Net's U-Net")
+        geom = Geometry(
+            margin=net.receptive_margin,
+            multiple=TILE_MULTIPLE,
+            post_sigma=float(options.post_sigma),
+            upsample=net.upsample_factors,
+        )
+        device = ctx.device
+        pred = NetworkPredictor(ckpt, ctx.checkpoint_sha256, device, ctx.amp, geom)
+        details = {
+            "checkpoint": ckpt,
+            "checkpoint_sha256": ctx.checkpoint_sha256,
+            "train_config": tr.config,
+            "train_options": _json(tr.options),
+            "device": device,
+            "amp": ctx.amp and device.startswith("cuda"),
+        }
+        return pred, details
+
+
+def _json(options: Any) -> dict[str, Any]:
+    return dict(options.model_dump(mode="json"))

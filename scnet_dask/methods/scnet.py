@@ -1,0 +1,181 @@
+"""SC-Net (Yang, Zhang & Han, ICCV 2021): blind-spot self-supervision plus a smoothed prior.
+
+Training: volumetric blind-spot replacement of the noisy patch, the U-Net's output compared to
+the noisy patch on the replaced voxels (L_rec) and to the prior through Sobel gradients
+(L_smooth), local means (L_exp) and an L1 gradient regulariser (L_reg). Inference: the network
+on blended tiles, then a Gaussian of σ ``post_sigma`` (the paper's 0.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from scnet_dask.methods._unet import BlindSpotOptions, UNetMethod
+from scnet_dask.methods.base import Options, TrainState
+from scnet_dask.model.blindspot import blind_spot_replace
+from scnet_dask.model.losses import LossWeights, scnet_losses
+
+__all__ = ["ScnetTrainOptions", "ScnetDenoiseOptions", "Scnet", "ramp_weight"]
+
+
+class ScnetTrainOptions(BlindSpotOptions):
+    """Options of ``train --method scnet`` (the network and blind spot come from the base)."""
+
+    prior: Path = Field(description="Prior OME-Zarr (from 'scnet-dask prior'), same grid.")
+    lambda_rec: float = Field(0.6, ge=0, description="Weight of L_rec.")
+    lambda_smooth: float = Field(0.1, ge=0, description="Weight of L_smooth (Sobel, vs prior).")
+    lambda_exp: float = Field(0.2, ge=0, description="Weight of L_exp (local means, vs prior).")
+    lambda_reg: float = Field(0.01, ge=0, description="Weight of L_reg (L1 of the gradients).")
+    rec_warmup: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Fraction of all steps on L_rec alone; the prior terms then ramp in "
+        "linearly over as many steps (0 = the paper's schedule).",
+    )
+    rec_variant: Literal["replaced", "unreplaced"] = Field(
+        "replaced", description="L_rec on the replaced voxels (paper) or the others (code)."
+    )
+    blind_spot_mode: Literal["internal", "cross"] = Field(
+        "internal", description="Replacement values from the noisy patch or from the prior."
+    )
+
+
+class ScnetDenoiseOptions(Options):
+    """Options of ``denoise --method scnet``."""
+
+    post_sigma: float = Field(
+        0.5, ge=0, le=4, description="Gaussian σ (voxels) after the network."
+    )
+
+
+def ramp_weight(step: int, total_steps: int, warmup: float) -> float:
+    """Weight (0..1) of L_smooth, L_exp and L_reg at ``step`` (the ``rec_warmup`` schedule).
+
+    The three prior-driven terms are blind to the output's sign (gradient magnitudes, a mean,
+    an L1 norm) and dominate L_rec by an order of magnitude at the paper's λ; from a random
+    start they can lock the network into a contrast-inverted solution that L_rec cannot pull it
+    out of. Training on L_rec alone first fixes the sign: weight 0 for the first
+    ``k = round(warmup * total_steps)`` steps, then a linear ramp to 1 over ``k`` more.
+    """
+    k = round(warmup * total_steps)
+    if k <= 0:
+        return 1.0
+    return float(min(1.0, max(0.0, (step - k) / k)))
+
+
+class Scnet(UNetMethod):
+    """SC-Net: blind spots, L_rec + prior terms, σ 0.5 post-filter."""
+
+    name = "scnet"
+    summary = "SC-Net: blind-spot self-supervision with a smoothed prior (needs --prior)."
+    inputs = ("noisy", "prior")
+    train_options = ScnetTrainOptions
+    denoise_options = ScnetDenoiseOptions
+    log_terms = ("total", "rec", "smooth", "exp", "reg", "ramp")
+
+    def step(
+        self, state: TrainState, batch: Mapping[str, np.ndarray], generator: torch.Generator,
+        train: bool = True,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Blind-spot replace, forward, the four losses (ramped), one Adam step."""
+        o: ScnetTrainOptions = state.options
+        n = torch.from_numpy(batch["noisy"])
+        p = torch.from_numpy(batch["prior"])
+        src, mask = blind_spot_replace(
+            n, p, region=o.swap_size, window=o.swap_window, ratio=o.swap_ratio,
+            mode=o.blind_spot_mode, generator=generator,
+        )  # fmt: skip
+        dev = state.device
+        n, p, src, mask = (t.to(dev, non_blocking=True) for t in (n, p, src, mask))
+        out = self.forward(state, src, train).float()
+        ramp = ramp_weight(state.step, state.total_steps, o.rec_warmup) if train else 1.0
+        w = LossWeights(
+            rec=o.lambda_rec,
+            smooth=ramp * o.lambda_smooth,
+            exp=ramp * o.lambda_exp,
+            reg=ramp * o.lambda_reg,
+        )
+        terms = scnet_losses(out, n, p, mask, w, o.rec_variant)
+        if train:
+            state.update(terms["total"], "model")
+        terms["ramp"] = torch.tensor(ramp)
+        return terms
+
+
+def import_public_checkpoint(
+    public: Path, noisy: Path, output: Path, features: int = 32, upsample: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Turn a public SC-Net checkpoint (``netG``) into a scnet-dask checkpoint.
+
+    The public code normalises the tomogram it denoises; the normalisation stored here is the
+    noisy volume's (``noisy``, an OME-Zarr or MRC), and so is the voxel size.
+
+    Returns
+    -------
+    dict
+        Output path, features, upsample and the number of tensors loaded.
+
+    Raises
+    ------
+    InputError
+        If the file is unreadable, holds no ``netG`` state dict, or its tensors do not fit a
+        U-Net of ``features`` channels.
+
+    """
+    from scnet_dask import __version__
+    from scnet_dask.errors import InputError, OutputError
+    from scnet_dask.io import open_source
+    from scnet_dask.model.checkpoint import FORMAT_VERSION, save_checkpoint
+    from scnet_dask.model.unet import SCNetUNet, load_public_state_dict
+    from scnet_dask.stats import compute_statistics
+
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output}: exists; pass --overwrite to replace it")
+    try:
+        data = torch.load(public, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged files
+        raise InputError(f"{public}: unreadable SC-Net checkpoint ({type(e).__name__})") from e
+    state = data.get("netG", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{public}: no 'netG' state dict in this checkpoint")
+    model = SCNetUNet(features=features, upsample=upsample)
+    try:
+        load_public_state_dict(model, state)
+    except ValueError as e:
+        raise InputError(f"{public}: {e}") from e
+    vol = open_source(noisy)
+    stats = dict(vol.attrs.get("statistics") or compute_statistics(vol.data))
+    stats["voxel_size_angstrom"] = list(vol.voxel_size_angstrom)
+    opts = {"features": features, "upsample": upsample, "prior": str(noisy)}
+    save_checkpoint(
+        output,
+        {
+            "method": "scnet",
+            "options": ScnetTrainOptions(**opts).model_dump(mode="json"),
+            "config": {"method": "scnet", "noisy": str(noisy)},
+            "networks": {"model": model.state_dict()},
+            "optimizers": {},
+            "normalisation": {"noisy": stats},
+            "epoch": 0,
+            "step": 0,
+            "best_val": float("nan"),
+            "provenance": {
+                "imported_from": str(Path(public).resolve()),
+                "kind": "public SC-Net checkpoint (netG)",
+                "noisy": str(Path(noisy).resolve()),
+                "scnet_dask_version": __version__,
+                "format_version": FORMAT_VERSION,
+            },
+        },
+    )
+    return {
+        "output": str(output), "features": features, "upsample": upsample, "tensors": len(state)
+    }
