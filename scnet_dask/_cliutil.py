@@ -41,13 +41,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
 
 
-def config_option(keys: Iterable[str]) -> Callable[[F], F]:
+def config_option(keys: Iterable[str], aliases: dict[str, str] | None = None) -> Callable[[F], F]:
     """Add ``--config FILE.yaml`` whose keys are the command's option names (``keys``).
 
     Unknown keys are errors; the file's values become the defaults of the options, so the
-    command line still wins.
+    command line still wins. ``aliases`` maps a key to its parameter name (``json`` →
+    ``json_output``).
     """
-    key_set = set(keys)
+    key_set = set(keys) | set(aliases or {})
+    rename = dict(aliases or {})
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
         if not value:
@@ -62,6 +64,7 @@ def config_option(keys: Iterable[str]) -> Callable[[F], F]:
                 ctx=ctx,
                 param=param,
             )
+        data = {rename.get(k, k): v for k, v in data.items()}
         ctx.default_map = {**(ctx.default_map or {}), **data}
 
     def decorator(f: F) -> F:
@@ -168,7 +171,8 @@ def model_options(
         help_text = str(info.description)
         if len(defaults) > 1 or (len(models) > 1 and defaults[0][0]):
             if shown:
-                help_text += " [" + "; ".join(f"{lab}: {_default_text(d)}" for lab, d in shown) + "]"
+                per = "; ".join(f"{lab}: {_default_text(d)}" for lab, d in shown)
+                help_text += f" [{per}]"
         elif shown:
             help_text += f" [default: {_default_text(shown[0][1])}]"
         own = len(defaults) == 1 and not defaults[0][0]

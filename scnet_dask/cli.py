@@ -47,9 +47,14 @@ _STATE = {"verbose": 0}
 def _keys(*models: type[BaseModel]) -> set[str]:
     out: set[str] = set()
     for m in models:
-        for name, info in m.model_fields.items():
-            out |= {name, info.alias} if info.alias else {name}
+        out |= set(m.model_fields)
     return out - {"options"}
+
+
+def _aliases(*models: type[BaseModel]) -> dict[str, str]:
+    return {
+        info.alias: name for m in models for name, info in m.model_fields.items() if info.alias
+    }
 
 
 def _command(
@@ -63,7 +68,7 @@ def _command(
     """A command whose options are generated from ``models`` (see ``model_options``)."""
     skip = {p.name for p in positional if p.name} | {"options"}
     decorators: list[Callable[[Any], Any]] = [
-        config_option(_keys(*(m for _, m in models))),
+        config_option(_keys(*(m for _, m in models)), _aliases(*(m for _, m in models))),
         *model_options(models, skip=skip),
     ]
     if cluster:

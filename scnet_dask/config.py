@@ -132,11 +132,15 @@ def format_validation_error(e: ValidationError, source: str = "options") -> str:
     """One line naming each bad key and what is wrong with it."""
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "?"
+        loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown option"
-        parts.append(f"{loc}: {msg} (got {err.get('input')!r})")
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+            continue
+        parts.append(f"{loc or '?'}: {msg} (got {err.get('input')!r})")
     return f"{source}: " + "; ".join(parts)
 
 
@@ -175,6 +179,10 @@ def _split_method_options(
     try:
         data["options"] = model(**opts)
     except ValidationError as e:
+        missing = [str(err["loc"][0]) for err in e.errors() if err["type"] == "missing"]
+        if missing:
+            flags = ", ".join(f"--{m.replace('_', '-')}" for m in missing)
+            raise ValueError(f"--method {method.name} needs {flags}") from None
         raise ValueError(format_validation_error(e, f"--method {method.name}")) from None
     return data
 
@@ -309,6 +317,16 @@ class DenoiseConfig(StrictModel):
     @classmethod
     def _options(cls, data: Any) -> Any:
         return _split_method_options(cls, data, "denoise")
+
+    @field_validator("halo", mode="before")
+    @classmethod
+    def _halo_text(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            try:
+                return int(v)
+            except ValueError:
+                raise ValueError(f"halo must be 'auto' or voxels, got {v!r}") from None
+        return v
 
     @field_validator("chunks")
     @classmethod

@@ -17,9 +17,10 @@ import zarr
 from dask_image.ndfilters import gaussian_filter
 
 from scnet_dask.io import open_source
-from scnet_dask.model.checkpoint import save_checkpoint
+from scnet_dask.methods._unet import network_predictor
+from scnet_dask.methods.scnet import write_checkpoint
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.predict import ScnetPredictor, file_sha256
+from scnet_dask.predict import file_sha256
 from scnet_dask.tiling import predict_whole
 from tests.conftest import run_cli, sha256, write_mrc
 
@@ -35,19 +36,8 @@ def structured(shape, seed=0):
 def make_checkpoint(path: Path, features=2, voxel=7.5, mean=0.1, std=1.2, seed=0) -> Path:
     torch.manual_seed(seed)
     model = SCNetUNet(features=features, upsample=True)
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "config": {"features": features, "upsample": True, "patch_size": 32},
-            "normalisation": {
-                "noisy": {"mean": mean, "std": std, "voxel_size_angstrom": [voxel] * 3},
-                "prior": {"mean": 0.0, "std": 1.0},
-            },
-            "epoch": 1,
-            "step": 1,
-        },
-    )
+    norm = {"noisy": {"mean": mean, "std": std, "voxel_size_angstrom": [voxel] * 3}}
+    write_checkpoint(path, model, norm, {"test": True})
     return path
 
 
@@ -75,13 +65,13 @@ def test_denoise_zarr_matches_whole_volume_and_keeps_metadata(vol_mrc, ckpt, tmp
     assert res.voxel_size_angstrom == pytest.approx((7.5, 7.5, 7.5))
     got = np.asarray(res.data)
     vol = np.asarray(mrcfile.read(vol_mrc), dtype=np.float32)
-    whole = predict_whole(vol, ScnetPredictor(str(ckpt.resolve())), 16, 0.5)
+    whole = predict_whole(vol, network_predictor(ckpt), 16, 0.5)
     assert np.sqrt(np.mean((got - whole) ** 2) / np.mean(whole**2)) < 1e-4
     group = zarr.open_group(str(out), mode="r")
     assert sorted(group.array_keys()) == ["0", "1", "2"]
     prov = group.attrs["scnet_dask"]["provenance"][-1]
     assert prov["step"] == "denoise" and prov["checkpoint_sha256"] == file_sha256(ckpt)
-    assert prov["train_config"]["features"] == 2 and prov["scnet_dask_version"]
+    assert prov["train_options"]["features"] == 2 and prov["scnet_dask_version"]
     assert any(
         lab.startswith("sample label") for lab in group.attrs["scnet_dask"]["source"]["labels"]
     )
@@ -159,7 +149,7 @@ def test_not_a_checkpoint_and_missing_checkpoint(vol_mrc, tmp_path, capsys):
     assert code == 1 and "junk.pt: corrupt or unreadable checkpoint" in err
     torch.save({"format_version": 1, "something": 1}, tmp_path / "other.pt")
     code, _, err = run_cli(["denoise", vol_mrc, tmp_path / "other.pt", tmp_path / "o.zarr"], capsys)
-    assert code == 1 and "not an SC-Net training checkpoint" in err
+    assert code == 1 and "not a scnet-dask training checkpoint" in err
     code, _, err = run_cli(["denoise", vol_mrc, tmp_path / "nope.pt", tmp_path / "o.zarr"], capsys)
     assert code == 1 and "nope.pt: no such checkpoint" in err
     code, _, err = run_cli(["denoise", vol_mrc, tmp_path / "o.zarr"], capsys)
@@ -224,7 +214,7 @@ def test_denoise_config_file(vol_mrc, ckpt, tmp_path, capsys):
 
 
 def test_lowpass_response_is_half_at_the_cut_off(tmp_path, capsys):
-    from scnet_dask.denoise import lowpass_sigma_voxels
+    from scnet_dask.methods.lowpass import lowpass_sigma_voxels
 
     sigma = lowpass_sigma_voxels(40.0, (5.0, 5.0, 10.0))
     f = 1 / 40.0

@@ -107,7 +107,7 @@ def test_checkpoint_roundtrip_and_corruption(tmp_path):
         p, {"model": m.state_dict(), "config": {"features": 4}, "normalisation": {"mean": 1.0}}
     )
     data = load_checkpoint(p)
-    assert data["format_version"] == 1 and data["config"]["features"] == 4
+    assert data["format_version"] == 2 and data["config"]["features"] == 4
     p.write_bytes(p.read_bytes()[:100])
     from scnet_dask.errors import InputError
 

@@ -66,7 +66,9 @@ def test_sampler_bounds_validation_and_chunk_reads(volumes, tmp_path):
 
     g = zarr.open_group(store=CountingStore(str(n), read_only=True), mode="r")
     stats = {"mean": 0.0, "std": 1.0}
-    s = PatchSampler(g["0"], g["0"], stats, stats, 16, train_r, seed=3)
+    # two array objects (noisy and prior): the sampler reads each
+    s = PatchSampler({"noisy": g["0"], "prior": zarr.open_group(store=g.store)["0"]},
+                     {"noisy": stats, "prior": stats}, 16, train_r, seed=3)  # fmt: skip
     for _ in range(50):
         origin, aug = s.draw()
         assert train_r.contains(origin, 16)
@@ -91,10 +93,13 @@ def test_augmentation_identical_for_noisy_and_prior(volumes):
     arr = zarr.open_group(str(n))["0"]
     stats = {"mean": 0.0, "std": 1.0}
     train_r, _ = split_regions(arr.shape, 16, 0.0)
-    s = PatchSampler(arr, arr, stats, stats, 16, train_r, seed=0)
+    other = zarr.open_group(str(n))["0"]
+    s = PatchSampler(
+        {"noisy": arr, "prior": other}, {"noisy": stats, "prior": stats}, 16, train_r, seed=0
+    )
     for _ in range(5):
-        a, b = s.next_batch(2)
-        np.testing.assert_array_equal(a, b)
+        batch = s.next_batch(2)
+        np.testing.assert_array_equal(batch["noisy"], batch["prior"])
     s.close()
 
 
@@ -145,8 +150,8 @@ def test_resume_is_bit_identical(volumes, tmp_path, monkeypatch):
         train(_cfg(n, p, run, epochs=3), show_progress=False)
     monkeypatch.setattr(tr._Run, "validate", real)
     train(_cfg(n, p, run, epochs=3, resume=True), show_progress=False)
-    a = torch.load(ref / "last.pt", weights_only=True)["model"]
-    b = torch.load(run / "last.pt", weights_only=True)["model"]
+    a = torch.load(ref / "last.pt", weights_only=True)["networks"]["model"]
+    b = torch.load(run / "last.pt", weights_only=True)["networks"]["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert (ref / "log.csv").read_text().count("\n") == (run / "log.csv").read_text().count("\n")
@@ -157,7 +162,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(volumes, tmp_path, monkeypatch
     out = tmp_path / "run"
     train(_cfg(n, p, out, epochs=1), show_progress=False)
     before = (out / "last.pt").read_bytes()
-    import scnet_dask.train as tr
+    import scnet_dask.methods.scnet as tr
 
     real = tr.scnet_losses
     calls = {"n": 0}
@@ -219,7 +224,7 @@ def test_topaz_3d_prior_and_missing_weights(volumes, tmp_path, monkeypatch):
     src = zarr.open_group(str(n))["0"][:]
     assert a.shape == src.shape and np.isfinite(a).all()
     assert a.std() < src.std()  # smoother than the input
-    import scnet_dask.prior as pr
+    import scnet_dask.methods.topaz as pr
 
     pr.topaz_3d_model.cache_clear()
     monkeypatch.setitem(pr._TOPAZ_FILES, "unet-3d-10a", "missing.sav")

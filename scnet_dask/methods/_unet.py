@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,13 @@ from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, T
 from scnet_dask.model.unet import TILE_MULTIPLE, SCNetUNet
 from scnet_dask.predict import forward_normalised, load_trained
 
-__all__ = ["UNetOptions", "BlindSpotOptions", "NetworkPredictor", "UNetMethod"]
+__all__ = [
+    "UNetOptions",
+    "BlindSpotOptions",
+    "NetworkPredictor",
+    "UNetMethod",
+    "network_predictor",
+]
 
 #: Relative voxel-size difference above which a checkpoint is refused for an input.
 VOXEL_TOLERANCE = 0.05
@@ -63,6 +70,18 @@ class NetworkPredictor:
         return forward_normalised(
             tr.networks[self.network], tiles, mean, std, self.device, self.amp
         )
+
+
+def network_predictor(
+    checkpoint: str | Path, device: str = "cpu", amp: bool = True, post_sigma: float = 0.0
+) -> NetworkPredictor:
+    """The tile predictor of a U-Net checkpoint, its geometry read from the checkpoint."""
+    ckpt = str(Path(checkpoint).resolve())
+    net = load_trained(ckpt, "", "cpu").networks["model"]
+    if not isinstance(net, SCNetUNet):
+        raise ValueError(f"{checkpoint}: network is not SC-Net's U-Net, got {type(net).__name__}")
+    geom = Geometry(net.receptive_margin, TILE_MULTIPLE, post_sigma, net.upsample_factors)
+    return NetworkPredictor(ckpt, "", device, amp, geom)
 
 
 class UNetMethod(Method):

@@ -20,8 +20,16 @@ from scnet_dask.methods._unet import BlindSpotOptions, UNetMethod
 from scnet_dask.methods.base import Options, TrainState
 from scnet_dask.model.blindspot import blind_spot_replace
 from scnet_dask.model.losses import LossWeights, scnet_losses
+from scnet_dask.model.unet import SCNetUNet
 
-__all__ = ["ScnetTrainOptions", "ScnetDenoiseOptions", "Scnet", "ramp_weight"]
+__all__ = [
+    "ScnetTrainOptions",
+    "ScnetDenoiseOptions",
+    "Scnet",
+    "ramp_weight",
+    "write_checkpoint",
+    "import_public_checkpoint",
+]
 
 
 class ScnetTrainOptions(BlindSpotOptions):
@@ -109,6 +117,35 @@ class Scnet(UNetMethod):
         return terms
 
 
+def write_checkpoint(
+    path: Path, model: SCNetUNet, normalisation: dict[str, Any], provenance: dict[str, Any],
+    options: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Write an inference-only SC-Net checkpoint (no optimiser) around ``model``'s weights.
+
+    ``normalisation["noisy"]`` holds the ``mean``, ``std`` and ``voxel_size_angstrom`` that
+    ``denoise`` normalises with and checks the input's voxel size against.
+    """
+    from scnet_dask.model.checkpoint import save_checkpoint
+
+    opts = {"features": model.features, "upsample": model.upsample, "prior": "", **(options or {})}
+    save_checkpoint(
+        path,
+        {
+            "method": "scnet",
+            "options": ScnetTrainOptions(**opts).model_dump(mode="json"),
+            "config": {"method": "scnet"},
+            "networks": {"model": model.state_dict()},
+            "optimizers": {},
+            "normalisation": normalisation,
+            "epoch": 0,
+            "step": 0,
+            "best_val": float("nan"),
+            "provenance": provenance,
+        },
+    )
+
+
 def import_public_checkpoint(
     public: Path, noisy: Path, output: Path, features: int = 32, upsample: bool = True,
     overwrite: bool = False,
@@ -133,8 +170,7 @@ def import_public_checkpoint(
     from scnet_dask import __version__
     from scnet_dask.errors import InputError, OutputError
     from scnet_dask.io import open_source
-    from scnet_dask.model.checkpoint import FORMAT_VERSION, save_checkpoint
-    from scnet_dask.model.unet import SCNetUNet, load_public_state_dict
+    from scnet_dask.model.unet import load_public_state_dict
     from scnet_dask.stats import compute_statistics
 
     if output.exists() and not overwrite:
@@ -154,28 +190,17 @@ def import_public_checkpoint(
     vol = open_source(noisy)
     stats = dict(vol.attrs.get("statistics") or compute_statistics(vol.data))
     stats["voxel_size_angstrom"] = list(vol.voxel_size_angstrom)
-    opts = {"features": features, "upsample": upsample, "prior": str(noisy)}
-    save_checkpoint(
-        output,
-        {
-            "method": "scnet",
-            "options": ScnetTrainOptions(**opts).model_dump(mode="json"),
-            "config": {"method": "scnet", "noisy": str(noisy)},
-            "networks": {"model": model.state_dict()},
-            "optimizers": {},
-            "normalisation": {"noisy": stats},
-            "epoch": 0,
-            "step": 0,
-            "best_val": float("nan"),
-            "provenance": {
-                "imported_from": str(Path(public).resolve()),
-                "kind": "public SC-Net checkpoint (netG)",
-                "noisy": str(Path(noisy).resolve()),
-                "scnet_dask_version": __version__,
-                "format_version": FORMAT_VERSION,
-            },
-        },
-    )
+    provenance = {
+        "imported_from": str(Path(public).resolve()),
+        "kind": "public SC-Net checkpoint (netG)",
+        "noisy": str(Path(noisy).resolve()),
+        "scnet_dask_version": __version__,
+    }
+    write_checkpoint(output, model, {"noisy": _plain(stats)}, provenance, {"prior": str(noisy)})
     return {
         "output": str(output), "features": features, "upsample": upsample, "tensors": len(state)
     }
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in d.items()}

@@ -82,7 +82,7 @@ def migrate_v1(data: dict[str, Any], path: str | os.PathLike[str] = "") -> dict[
     from scnet_dask.methods import get
 
     if "model" not in data:
-        raise InputError(f"{path}: format-1 checkpoint without weights; retrain with this version")
+        raise InputError(f"{path}: not a scnet-dask training checkpoint (no weights)")
     flat = dict(data.get("config", {}))
     method = get(str(flat.get("method", "scnet")))
     own = set(method.train_options.model_fields) if method.train_options else set()
