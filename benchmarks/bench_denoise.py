@@ -39,9 +39,10 @@ from scnet_dask._device import resolve_device
 from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import write_volume_zarr
 from scnet_dask.denoise import denoise
-from scnet_dask.model.checkpoint import save_checkpoint
+from scnet_dask.methods._unet import NetworkPredictor, network_predictor
+from scnet_dask.methods.scnet import write_checkpoint
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.predict import ScnetPredictor, forward_stats, reset_forward_stats
+from scnet_dask.predict import forward_stats, reset_forward_stats
 from scnet_dask.tiling import TilePlan, plan_halo
 
 
@@ -60,21 +61,12 @@ def make_volume(path: Path, shape: tuple[int, int, int], chunks: int = 128) -> N
 def make_checkpoint(path: Path, features: int, upsample: bool = True) -> None:
     torch.manual_seed(0)
     model = SCNetUNet(features=features, upsample=upsample)
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "config": {"features": features, "upsample": upsample, "patch_size": 64},
-            "normalisation": {
-                "noisy": {"mean": 0.0, "std": 1.0, "voxel_size_angstrom": [10.0] * 3},
-                "prior": {"mean": 0.0, "std": 1.0},
-            },
-        },
-    )
+    norm = {"noisy": {"mean": 0.0, "std": 1.0, "voxel_size_angstrom": [10.0] * 3}}
+    write_checkpoint(path, model, norm, {"benchmark": "untrained"})
 
 
 def public_scheme(
-    vol: np.ndarray, predict: ScnetPredictor, tile: int = 128, pad: int = 32
+    vol: np.ndarray, predict: NetworkPredictor, tile: int = 128, pad: int = 32
 ) -> np.ndarray:
     """The public SC-Net test loop: volume in RAM, tiles of ``tile``³, ``pad`` voxels cropped."""
     core = tile - 2 * pad
@@ -105,7 +97,7 @@ def speed(work: Path, shape: tuple[int, int, int], features: int, device: str) -
     fwd = forward_stats()["seconds"]
     ours = zarr.open_group(str(work / "ours.zarr"), mode="r")["0"][...]
     vol = zarr.open_group(str(src), mode="r")["0"][...]
-    pred = ScnetPredictor(str(ck.resolve()), "", str(resolve_device(device)), True)
+    pred = network_predictor(ck, str(resolve_device(device)), True)
     reset_forward_stats()
     t1 = time.perf_counter()
     theirs = public_scheme(vol, pred)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import sys
@@ -14,7 +13,6 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from scnet_dask import __version__
 from scnet_dask.config import ConvertConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, bytes_on_disk, open_source
@@ -27,28 +25,18 @@ from scnet_dask.io.omezarr import (
     multiscales_metadata,
     write_pyramid,
 )
+from scnet_dask.provenance import volume_attrs
 from scnet_dask.stats import finalise_statistics, lazy_statistics
 
 __all__ = [
     "convert",
     "write_volume_zarr",
     "finalise_store",
-    "provenance_entry",
     "source_signature",
 ]
 
 log = logging.getLogger(__name__)
 _PROGRESS_KEY = "scnet_dask_progress"
-
-
-def provenance_entry(step: str, **details: Any) -> dict[str, Any]:
-    """One provenance record: the step, scnet-dask's version, a UTC time stamp and details."""
-    return {
-        "step": step,
-        "scnet_dask_version": __version__,
-        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        **details,
-    }
 
 
 def source_signature(path: Path) -> dict[str, Any]:
@@ -215,17 +203,12 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
         voxel = (voxel[1], voxel[0], voxel[2])
     dtype = np.dtype(np.float32) if cfg.dtype == "float32" else np.dtype(data.dtype)
     data = data.astype(dtype)
-    attrs = {
-        "name": src.name,
-        "source_path": str(src.resolve()),
-        "source": vol.attrs.get("source", {}),
-        "source_dtype": str(vol.data.dtype),
-        "voxel_size_angstrom": list(voxel),
-        "voxel_size_found": found,
-        "swap_yz": cfg.swap_yz,
-        "provenance": list(vol.attrs.get("provenance", []))
-        + [provenance_entry("convert", input=str(src), options=cfg.model_dump(mode="json"))],
-    }
+    attrs = volume_attrs(
+        src, "convert", vol, voxel,
+        extra={"source_dtype": str(vol.data.dtype), "swap_yz": cfg.swap_yz,
+               "voxel_size_found": found},
+        input=str(src), options=cfg.model_dump(mode="json"),
+    )  # fmt: skip
     sig = {
         "source": source_signature(src),
         "chunks": cfg.chunks,

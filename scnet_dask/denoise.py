@@ -25,7 +25,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from tqdm import tqdm
 
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.convert import finalise_store, provenance_entry, source_signature
+from scnet_dask.convert import finalise_store, source_signature
 from scnet_dask.errors import InputError, nonfinite_input
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
@@ -33,6 +33,7 @@ from scnet_dask.io._atomic import atomic_output, check_output_target, partial_pa
 from scnet_dask.io.omezarr import create_level
 from scnet_dask.methods import PredictContext, TilePredictor, get
 from scnet_dask.predict import file_sha256
+from scnet_dask.provenance import volume_attrs
 from scnet_dask.tiling import (
     TilePlan,
     done_marker,
@@ -306,15 +307,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
             "batch_size": cfg.batch_size,
         }
     )
-    attrs = {
-        "name": target.name,
-        "source_path": str(src.resolve()),
-        "source": vol.attrs.get("source", {}),
-        "voxel_size_angstrom": list(vol.voxel_size_angstrom),
-        "voxel_size_found": vol.voxel_size_found,
-        "provenance": list(vol.attrs.get("provenance", []))
-        + [provenance_entry("denoise", input=str(src.resolve()), **details)],
-    }
+    attrs = volume_attrs(target, "denoise", vol, input=str(src.resolve()), **details)
     sig = _signature(cfg, vol, details)
     try:
         return _write(

@@ -17,7 +17,7 @@ from dask_image.ndfilters import gaussian_filter
 
 from scnet_dask._device import resolve_device
 from scnet_dask.config import PriorConfig
-from scnet_dask.convert import provenance_entry, write_volume_zarr
+from scnet_dask.convert import write_volume_zarr
 from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output
@@ -29,6 +29,7 @@ from scnet_dask.methods.topaz import (
     topaz_denoise_2d,
     topaz_predictor,
 )
+from scnet_dask.provenance import volume_attrs
 
 __all__ = ["make_prior"]
 
@@ -120,15 +121,7 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
             )
         data = pf.data.astype(np.float32)
         details = {"prior_file": str(Path(cfg.prior_file).resolve())}
-    attrs = {
-        "name": Path(cfg.output).name,
-        "source_path": str(Path(cfg.noisy).resolve()),
-        "source": vol.attrs.get("source", {}),
-        "voxel_size_angstrom": list(vol.voxel_size_angstrom),
-        "voxel_size_found": vol.voxel_size_found,
-        "provenance": list(vol.attrs.get("provenance", []))
-        + [provenance_entry("prior", method=cfg.method, **details)],
-    }
+    attrs = volume_attrs(cfg.output, "prior", vol, method=cfg.method, **details)
     chunk = 128
     if vol.format == "zarr":
         chunk = int(vol.data.chunksize[0]) or 128

@@ -23,11 +23,12 @@ import dask.array as da
 import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
-from scnet_dask.convert import provenance_entry, write_volume_zarr
+from scnet_dask.convert import write_volume_zarr
 from scnet_dask.errors import InputError
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import open_source
 from scnet_dask.io._atomic import atomic_output
+from scnet_dask.provenance import volume_attrs
 from scnet_dask.recon import project, wbp
 
 __all__ = ["parse_tilts", "simulate"]
@@ -90,13 +91,10 @@ def simulate(
 
     def emit(data: da.Array, name: str, role: str, **info: Any) -> None:
         path = out / f"{name}{ext}"
-        attrs = {
-            "name": path.name,
-            "voxel_size_angstrom": list(voxel),
-            "voxel_size_found": vol.voxel_size_found,
-            "provenance": [provenance_entry("simulate", source=str(Path(volume).resolve()),
-                                            role=role, tilts=tilts, seed=seed, **info)],
-        }  # fmt: skip
+        attrs = volume_attrs(
+            path, "simulate", None, voxel, {"voxel_size_found": vol.voxel_size_found},
+            source=str(Path(volume).resolve()), role=role, tilts=tilts, seed=seed, **info,
+        )  # fmt: skip
         _write(data.astype(np.float32), path, voxel, attrs, fmt)
         files.append({"path": path.name, "role": role, **info})
         log.info("wrote %s", path)
