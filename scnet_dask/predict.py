@@ -10,9 +10,11 @@ can be measured.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +29,7 @@ __all__ = [
     "file_sha256",
     "load_trained",
     "forward_normalised",
+    "per_tile",
     "device_lock",
     "record_forward",
     "forward_stats",
@@ -60,6 +63,22 @@ def reset_forward_stats() -> None:
     """Zero the counters of :func:`forward_stats`."""
     for k in _STATS:
         _STATS[k] = 0.0
+
+
+def per_tile(
+    fn: Callable[[np.ndarray], np.ndarray], tiles: np.ndarray, lock: str | None = None
+) -> np.ndarray:
+    """Apply ``fn`` to each (z, y, x) tile of a (B, z, y, x) batch; float32, time recorded.
+
+    ``lock``: hold that named per-process lock (:func:`device_lock`) meanwhile, for tools that
+    use every core for one tile.
+    """
+    with device_lock(lock) if lock else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        out = np.stack([np.asarray(fn(np.asarray(t, np.float32))) for t in tiles])
+        out = out.astype(np.float32, copy=False)
+        record_forward(time.perf_counter() - t0, out.size)
+    return out
 
 
 def forward_normalised(

@@ -67,7 +67,7 @@ def test_sampler_bounds_validation_and_chunk_reads(volumes, tmp_path):
     g = zarr.open_group(store=CountingStore(str(n), read_only=True), mode="r")
     stats = {"mean": 0.0, "std": 1.0}
     # two array objects (noisy and prior): the sampler reads each
-    s = PatchSampler({"noisy": g["0"], "prior": zarr.open_group(store=g.store)["0"]},
+    s = PatchSampler({"noisy": g["0"], "prior": zarr.open_group(store=g.store, mode="r")["0"]},
                      {"noisy": stats, "prior": stats}, 16, train_r, seed=3)  # fmt: skip
     for _ in range(50):
         origin, aug = s.draw()

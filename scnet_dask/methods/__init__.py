@@ -30,7 +30,7 @@ sampler (:mod:`scnet_dask.sampling`) reads any number of aligned named volumes.
 Adding a method
 ---------------
 Write ``scnet_dask/methods/mymethod.py`` with a ``Method`` subclass and add it to
-:data:`BUILTIN` below (or call :func:`register` from your own code, before the CLI runs): its
+``_register_builtin()`` below (or call :func:`register` from your own code before the CLI runs): its
 options appear in ``train``/``denoise --help``, YAML configs, ``evaluate`` and checkpoints
 without touching any other file. ``tests/test_methods.py`` registers a toy method from the test
 file itself and trains and denoises with it through the CLI.

@@ -7,7 +7,6 @@ BM4D's block matching reaches beyond any halo we can afford, so tiles are blende
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from pydantic import Field
 
 from scnet_dask.errors import InputError
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
-from scnet_dask.predict import device_lock, record_forward
+from scnet_dask.predict import per_tile
 
 __all__ = ["Bm4dOptions", "Bm4dPredictor", "Bm4d", "BM4D_REACH"]
 
@@ -58,16 +57,7 @@ class Bm4dPredictor:
         """Denoise each tile of the (B, z, y, x) batch; float32, same units."""
         import bm4d
 
-        with device_lock("bm4d"):
-            t0 = time.perf_counter()
-            out = np.stack(
-                [
-                    np.asarray(bm4d.bm4d(np.asarray(t, np.float32), self.noise_sigma, self.profile))
-                    for t in tiles
-                ]
-            ).astype(np.float32)
-            record_forward(time.perf_counter() - t0, out.size)
-        return out
+        return per_tile(lambda t: bm4d.bm4d(t, self.noise_sigma, self.profile), tiles, "bm4d")
 
 
 class Bm4d(Method):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
-from scnet_dask.predict import record_forward
+from scnet_dask.predict import per_tile
 
 __all__ = ["GaussianOptions", "GaussianPredictor", "Gaussian"]
 
@@ -42,12 +41,7 @@ class GaussianPredictor:
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Filter each (z, y, x) tile of the (B, z, y, x) batch; float32."""
-        t0 = time.perf_counter()
-        out = np.stack(
-            [gaussian_filter(np.asarray(t, np.float32), self.sigma, mode="reflect") for t in tiles]
-        )
-        record_forward(time.perf_counter() - t0, out.size)
-        return out
+        return per_tile(lambda t: gaussian_filter(t, self.sigma, mode="reflect"), tiles)
 
 
 class Gaussian(Method):
