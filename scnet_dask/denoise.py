@@ -24,6 +24,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from tqdm import tqdm
 
+from scnet_dask.blend import TilePlan, plan_halo
 from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import finalise_store, source_signature
 from scnet_dask.errors import InputError, nonfinite_input
@@ -34,13 +35,7 @@ from scnet_dask.io.omezarr import create_level
 from scnet_dask.methods import PredictContext, TilePredictor, get
 from scnet_dask.predict import file_sha256
 from scnet_dask.provenance import volume_attrs
-from scnet_dask.tiling import (
-    TilePlan,
-    done_marker,
-    overlap_add,
-    plan_halo,
-    scratch_folder,
-)
+from scnet_dask.tiling import done_marker, overlap_add, scratch_folder
 
 __all__ = ["denoise", "build_denoiser", "write_blocks"]
 

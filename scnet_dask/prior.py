@@ -72,7 +72,8 @@ def _topaz(vol: Volume, name: str, device: str, tile: int) -> da.Array:
     exact: ``TOPAZ_HALO`` voxels on each side (16 of near-zero weight, 8 of blend) hide the
     seams. Tiles are aligned to 32 voxels, the network's pooling depth.
     """
-    from scnet_dask.tiling import TilePlan, overlap_add, plan_halo
+    from scnet_dask.blend import TilePlan, plan_halo
+    from scnet_dask.tiling import overlap_add
 
     pred = topaz_predictor(vol, name, device)
     data = vol.data.astype(np.float32).rechunk(tuple(min(tile, s) for s in vol.data.shape))

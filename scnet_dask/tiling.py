@@ -26,9 +26,8 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -36,17 +35,21 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from scipy.ndimage import gaussian_filter
 
+from scnet_dask.blend import (
+    POST_FILTER_TRUNCATE,
+    TilePlan,
+    Triple,
+    WeightSpec,
+    blend_pieces,
+    contributions,
+    read_box,
+    read_spans,
+    reflect_index,
+)
 from scnet_dask.errors import nonfinite_input
 
 __all__ = [
-    "POST_FILTER_TRUNCATE",
-    "DEFAULT_BLEND",
-    "WINDOW_FLOOR",
-    "TilePlan",
-    "post_filter_radius",
-    "plan_halo",
-    "reflect_index",
-    "window_profile",
+    "Predictor",
     "overlap_add",
     "predict_whole",
     "scratch_folder",
@@ -54,246 +57,19 @@ __all__ = [
     "tile_seed",
 ]
 
-#: Gaussian post-filter kernels reach ``truncate * sigma`` voxels (scipy's default).
-POST_FILTER_TRUNCATE = 4.0
-#: Voxels of the halo reserved for the smooth blend when ``halo="auto"``.
-DEFAULT_BLEND = 8
-#: Smallest window weight (inside the margin); keeps every weight strictly positive.
-WINDOW_FLOOR = 1e-6
-
-Window = Literal["gaussian", "cosine"]
 #: A tile predictor (see :class:`scnet_dask.methods.TilePredictor`); plain callables work too.
 Predictor = Callable[..., np.ndarray]
-Triple = tuple[int, int, int]
-
-
-def post_filter_radius(sigma: float) -> int:
-    """Voxels a Gaussian post-filter of ``sigma`` (voxels) reaches, as scipy truncates it."""
-    if sigma < 0:
-        raise ValueError(f"post-filter sigma must be >= 0, got {sigma}")
-    return int(POST_FILTER_TRUNCATE * sigma + 0.5) if sigma > 0 else 0
-
-
-def _triple(value: int | Sequence[int], name: str) -> Triple:
-    if isinstance(value, int | np.integer):
-        t = (int(value),) * 3
-    else:
-        t = tuple(int(v) for v in value)  # type: ignore[assignment]
-    if len(t) != 3 or min(t) < 0:
-        raise ValueError(
-            f"{name} must be a non-negative int or three of them (z, y, x), got {value}"
-        )
-    return (t[0], t[1], t[2])
-
-
-def plan_halo(
-    halo: int | Sequence[int] | Literal["auto"],
-    receptive_margin: int | Sequence[int],
-    post_sigma: float = 0.0,
-    blend: int = DEFAULT_BLEND,
-) -> tuple[Triple, Triple]:
-    """Halo and margin per axis, in input voxels (z, y, x).
-
-    Parameters
-    ----------
-    halo
-        ``"auto"`` (margin + ``blend``) or the halo in voxels (one int or a (z, y, x) triple).
-    receptive_margin
-        How far (voxels, per axis) an input voxel can influence the predictor's output; for
-        SC-Net's U-Net it depends on the up-sampling factor (see
-        :attr:`scnet_dask.model.unet.SCNetUNet.receptive_margin`).
-    post_sigma
-        Gaussian post-filter sigma in voxels (0: none); its radius adds to the margin.
-    blend
-        Width of the blend zone for ``halo="auto"``.
-
-    Returns
-    -------
-    halo, margin
-        ``margin`` is the part of the halo where the window is ~0. With an explicit halo the
-        margin is what is left after reserving up to ``blend`` voxels for blending, so a halo
-        smaller than the receptive field still blends (approximately) instead of cutting.
-
-    """
-    rf = _triple(receptive_margin, "receptive_margin")
-    if blend < 0:
-        raise ValueError(f"blend must be >= 0, got {blend}")
-    need = tuple(r + post_filter_radius(post_sigma) for r in rf)
-    if isinstance(halo, str):
-        if halo != "auto":
-            raise ValueError(f"halo must be 'auto' or voxels, got {halo!r}")
-        h = tuple(n + blend for n in need)
-        return (h[0], h[1], h[2]), (need[0], need[1], need[2])
-    h3 = _triple(halo, "halo")
-    m = tuple(min(n, max(0, hh - blend)) for n, hh in zip(need, h3, strict=True))
-    return h3, (m[0], m[1], m[2])
-
-
-def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
-    """Map indices past ``[0, n)`` back inside by mirror reflection (numpy's ``reflect``)."""
-    if n < 1:
-        raise ValueError(f"axis length must be >= 1, got {n}")
-    if n == 1:
-        return np.zeros_like(index)
-    period = 2 * (n - 1)
-    r = np.mod(index, period)
-    return np.where(r < n, r, period - r)
-
-
-def window_profile(
-    length: int,
-    ramp_lo: int | None,
-    ramp_hi: int | None,
-    margin: int,
-    kind: Window = "gaussian",
-) -> np.ndarray:
-    """1-D blending weights over ``length`` voxels of a tile.
-
-    Parameters
-    ----------
-    length
-        Tile length along the axis (voxels).
-    ramp_lo, ramp_hi
-        Length of the blend zone after the margin at the low / high end, or ``None`` where the
-        tile touches the volume border (weight 1 right up to it).
-    margin
-        Voxels at a non-border end whose weight is :data:`WINDOW_FLOOR`.
-    kind
-        ``"gaussian"`` (``exp(-(1-t)^2 / (2 * (1/3)^2))``) or ``"cosine"`` (raised cosine).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 weights in ``[WINDOW_FLOOR, 1]``, shape (length,).
-
-    """
-    if kind not in ("gaussian", "cosine"):
-        raise ValueError(f"window must be 'gaussian' or 'cosine', got {kind!r}")
-
-    def side(d: np.ndarray, ramp: int | None) -> np.ndarray:
-        if ramp is None:
-            return np.ones_like(d, dtype=np.float64)
-        t = (d - margin + 1) / (ramp + 1)
-        if kind == "gaussian":
-            w = np.exp(-0.5 * ((1.0 - t) / (1.0 / 3.0)) ** 2)
-        else:
-            w = 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0.0, 1.0))
-        w = np.where(d < margin, 0.0, np.where(t >= 1.0, 1.0, w))
-        return np.asarray(w, dtype=np.float64)
-
-    p = np.arange(length, dtype=np.float64)
-    w = np.minimum(side(p, ramp_lo), side(length - 1 - p, ramp_hi))
-    return np.maximum(w, WINDOW_FLOOR)
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """Tile geometry along one axis (all in voxels, padded-grid coordinates)."""
-
-    n: int
-    starts: tuple[int, ...]  # chunk starts
-    stops: tuple[int, ...]  # chunk stops
-    tiles: tuple[tuple[int, int], ...]  # [a, b) per chunk, multiples of `multiple`
-    margin: int
-    kind: Window
-
-    def profile(self, i: int) -> np.ndarray:
-        """Window over the in-volume part ``[a, min(b, n))`` of tile ``i``."""
-        a, b = self.tiles[i]
-        lo = None if a == 0 else self.starts[i] - a - self.margin
-        hi = None if b >= self.n else b - self.stops[i] - self.margin
-        w = window_profile(b - a, lo, hi, self.margin, self.kind)
-        return w[: min(b, self.n) - a]
-
-    def chunks_over(self, lo: int, hi: int) -> list[int]:
-        """Chunks that overlap ``[lo, hi)``."""
-        first = int(np.searchsorted(self.stops, lo, side="right"))
-        last = int(np.searchsorted(self.starts, hi, side="left"))
-        return list(range(first, last))
-
-    def tiles_over(self, i: int) -> list[int]:
-        """Tiles whose in-volume part overlaps chunk ``i``."""
-        s, e = self.starts[i], self.stops[i]
-        return [j for j, (a, b) in enumerate(self.tiles) if a < e and min(b, self.n) > s]
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """How a (z, y, x) volume of ``shape`` with dask ``chunks`` is cut into tiles.
-
-    Attributes
-    ----------
-    shape
-        Volume shape (z, y, x), voxels.
-    chunks
-        Dask chunks of the input (and of the output), any sizes.
-    halo, margin
-        Per axis, voxels (see :func:`plan_halo`).
-    multiple
-        Tile edges and origins are multiples of this (16 for SC-Net's U-Net).
-    window
-        Blend profile, ``"gaussian"`` or ``"cosine"``.
-    post_sigma
-        Gaussian filter (voxels) applied to each prediction, inside the volume, before blending.
-
-    """
-
-    shape: Triple
-    chunks: tuple[tuple[int, ...], ...]
-    halo: Triple
-    margin: Triple
-    multiple: int = 16
-    window: Window = "gaussian"
-    post_sigma: float = 0.0
-
-    def __post_init__(self) -> None:
-        if len(self.shape) != 3 or min(self.shape) < 1:
-            raise ValueError(f"shape must be three positive ints (z, y, x), got {self.shape}")
-        if tuple(sum(c) for c in self.chunks) != tuple(self.shape):
-            raise ValueError(f"chunks {self.chunks} do not add up to shape {self.shape}")
-        if self.multiple < 1:
-            raise ValueError(f"multiple must be >= 1, got {self.multiple}")
-        if any(m > h for m, h in zip(self.margin, self.halo, strict=True)):
-            raise ValueError(f"margin {self.margin} must not exceed halo {self.halo}")
-        if self.window not in ("gaussian", "cosine"):
-            raise ValueError(f"window must be 'gaussian' or 'cosine', got {self.window!r}")
-        post_filter_radius(self.post_sigma)
-
-    @property
-    def padded_shape(self) -> Triple:
-        """Shape rounded up to :attr:`multiple` (reflection-padded at the far end)."""
-        m = self.multiple
-        p = tuple(-(-n // m) * m for n in self.shape)
-        return (p[0], p[1], p[2])
-
-    def axis(self, k: int) -> _Axis:
-        """Geometry of axis ``k`` (0 = z, 1 = y, 2 = x)."""
-        m, n, padded = self.multiple, self.shape[k], self.padded_shape[k]
-        stops = tuple(int(s) for s in np.cumsum(self.chunks[k]))
-        starts = (0, *stops[:-1])
-        tiles = tuple(
-            (max(0, (s - self.halo[k]) // m * m), min(padded, -(-(e + self.halo[k]) // m) * m))
-            for s, e in zip(starts, stops, strict=True)
-        )
-        return _Axis(n, starts, stops, tiles, self.margin[k], self.window)
-
-    def tile_voxels(self) -> int:
-        """Voxels pushed through the predictor for the whole volume (all tiles)."""
-        total = 1
-        for k in range(3):
-            total *= sum(b - a for a, b in self.axis(k).tiles)
-        return total
 
 
 # --- tasks ---------------------------------------------------------------------------------
 
 
 def _read_tile(
-    box: tuple[tuple[int, int], ...],
-    index: tuple[np.ndarray, ...],
+    spans: tuple[tuple[int, int, int], ...],
     parts: list[tuple[Any, tuple[slice, ...], tuple[slice, ...]]],
 ) -> np.ndarray:
-    """Assemble the source box from chunk pieces, then apply the reflection index map."""
+    """Assemble a tile's source box from dask chunk pieces, then reflect it past the end."""
+    box, index = read_box(spans)
     out = np.empty(tuple(b - a for a, b in box), dtype=np.float32)
     for block, src, dst in parts:
         out[dst] = np.asarray(block)[src]
@@ -301,12 +77,10 @@ def _read_tile(
 
 
 def _read_tile_direct(
-    reader: Any,
-    box: tuple[tuple[int, int], ...],
-    index: tuple[np.ndarray, ...],
-    name: str,
+    reader: Any, spans: tuple[tuple[int, int, int], ...], name: str
 ) -> np.ndarray:
-    """Read the source box straight from the store (no dask chunk held in memory)."""
+    """Read a tile's source box straight from the store (no dask chunk held in memory)."""
+    box, index = read_box(spans)
     block = np.asarray(reader[tuple(slice(a, b) for a, b in box)], dtype=np.float32)
     if not np.isfinite(block).all():
         lo, hi = tuple(a for a, _ in box), tuple(b for _, b in box)
@@ -331,20 +105,22 @@ def _spill(
 
 def _gather_spilled(
     shape: Triple,
-    contributions: list[tuple[str, tuple[slice, ...], tuple[np.ndarray, ...]]],
+    pieces: list[tuple[str, tuple[slice, ...], tuple[WeightSpec, ...]]],
     folder: str,
     delete: bool,
     marker: str | None,
     *tokens: int,
 ) -> np.ndarray | None:
-    """:func:`_gather` over pieces read from scratch files; optionally remove them after.
+    """Blend pieces read from scratch files (:func:`~scnet_dask.blend.blend_pieces`).
+
+    With ``delete`` the chunk's scratch folder is removed after.
 
     Returns ``None`` when ``marker`` exists: the chunk was already stored (and its pieces
     removed) by an earlier attempt of this task on a worker that died before reporting.
     """
     if marker is not None and os.path.exists(marker):
         return None
-    out = _gather(shape, [(np.load(p), dst, ws) for p, dst, ws in contributions])
+    out = blend_pieces(shape, [(np.load(p), dst, ws) for p, dst, ws in pieces])
     if delete:
         shutil.rmtree(folder, ignore_errors=True)
     return out
@@ -404,24 +180,6 @@ def _predict_group(
 
 def _take(group: list[np.ndarray], i: int, sl: tuple[slice, ...]) -> np.ndarray:
     return group[i][sl].copy()
-
-
-def _gather(
-    shape: Triple,
-    contributions: list[tuple[np.ndarray, tuple[slice, ...], tuple[np.ndarray, ...]]],
-) -> np.ndarray:
-    """Weighted sum of the tile pieces over one chunk, divided by the summed weights."""
-    num = np.zeros(shape, dtype=np.float64)
-    den = np.zeros(shape, dtype=np.float64)
-    for piece, dst, (wz, wy, wx) in contributions:
-        w = wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
-        num[dst] += w * piece
-        den[dst] += w
-    return (num / den).astype(np.float32)
-
-
-def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int]:
-    return max(a0, b0), min(a1, b1)
 
 
 def overlap_add(
@@ -507,22 +265,11 @@ def overlap_add(
 
     read: dict[Any, Any] = {}
     for ijk in np.ndindex(*nblocks):
-        index, box = [], []
-        for k in range(3):
-            a, b = axes[k].tiles[ijk[k]]
-            src = reflect_index(np.arange(a, b), axes[k].n)
-            lo, hi = int(src.min()), int(src.max()) + 1
-            index.append(src - lo)
-            box.append((lo, hi))
+        spans = read_spans(plan, ijk)
         if reader is not None:
-            read[(read_name, *ijk)] = (
-                _read_tile_direct,
-                reader,
-                tuple(box),
-                tuple(index),
-                source_name,
-            )
+            read[(read_name, *ijk)] = (_read_tile_direct, reader, spans, source_name)
             continue
+        box, _ = read_box(spans)
         parts = []
         over = [axes[k].chunks_over(*box[k]) for k in range(3)]
         for cz in over[0]:
@@ -532,33 +279,18 @@ def overlap_add(
                     src_sl, dst_sl = [], []
                     for k in range(3):
                         c0, c1 = axes[k].starts[cijk[k]], axes[k].stops[cijk[k]]
-                        s, e = _overlap(box[k][0], box[k][1], c0, c1)
+                        s, e = max(box[k][0], c0), min(box[k][1], c1)
                         src_sl.append(slice(s - c0, e - c0))
                         dst_sl.append(slice(s - box[k][0], e - box[k][0]))
                     parts.append((in_key(cijk), tuple(src_sl), tuple(dst_sl)))
-        read[(read_name, *ijk)] = (_read_tile, tuple(box), tuple(index), parts)
+        read[(read_name, *ijk)] = (_read_tile, spans, parts)
 
-    # geometry: which part of which tile lands where in which chunk, with its window
-    profiles = [[axes[k].profile(i) for i in range(nblocks[k])] for k in range(3)]
-    geometry: dict[Any, list[Any]] = {}
+    # which part of which tile lands where in which chunk, with its window (blend geometry)
+    geometry = contributions(plan)
     targets: dict[tuple[int, ...], list[tuple[tuple[int, ...], tuple[slice, ...]]]] = {}
-    for cijk in np.ndindex(*nblocks):
-        tile_lists = [axes[k].tiles_over(cijk[k]) for k in range(3)]
-        entries = []
-        for t in (
-            (tz, ty, tx) for tz in tile_lists[0] for ty in tile_lists[1] for tx in tile_lists[2]
-        ):
-            src_sl, dst_sl, ws = [], [], []
-            for k in range(3):
-                a, b = axes[k].tiles[t[k]]
-                c0, c1 = axes[k].starts[cijk[k]], axes[k].stops[cijk[k]]
-                s0, e0 = _overlap(a, min(b, axes[k].n), c0, c1)
-                src_sl.append(slice(s0 - a, e0 - a))
-                dst_sl.append(slice(s0 - c0, e0 - c0))
-                ws.append(profiles[k][t[k]][s0 - a : e0 - a].copy())
-            entries.append((t, tuple(src_sl), tuple(dst_sl), tuple(ws)))
-            targets.setdefault(t, []).append((cijk, tuple(src_sl)))
-        geometry[cijk] = entries
+    for cijk, entries in geometry.items():
+        for c in entries:
+            targets.setdefault(c.tile, []).append((cijk, c.src))
 
     def piece_path(c: tuple[int, ...], t: tuple[int, ...]) -> str:
         folder = scratch_folder(str(scratch), c)
@@ -598,8 +330,8 @@ def overlap_add(
     for cijk, entries in geometry.items():
         shape = tuple(axes[k].stops[cijk[k]] - axes[k].starts[cijk[k]] for k in range(3))
         if scratch is not None:
-            contrib = [(piece_path(cijk, t), c_sl, w3) for t, _, c_sl, w3 in entries]
-            groups = sorted({group_of[t][0] for t, *_ in entries})
+            contrib = [(piece_path(cijk, c.tile), c.dst, c.weights) for c in entries]
+            groups = sorted({group_of[c.tile][0] for c in entries})
             folder = str(Path(contrib[0][0]).parent)
             out[(out_name, *cijk)] = (
                 _gather_spilled,
@@ -611,13 +343,13 @@ def overlap_add(
                 *groups,
             )
             continue
-        contributions = []
-        for t, t_sl, c_sl, w3 in entries:
-            pkey = (piece_name, *t, *cijk)
-            gkey, pos = group_of[t]
-            pieces[pkey] = (_take, gkey, pos, t_sl)
-            contributions.append((pkey, c_sl, w3))
-        out[(out_name, *cijk)] = (_gather, shape, contributions)
+        parts_in = []
+        for c in entries:
+            pkey = (piece_name, *c.tile, *cijk)
+            gkey, pos = group_of[c.tile]
+            pieces[pkey] = (_take, gkey, pos, c.src)
+            parts_in.append((pkey, c.dst, c.weights))
+        out[(out_name, *cijk)] = (blend_pieces, shape, parts_in)
 
     layers = dict(data.dask.layers) if reader is None else {}
     deps = dict(data.dask.dependencies) if reader is None else {}

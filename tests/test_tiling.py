@@ -5,17 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from scnet_dask.model.unet import NET_REACH, SCNetUNet
-from scnet_dask.tiling import (
+from scnet_dask.blend import (
     WINDOW_FLOOR,
     TilePlan,
-    overlap_add,
+    axis_weights,
+    blend_pieces,
+    contributions,
     plan_halo,
     post_filter_radius,
-    predict_whole,
+    read_box,
+    read_spans,
     reflect_index,
     window_profile,
 )
+from scnet_dask.model.unet import NET_REACH, SCNetUNet
+from scnet_dask.tiling import overlap_add, predict_whole
 
 
 def identity(x: np.ndarray) -> np.ndarray:
@@ -209,3 +213,66 @@ def test_direct_reads_and_spilled_pieces_give_the_same_result(tmp_path):
     assert not any(scratch.iterdir())  # every chunk's pieces were removed after blending
     ident = overlap_add(data, identity, make_plan(data, (3, 3, 3)), reader=store, scratch=scratch)
     np.testing.assert_array_equal(ident.compute(scheduler="threads"), vol)
+
+
+# --- blend geometry, without Dask -------------------------------------------------------------
+def _awkward_plan() -> TilePlan:
+    return TilePlan(
+        shape=(37, 50, 29),
+        chunks=((10, 20, 7), (16, 16, 18), (29,)),
+        halo=(5, 9, 3),
+        margin=(3, 6, 2),
+        multiple=8,
+        window="cosine",
+    )
+
+
+def test_blend_geometry_reassembles_the_volume_exactly_without_dask():
+    plan = _awkward_plan()
+    rng = np.random.default_rng(0)
+    vol = rng.standard_normal(plan.shape).astype(np.float32)
+    starts = [np.cumsum((0, *c[:-1])) for c in plan.chunks]
+    geometry = contributions(plan)
+    assert set(geometry) == set(np.ndindex(3, 3, 1))
+    for cijk, entries in geometry.items():
+        c0 = [int(starts[k][cijk[k]]) for k in range(3)]
+        shape = tuple(plan.chunks[k][cijk[k]] for k in range(3))
+        covered = np.zeros(shape, bool)
+        pieces = []
+        for c in entries:
+            # the identity predictor on the tile: the tile's in-volume part, read as a tile would
+            box, index = read_box(read_spans(plan, c.tile))
+            tile = vol[tuple(slice(a, b) for a, b in box)][np.ix_(*index)]
+            crop = tuple(min(b, n) - a for a, b, n in read_spans(plan, c.tile))
+            piece = tile[: crop[0], : crop[1], : crop[2]][c.src]
+            pieces.append((piece, c.dst, c.weights))
+            covered[c.dst] = True
+            for spec, sl in zip(c.weights, c.dst, strict=True):
+                w = axis_weights(spec)
+                assert w.shape == (sl.stop - sl.start,) and (w >= WINDOW_FLOOR).all()
+        assert covered.all(), cijk
+        out = blend_pieces(shape, pieces)
+        want = vol[tuple(slice(c0[k], c0[k] + shape[k]) for k in range(3))]
+        np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+
+
+def test_read_box_reflects_past_the_volume_end_like_numpy():
+    plan = _awkward_plan()
+    vol = np.arange(np.prod(plan.shape), dtype=np.float32).reshape(plan.shape)
+    padded = np.pad(vol, [(0, p - n) for p, n in zip(plan.padded_shape, plan.shape, strict=True)],
+                    mode="reflect")  # fmt: skip
+    last = (2, 2, 0)
+    spans = read_spans(plan, last)
+    box, index = read_box(spans)
+    tile = vol[tuple(slice(a, b) for a, b in box)][np.ix_(*index)]
+    np.testing.assert_array_equal(tile, padded[tuple(slice(a, b) for a, b, _ in spans)])
+
+
+def test_blend_graph_carries_no_weight_arrays():
+    plan = _awkward_plan()
+    data = da.zeros(plan.shape, chunks=plan.chunks, dtype=np.float32)
+    out = overlap_add(data, identity, plan)
+    for task in dict(out.dask).values():
+        if isinstance(task, tuple) and task and task[0] is blend_pieces:
+            for _, _, specs in task[2]:
+                assert all(isinstance(v, (int, str, type(None))) for sp in specs for v in sp)
