@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -25,6 +24,13 @@ from scnet_dask.io.omezarr import (
     multiscales_metadata,
     write_pyramid,
 )
+from scnet_dask.io.resume import (
+    done_folder,
+    done_marker,
+    finish_progress,
+    mark_done,
+    open_progress,
+)
 from scnet_dask.provenance import volume_attrs
 from scnet_dask.stats import finalise_statistics, lazy_statistics
 
@@ -36,7 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_PROGRESS_KEY = "scnet_dask_progress"
 
 
 def source_signature(path: Path) -> dict[str, Any]:
@@ -52,15 +57,6 @@ def source_signature(path: Path) -> dict[str, Any]:
     }
 
 
-def _read_progress(group: zarr.Group) -> dict[str, Any]:
-    value = group.attrs.get(_PROGRESS_KEY, {})
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _write_progress(group: zarr.Group, progress: dict[str, Any]) -> None:
-    group.attrs[_PROGRESS_KEY] = progress
-
-
 def write_volume_zarr(
     data: da.Array,
     tmp: Path,
@@ -74,9 +70,10 @@ def write_volume_zarr(
 ) -> dict[str, Any]:
     """Write a lazy (z, y, x) array into an OME-Zarr at ``tmp``, resumably, slab by slab.
 
-    Level 0 is written in slabs one chunk thick; finished slabs are recorded in a progress file
-    so an interrupted write resumes where it stopped (when ``signature`` matches). The pyramid
-    and the statistics are then computed in one more pass over level 0.
+    Level 0 is written in slabs one chunk thick; each finished slab leaves a marker
+    (:mod:`scnet_dask.io.resume`) so an interrupted write resumes where it stopped (when
+    ``signature`` matches). The pyramid and the statistics are then computed in one more pass
+    over level 0.
 
     Parameters
     ----------
@@ -100,14 +97,9 @@ def write_volume_zarr(
     shape = tuple(int(s) for s in data.shape)
     ch = tuple(min(chunks, s) for s in shape)
     group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
-    progress = _read_progress(group)
-    sig = json.loads(json.dumps(signature or {}))
-    if progress.get("signature") != sig:
-        progress = {"signature": sig, "slabs_done": []}
-        for name in list(group.array_keys()):
-            del group[name]
+    open_progress(group, tmp, signature or {})
     level0 = create_level(group, 0, shape, ch, data.dtype)
-    done = set(progress["slabs_done"])
+    markers = done_folder(tmp)
     data = data.rechunk(ch)
     starts = list(range(0, shape[0], ch[0]))
     with tqdm(
@@ -115,19 +107,17 @@ def write_volume_zarr(
     ) as bar:
         for z0 in starts:
             z1 = min(z0 + ch[0], shape[0])
-            if z0 not in done:
+            if not done_marker(markers, (z0,)).exists():
                 da.store(
                     data[z0:z1],
                     level0,  # type: ignore[arg-type]
                     regions=(slice(z0, z1), slice(None), slice(None)),
                     lock=False,
                 )
-                done.add(z0)
-                progress["slabs_done"] = sorted(done)
-                _write_progress(group, progress)
+                mark_done(tmp, (z0,))
             bar.update(z1 - z0)
     stats = finalise_store(group, voxel_size_angstrom, attrs, pyramid_levels)
-    del group.attrs[_PROGRESS_KEY]
+    finish_progress(group, tmp)
     return stats
 
 

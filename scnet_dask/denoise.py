@@ -32,15 +32,15 @@ from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
 from scnet_dask.io.omezarr import create_level
+from scnet_dask.io.resume import done_folder, done_marker, finish_progress, open_progress
 from scnet_dask.methods import PredictContext, TilePredictor, get
 from scnet_dask.predict import file_sha256
 from scnet_dask.provenance import volume_attrs
-from scnet_dask.tiling import done_marker, overlap_add, scratch_folder
+from scnet_dask.tiling import overlap_add, scratch_folder
 
 __all__ = ["denoise", "build_denoiser", "write_blocks"]
 
 log = logging.getLogger(__name__)
-_PROGRESS_KEY = "scnet_dask_progress"
 
 
 def _check_finite(block: np.ndarray, path: str, block_info: Any = None) -> np.ndarray:
@@ -211,11 +211,6 @@ def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict
     )
 
 
-def _done_dir(store: Path) -> Path:
-    """Folder of per-chunk completion markers, beside (not inside) the store being written."""
-    return store.with_name(f"{store.name}.done")
-
-
 def _store_path(target: Path) -> Path:
     """The OME-Zarr written while denoising into ``target`` (partial or work store)."""
     if str(target).lower().endswith(".zarr"):
@@ -230,14 +225,7 @@ def _scratch_dir(target: Path) -> Path:
 
 def _work_store(tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any]) -> zarr.Array:
     group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
-    progress = group.attrs.get(_PROGRESS_KEY, {})
-    if not isinstance(progress, dict) or progress.get("signature") != sig:
-        if progress:
-            log.info("%s: partial output is from other settings; starting over", tmp)
-        for key in list(group.array_keys()):
-            del group[key]
-        remove_path(_done_dir(tmp))
-        group.attrs[_PROGRESS_KEY] = {"signature": sig}
+    open_progress(group, tmp, sig)
     ch = tuple(min(chunks, s) for s in shape)
     return create_level(group, 0, shape, ch, np.dtype(np.float32))
 
@@ -289,7 +277,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         scratch=scratch,
         source_name=str(src),
         delete_pieces=False,
-        done_markers=_done_dir(_store_path(target)),
+        done_markers=done_folder(_store_path(target)),
     )
     details.update(
         {
@@ -330,36 +318,35 @@ def _write(
     desc = f"denoise {src.name}"
     if is_zarr:
         if not cfg.resume:
-            remove_path(_done_dir(partial_path(target)))
+            remove_path(done_folder(partial_path(target)))
         with atomic_output(target, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
             try:
                 arr = _work_store(tmp, shape, cfg.chunks, sig)
                 written, skipped = write_blocks(
-                    out, arr, _done_dir(tmp), show_progress, desc, _scratch_dir(target)
+                    out, arr, done_folder(tmp), show_progress, desc, _scratch_dir(target)
                 )
             except Exception:
-                remove_path(_done_dir(tmp))
+                remove_path(done_folder(tmp))
                 raise
-            remove_path(_done_dir(tmp))
             group = zarr.open_group(str(tmp), mode="r+")
-            del group.attrs[_PROGRESS_KEY]
+            finish_progress(group, tmp)
             stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 3)
     else:
         work = _store_path(target)
         if not cfg.resume:
             remove_path(work)
-            remove_path(_done_dir(work))
+            remove_path(done_folder(work))
         try:
             arr = _work_store(work, shape, cfg.chunks, sig)
             written, skipped = write_blocks(
-                out, arr, _done_dir(work), show_progress, desc, _scratch_dir(target)
+                out, arr, done_folder(work), show_progress, desc, _scratch_dir(target)
             )
         except Exception:
             remove_path(work)
-            remove_path(_done_dir(work))
+            remove_path(done_folder(work))
             raise
-        remove_path(_done_dir(work))
         group = zarr.open_group(str(work), mode="r+")
+        finish_progress(group, work)
         stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 1)
         result = da.from_zarr(arr)
         with atomic_output(target, overwrite=cfg.overwrite) as tmp:

@@ -47,13 +47,13 @@ from scnet_dask.blend import (
     reflect_index,
 )
 from scnet_dask.errors import nonfinite_input
+from scnet_dask.io.resume import done_marker
 
 __all__ = [
     "Predictor",
     "overlap_add",
     "predict_whole",
     "scratch_folder",
-    "done_marker",
     "tile_seed",
 ]
 
@@ -124,11 +124,6 @@ def _gather_spilled(
     if delete:
         shutil.rmtree(folder, ignore_errors=True)
     return out
-
-
-def done_marker(folder: str | os.PathLike[str], chunk: Sequence[int]) -> Path:
-    """Completion marker of output chunk ``chunk`` (block index z, y, x) in ``folder``."""
-    return Path(folder) / ".".join(str(int(c)) for c in chunk)
 
 
 def scratch_folder(scratch: str | os.PathLike[str], chunk: Sequence[int]) -> Path:

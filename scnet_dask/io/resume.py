@@ -1,0 +1,80 @@
+"""The one resume mechanism of long writes (``convert``, ``denoise``): signature + markers.
+
+A store being written records a *signature* of the job (input, options) in its attributes;
+each finished unit of work (a slab of ``convert``, a chunk of ``denoise``) leaves an empty
+*marker file* in a folder beside the store (``NAME.done``, never inside it, so the store stays a
+valid Zarr). ``--resume`` with the same signature skips the marked units; another signature
+starts over. Markers are written after their unit's data, so a kill between the two only
+redoes that unit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from scnet_dask.io._atomic import remove_path
+
+__all__ = [
+    "PROGRESS_KEY",
+    "done_folder",
+    "done_marker",
+    "open_progress",
+    "mark_done",
+    "finish_progress",
+]
+
+log = logging.getLogger(__name__)
+
+#: Attribute of a store being written that holds its job signature.
+PROGRESS_KEY = "scnet_dask_progress"
+
+
+def done_folder(store: str | os.PathLike[str]) -> Path:
+    """Folder of the completion markers of ``store`` (beside it, not inside)."""
+    p = Path(store)
+    return p.with_name(f"{p.name}.done")
+
+
+def done_marker(folder: str | os.PathLike[str], unit: Sequence[int]) -> Path:
+    """Completion marker of work unit ``unit`` (e.g. a chunk's block index z, y, x)."""
+    return Path(folder) / ".".join(str(int(c)) for c in unit)
+
+
+def open_progress(group: zarr.Group, store: str | os.PathLike[str], signature: Any) -> bool:
+    """Start or continue writing ``group`` (at ``store``) for the job ``signature``.
+
+    Returns whether earlier work of the same job is continued. For another (or no) recorded
+    signature, the group's arrays and the markers are removed and ``signature`` is recorded.
+    """
+    sig = json.loads(json.dumps(signature))
+    value = group.attrs.get(PROGRESS_KEY, {})
+    if isinstance(value, dict) and value.get("signature") == sig:
+        return True
+    if value:
+        log.info("%s: partial output is from other settings; starting over", store)
+    for name in list(group.array_keys()):
+        del group[name]
+    remove_path(done_folder(store))
+    group.attrs[PROGRESS_KEY] = {"signature": sig}
+    return False
+
+
+def mark_done(store: str | os.PathLike[str], unit: Sequence[int]) -> None:
+    """Record that ``unit`` of ``store`` is written (after its data)."""
+    marker = done_marker(done_folder(store), unit)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def finish_progress(group: zarr.Group, store: str | os.PathLike[str]) -> None:
+    """The write is complete: drop the signature and the markers."""
+    remove_path(done_folder(store))
+    if PROGRESS_KEY in group.attrs:
+        del group.attrs[PROGRESS_KEY]
