@@ -18,6 +18,15 @@ from scnet_dask.config import format_validation_error, load_yaml
 from scnet_dask.errors import InputError
 
 __all__ = [
+    "command_from_models",
+    "config_keys",
+    "config_aliases",
+    "params_of",
+    "path_argument",
+    "method_models",
+    "method_help",
+    "method_option",
+    "without_fields",
     "config_option",
     "build_config",
     "setup_logging",
@@ -268,3 +277,105 @@ def on_cluster(kwargs: dict[str, Any]) -> Iterator[Any]:
         if client is not None:
             click.echo(f"scnet-dask: Dask dashboard: {client.dashboard_link}", err=True)
         yield client
+
+
+def config_keys(*models: type[BaseModel]) -> set[str]:
+    """Field names of ``models`` (the keys a ``--config`` file may hold)."""
+    out: set[str] = set()
+    for m in models:
+        out |= set(m.model_fields)
+    return out - {"options"}
+
+
+def config_aliases(*models: type[BaseModel]) -> dict[str, str]:
+    """Alias -> field name of ``models`` (``json`` -> ``json_output``)."""
+    return {
+        info.alias: name for m in models for name, info in m.model_fields.items() if info.alias
+    }
+
+
+def command_from_models(
+    name: str,
+    models: list[tuple[str, type[BaseModel]]],
+    positional: list[click.Argument],
+    body: Callable[..., None],
+    doc: str,
+    cluster: bool = False,
+) -> click.Command:
+    """A command whose options are generated from ``models`` (see ``model_options``)."""
+    skip = {p.name for p in positional if p.name} | {"options"}
+    ms = [m for _, m in models]
+    decorators: list[Callable[[Any], Any]] = [
+        config_option(config_keys(*ms), config_aliases(*ms)),
+        *model_options(models, skip=skip),
+    ]
+    if cluster:
+        decorators.append(cluster_options)
+    params: list[click.Parameter] = list(positional)
+    for deco in decorators:
+        params += params_of(deco)
+    return click.Command(name, callback=body, params=params, help=doc)
+
+
+def params_of(decorator: Callable[[Any], Any]) -> list[click.Parameter]:
+    """The click parameters that an option decorator adds, in ``--help`` order."""
+
+    def f() -> None:  # pragma: no cover - never called
+        pass
+
+    decorator(f)
+    return list(reversed(getattr(f, "__click_params__", [])))
+
+
+def path_argument(name: str, **kw: Any) -> click.Argument:
+    """A positional path argument."""
+    return click.Argument([name], type=click.Path(path_type=Path), **kw)
+
+
+def method_models(kind: str) -> list[tuple[str, type[BaseModel]]]:
+    """``(name, options model)`` of every registered method for ``train`` or ``denoise``."""
+    from scnet_dask.methods import get, names
+
+    out: list[tuple[str, type[BaseModel]]] = []
+    for n in names():
+        m = get(n)
+        model = m.train_options if kind == "train" else m.denoise_options
+        if model is not None:
+            out.append((n, model))
+    return out
+
+
+def method_help(kind: str) -> str:
+    """``--method`` help: each method's one-line summary."""
+    from scnet_dask.methods import get, names
+
+    ms = [get(n) for n in names()]
+    return "; ".join(
+        f"{m.name}: {m.summary.rstrip('.')}" for m in ms if kind != "train" or m.trains
+    )
+
+
+def method_option(kind: str) -> list[tuple[str, type[BaseModel]]]:
+    """A one-field model for ``--method``, with the registry's names as choices."""
+    from typing import Literal
+
+    from pydantic import Field, create_model
+
+    from scnet_dask.methods import names, trainable
+
+    choices = tuple(trainable() if kind == "train" else names())
+    model = create_model(  # type: ignore[call-overload]
+        f"{kind.title()}Method",
+        method=(Literal[choices], Field("scnet", description=method_help(kind))),
+    )
+    return [("", model)]
+
+
+def without_fields(model: type[BaseModel], *names: str) -> type[BaseModel]:
+    """A copy of ``model`` without the fields ``names`` (for option generation only)."""
+    from pydantic import create_model
+
+    fields = {
+        k: (v.annotation, v) for k, v in model.model_fields.items() if k not in names
+    }
+    return create_model(model.__name__, **fields)  # type: ignore[call-overload,no-any-return]

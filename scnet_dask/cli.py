@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel
 
 from scnet_dask import __version__
 from scnet_dask._cliutil import (
     build_config,
     cluster_options,
-    config_option,
-    model_options,
+    command_from_models,
+    method_models,
+    method_option,
     on_cluster,
+    path_argument,
     setup_logging,
+    without_fields,
 )
 from scnet_dask.config import (
     ConvertConfig,
@@ -44,55 +46,6 @@ __all__ = ["cli", "main"]
 _STATE = {"verbose": 0}
 
 
-def _keys(*models: type[BaseModel]) -> set[str]:
-    out: set[str] = set()
-    for m in models:
-        out |= set(m.model_fields)
-    return out - {"options"}
-
-
-def _aliases(*models: type[BaseModel]) -> dict[str, str]:
-    return {
-        info.alias: name for m in models for name, info in m.model_fields.items() if info.alias
-    }
-
-
-def _command(
-    name: str,
-    models: list[tuple[str, type[BaseModel]]],
-    positional: list[click.Argument],
-    body: Callable[..., None],
-    doc: str,
-    cluster: bool = False,
-) -> click.Command:
-    """A command whose options are generated from ``models`` (see ``model_options``)."""
-    skip = {p.name for p in positional if p.name} | {"options"}
-    decorators: list[Callable[[Any], Any]] = [
-        config_option(_keys(*(m for _, m in models)), _aliases(*(m for _, m in models))),
-        *model_options(models, skip=skip),
-    ]
-    if cluster:
-        decorators.append(cluster_options)
-    params: list[click.Parameter] = list(positional)
-    for deco in decorators:
-        params += _params_of(deco)
-    return click.Command(name, callback=body, params=params, help=doc)
-
-
-def _params_of(decorator: Callable[[Any], Any]) -> list[click.Parameter]:
-    """The click parameters that an option decorator adds, in ``--help`` order."""
-
-    def f() -> None:  # pragma: no cover - never called
-        pass
-
-    decorator(f)
-    return list(reversed(getattr(f, "__click_params__", [])))
-
-
-def _arg(name: str, **kw: Any) -> click.Argument:
-    return click.Argument([name], type=click.Path(path_type=Path), **kw)
-
-
 # --- commands ------------------------------------------------------------------------------
 def _convert() -> click.Command:
     def body(**kwargs: Any) -> None:
@@ -108,8 +61,8 @@ def _convert() -> click.Command:
             f"{summary['raw_bytes'] / max(summary['stored_bytes'], 1):.2f}x compression"
         )
 
-    return _command(
-        "convert", [("", ConvertConfig)], [_arg("input"), _arg("output")], body,
+    return command_from_models(
+        "convert", [("", ConvertConfig)], [path_argument("input"), path_argument("output")], body,
         "Convert an MRC/TIFF/Zarr volume INPUT into chunked OME-Zarr OUTPUT.", cluster=True,
     )  # fmt: skip
 
@@ -121,8 +74,8 @@ def _export() -> click.Command:
         summary = run(build_config(ExportConfig, **kwargs))
         click.echo(f"wrote {summary['output']}: shape {tuple(summary['shape'])} {summary['dtype']}")
 
-    return _command(
-        "export", [("", ExportConfig)], [_arg("input"), _arg("output")], body,
+    return command_from_models(
+        "export", [("", ExportConfig)], [path_argument("input"), path_argument("output")], body,
         "Export an OME-Zarr INPUT to an MRC or TIFF OUTPUT (by its suffix).",
     )  # fmt: skip
 
@@ -135,8 +88,8 @@ def _info() -> click.Command:
         data = volume_info(cfg.path)
         click.echo(json.dumps(data) if cfg.json_output else format_info(data))
 
-    return _command(
-        "info", [("", InfoConfig)], [_arg("path")], body,
+    return command_from_models(
+        "info", [("", InfoConfig)], [path_argument("path")], body,
         "Describe a volume: shape, dtype, chunks, voxel size (Å), statistics, pyramid, bytes.",
     )  # fmt: skip
 
@@ -152,48 +105,11 @@ def _prior() -> click.Command:
             f"shape {tuple(summary['shape'])}"
         )
 
-    return _command(
-        "prior", [("", PriorConfig)], [_arg("noisy"), _arg("output")], body,
+    return command_from_models(
+        "prior", [("", PriorConfig)], [path_argument("noisy"), path_argument("output")], body,
         "Make the smoothed prior volume for NOISY (an OME-Zarr) into OUTPUT (.zarr).",
         cluster=True,
     )  # fmt: skip
-
-
-def _method_models(kind: str) -> list[tuple[str, type[BaseModel]]]:
-    from scnet_dask.methods import get, names
-
-    out: list[tuple[str, type[BaseModel]]] = []
-    for n in names():
-        m = get(n)
-        model = m.train_options if kind == "train" else m.denoise_options
-        if model is not None:
-            out.append((n, model))
-    return out
-
-
-def _method_help(kind: str) -> str:
-    from scnet_dask.methods import get, names
-
-    ms = [get(n) for n in names()]
-    return "; ".join(
-        f"{m.name}: {m.summary.rstrip('.')}" for m in ms if kind != "train" or m.trains
-    )
-
-
-def _method_option(kind: str) -> list[tuple[str, type[BaseModel]]]:
-    """A one-field model for ``--method``, with the registry's names as choices."""
-    from typing import Literal
-
-    from pydantic import Field, create_model
-
-    from scnet_dask.methods import names, trainable
-
-    choices = tuple(trainable() if kind == "train" else names())
-    model = create_model(  # type: ignore[call-overload]
-        f"{kind.title()}Method",
-        method=(Literal[choices], Field("scnet", description=_method_help(kind))),
-    )
-    return [("", model)]
 
 
 def _train() -> click.Command:
@@ -221,26 +137,16 @@ def _train() -> click.Command:
         )
 
     models = [
-        *_method_option("train"),
-        ("", _without(TrainConfig, "method")),
-        *_method_models("train"),
+        *method_option("train"),
+        ("", without_fields(TrainConfig, "method")),
+        *method_models("train"),
     ]
-    return _command(
-        "train", models, [_arg("noisy")], body,
+    return command_from_models(
+        "train", models, [path_argument("noisy")], body,
         "Train --method on the NOISY OME-Zarr (its first input); checkpoints to --out. With "
         "--cluster other than threads, one PyTorch DDP rank runs on each Dask worker.",
         cluster=True,
     )  # fmt: skip
-
-
-def _without(model: type[BaseModel], *names: str) -> type[BaseModel]:
-    """A copy of ``model`` without the fields ``names`` (for option generation only)."""
-    from pydantic import create_model
-
-    fields = {
-        k: (v.annotation, v) for k, v in model.model_fields.items() if k not in names
-    }
-    return create_model(model.__name__, **fields)  # type: ignore[call-overload,no-any-return]
 
 
 def _denoise() -> click.Command:
@@ -265,12 +171,12 @@ def _denoise() -> click.Command:
         )
 
     models = [
-        *_method_option("denoise"),
-        ("", _without(DenoiseConfig, "method", "input", "output", "checkpoint")),
-        *_method_models("denoise"),
+        *method_option("denoise"),
+        ("", without_fields(DenoiseConfig, "method", "input", "output", "checkpoint")),
+        *method_models("denoise"),
     ]
     paths = click.Argument(["paths"], nargs=-1, required=True, type=click.Path(path_type=Path))
-    return _command(
+    return command_from_models(
         "denoise", models, [paths], body,
         "Denoise INPUT into OUTPUT: denoise INPUT [CHECKPOINT] OUTPUT. INPUT is OME-Zarr, MRC or "
         "TIFF; OUTPUT is .zarr (OME-Zarr), .mrc/.rec or .tif. CHECKPOINT (best.pt of 'scnet-dask "
@@ -292,8 +198,9 @@ def _simulate() -> click.Command:
             f"{len(m['tilt_angles_deg'])} tilts, noise σ {', '.join(f'{s:g}' for s in sigmas)}"
         )
 
-    return _command(
-        "simulate", [("", SimulateConfig)], [_arg("volume"), _arg("out_dir")], body,
+    return command_from_models(
+        "simulate", [("", SimulateConfig)],
+        [path_argument("volume"), path_argument("out_dir")], body,
         "The paper's simulation: Gaussian σ 2 ground truth, re-projection, noisy tilts, WBP.",
         cluster=True,
     )  # fmt: skip
@@ -324,7 +231,7 @@ def _demo() -> click.Command:
         cfg = build_config(DemoConfig, **kwargs)
         click.echo(run_demo(cfg.out))
 
-    return _command(
+    return command_from_models(
         "demo", [("", DemoConfig)], [], body,
         "Run the pipeline on the embedded sample tomogram and print a summary.",
     )  # fmt: skip
