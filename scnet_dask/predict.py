@@ -15,17 +15,19 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from scnet_dask.errors import InputError
-from scnet_dask.methods.base import Trained
 from scnet_dask.model.checkpoint import load_checkpoint
 
 __all__ = [
+    "Trained",
     "file_sha256",
     "load_trained",
     "forward_normalised",
@@ -108,6 +110,20 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A loaded training checkpoint, networks in eval mode on one device."""
+
+    networks: dict[str, torch.nn.Module]
+    options: Any
+    config: dict[str, Any]
+    normalisation: dict[str, dict[str, Any]]
+    voxel_size_angstrom: tuple[float, float, float] | None
+    path: str
+    sha256: str
+
 
 
 @lru_cache(maxsize=4)

@@ -432,3 +432,16 @@ def test_demo_config(tmp_path, monkeypatch, capsys):
     assert Path(seen["out"]) == tmp_path / "demo-out"
     assert set(DemoConfig.model_fields) == {"out"}
     shutil.rmtree(tmp_path / "demo-out", ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["scnet_dask.predict", "scnet_dask.methods.base", "scnet_dask.methods.scnet",
+     "scnet_dask.model.checkpoint", "scnet_dask.tiling", "scnet_dask.config"],
+)  # fmt: skip
+def test_modules_import_first_without_a_cycle(module):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from scnet_dask.predict import Trained
+
 if TYPE_CHECKING:
     from scnet_dask.io import Volume
 
@@ -128,19 +130,6 @@ class TrainState:
     step: int = 0
     total_steps: int = 1
     update: Callable[[torch.Tensor, str], None] = field(default=lambda loss, name: None)
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A loaded training checkpoint, networks in eval mode on one device."""
-
-    networks: dict[str, torch.nn.Module]
-    options: Any
-    config: dict[str, Any]
-    normalisation: dict[str, dict[str, Any]]
-    voxel_size_angstrom: tuple[float, float, float] | None
-    path: str
-    sha256: str
 
 
 @dataclass(frozen=True)
