@@ -309,10 +309,16 @@ def train(
 
     """
     lead = rank == 0
+    out = Path(cfg.out)
+    created = not out.exists()
     if world == 1:
         _prepare_run_dir(cfg)  # train_distributed does it once, before starting the ranks
-    run = _Run(cfg, rank, world)
-    out = Path(cfg.out)
+    try:
+        run = _Run(cfg, rank, world)
+    except Exception:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # bad input: leave nothing behind
+        raise
     fields = _log_fields(run.method)
     if cfg.resume:
         run.restore(load_checkpoint(out / "last.pt"))

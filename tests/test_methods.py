@@ -128,8 +128,10 @@ def vol_zarr(tmp_path_factory) -> Path:
 
 
 def test_registry_lists_every_builtin_method():
-    assert methods.names() == ["scnet", "n2v", "gaussian", "lowpass", "topaz-3d", "bm4d"]
-    assert methods.trainable() == ["scnet", "n2v"]
+    assert methods.names() == [
+        "scnet", "n2v", "n2n", "s2s", "gaussian", "lowpass", "topaz-3d", "bm4d"
+    ]
+    assert methods.trainable() == ["scnet", "n2v", "n2n", "s2s"]
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         methods.get("nope")
 
@@ -228,6 +230,19 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         "out": "run", "method": "n2v", "features": 8, "upsample": False, "swap_size": 3,
         "swap_window": 7, "swap_ratio": 0.01,
     }),
+    "train-n2n": (["in.zarr"], "scnet_dask.train", "train", {
+        "out": "run", "method": "n2n", "odd": "odd.zarr", "features": 8, "upsample": True,
+    }),
+    "train-s2s": (["in.zarr"], "scnet_dask.train", "train", {
+        "out": "run", "method": "s2s", "features": 8, "depth": 2, "dropout": 0.3, "mask_p": 0.3,
+        "mask_block": 4, "masks_per_patch": 3,
+    }),
+    "denoise-n2n": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
+        "method": "n2n", "post_sigma": 0.5, "normalise": "checkpoint",
+    }),
+    "denoise-s2s": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
+        "method": "s2s", "passes": 5, "pass_batch": 2,
+    }),
     "denoise-scnet": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
         "method": "scnet", "chunks": 64, "halo": 12, "window": "cosine", "batch_size": 3,
         "device": "cpu", "amp": False, "resume": True, "overwrite": True, "post_sigma": 0.0,
@@ -313,7 +328,7 @@ def test_every_config_field_from_yaml_reaches_the_run(case, tmp_path, capsys, mo
         v = got[key]
         if isinstance(value, str) and key not in ("method",) and "/" not in value:
             v = str(v)
-        if key in ("prior", "tilt_series", "tlt", "prior_file", "out"):
+        if key in ("prior", "tilt_series", "tlt", "prior_file", "out", "odd"):
             assert Path(str(v)).name == Path(value).name, key
         else:
             assert v == value, (key, v, value)

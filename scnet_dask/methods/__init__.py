@@ -110,11 +110,13 @@ def _register_builtin() -> None:
     from scnet_dask.methods.bm4d import Bm4d
     from scnet_dask.methods.gaussian import Gaussian
     from scnet_dask.methods.lowpass import Lowpass
+    from scnet_dask.methods.n2n import N2n
     from scnet_dask.methods.n2v import N2v
+    from scnet_dask.methods.s2s import S2s
     from scnet_dask.methods.scnet import Scnet
     from scnet_dask.methods.topaz import Topaz3d
 
-    for cls in (Scnet, N2v, Gaussian, Lowpass, Topaz3d, Bm4d):
+    for cls in (Scnet, N2v, N2n, S2s, Gaussian, Lowpass, Topaz3d, Bm4d):
         register(cls())
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from scnet_dask.errors import InputError
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
 from scnet_dask.model.unet import TILE_MULTIPLE, SCNetUNet
 from scnet_dask.predict import forward_normalised, load_trained
@@ -61,15 +62,36 @@ class NetworkPredictor:
     geometry: Geometry
     network: str = "model"
     input_name: str = "noisy"
+    mean: float | None = None
+    std: float | None = None
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
-        """Return the denoised tiles, same shape, float32, in the input's units."""
+        """Return the denoised tiles, same shape, float32, in the input's units.
+
+        Normalised by ``mean``/``std`` when given (e.g. the input volume's own statistics),
+        else by the checkpoint's statistics of ``input_name``.
+        """
         tr = load_trained(self.checkpoint, self.sha256, self.device)
-        norm = tr.normalisation.get(self.input_name, {})
-        mean, std = float(norm.get("mean", 0.0)), float(norm.get("std", 1.0)) or 1.0
+        mean, std = checkpoint_normalisation(tr, self.input_name)
+        if self.mean is not None and self.std is not None:
+            mean, std = self.mean, self.std
         return forward_normalised(
             tr.networks[self.network], tiles, mean, std, self.device, self.amp
         )
+
+
+def checkpoint_normalisation(tr: Any, name: str) -> tuple[float, float]:
+    """(mean, std) the checkpoint normalised its input ``name`` with (std never 0)."""
+    norm = tr.normalisation.get(name, {})
+    return float(norm.get("mean", 0.0)), float(norm.get("std", 1.0)) or 1.0
+
+
+def volume_normalisation(vol: Any) -> tuple[float, float]:
+    """(mean, std) of a volume: its stored statistics, else one Dask pass."""
+    from scnet_dask.stats import compute_statistics
+
+    stats = vol.attrs.get("statistics") or compute_statistics(vol.data)
+    return float(stats["mean"]), float(stats["std"]) or 1.0
 
 
 def network_predictor(
@@ -98,10 +120,44 @@ class UNetMethod(Method):
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             return net(x)
 
+    def normalisation(self, options: Any, ctx: PredictContext) -> tuple[float, float] | None:
+        """(mean, std) to normalise tiles with; ``None``: the checkpoint's (the default)."""
+        return None
+
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
         """The checkpoint's network on tiles; refuses a checkpoint of another voxel size."""
-        from scnet_dask.errors import InputError
+        tr = self.trained(ctx)
+        net = tr.networks["model"]
+        if not isinstance(net, SCNetUNet):
+            raise InputError(f"{ctx.checkpoint}: network is not SC-Net's U-Net")
+        geom = Geometry(
+            margin=net.receptive_margin,
+            multiple=TILE_MULTIPLE,
+            post_sigma=float(options.post_sigma),
+            upsample=net.upsample_factors,
+        )
+        device = ctx.device
+        norm = self.normalisation(options, ctx)
+        mean, std = norm if norm is not None else (None, None)
+        pred = NetworkPredictor(
+            tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, "model", self.inputs[0],
+            mean, std,
+        )  # fmt: skip
+        return pred, self.details(tr, ctx, device)
 
+    def details(self, tr: Any, ctx: PredictContext, device: str) -> dict[str, Any]:
+        """Provenance of a checkpoint-based prediction."""
+        return {
+            "checkpoint": tr.path,
+            "checkpoint_sha256": ctx.checkpoint_sha256,
+            "train_config": tr.config,
+            "train_options": _json(tr.options),
+            "device": device,
+            "amp": ctx.amp and device.startswith("cuda"),
+        }
+
+    def trained(self, ctx: PredictContext) -> Any:
+        """The checkpoint of ``ctx``, checked: present, of this method, of this voxel size."""
         if ctx.checkpoint is None:
             raise InputError(
                 f"--method {self.name} needs a CHECKPOINT (best.pt from 'scnet-dask train "
@@ -125,26 +181,7 @@ class UNetMethod(Method):
                     f"voxels but {vol.path} has {tuple(round(v, 3) for v in given)} Å; bin the "
                     "input to the training voxel size or train on it"
                 )
-        net = tr.networks["model"]
-        if not isinstance(net, SCNetUNet):
-            raise InputError(f"{ctx.checkpoint}: network is not SC-Net's U-Net")
-        geom = Geometry(
-            margin=net.receptive_margin,
-            multiple=TILE_MULTIPLE,
-            post_sigma=float(options.post_sigma),
-            upsample=net.upsample_factors,
-        )
-        device = ctx.device
-        pred = NetworkPredictor(ckpt, ctx.checkpoint_sha256, device, ctx.amp, geom)
-        details = {
-            "checkpoint": ckpt,
-            "checkpoint_sha256": ctx.checkpoint_sha256,
-            "train_config": tr.config,
-            "train_options": _json(tr.options),
-            "device": device,
-            "amp": ctx.amp and device.startswith("cuda"),
-        }
-        return pred, details
+        return tr
 
 
 def _json(options: Any) -> dict[str, Any]:
