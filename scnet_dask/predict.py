@@ -15,7 +15,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,7 @@ class Trained:
     voxel_size_angstrom: tuple[float, float, float] | None
     path: str
     sha256: str
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 
@@ -157,6 +158,9 @@ def load_trained(path: str, sha256: str = "", device: str = "cpu") -> Trained:
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise InputError(f"{path}: weights do not fit the network in its config ({e})") from e
     norm = {str(k): dict(v) for k, v in dict(data["normalisation"]).items()}
-    voxel = norm.get(method.inputs[0], {}).get("voxel_size_angstrom")
+    first = next(iter(norm.values()), {})
+    voxel = norm.get(method.inputs[0], first).get("voxel_size_angstrom")
     vox = (float(voxel[0]), float(voxel[1]), float(voxel[2])) if voxel else None
-    return Trained(nets, options, dict(data["config"]), norm, vox, path, sha256)
+    prov = dict(data.get("provenance", {}))
+    inputs = {k: str(v) for k, v in prov.items() if k != "scnet_dask_version" and v is not None}
+    return Trained(nets, options, dict(data["config"]), norm, vox, path, sha256, inputs)

@@ -102,6 +102,10 @@ class PatchSampler:
         patch centres are drawn only where it is true.
     augment
         Random flips and 90° rotations, identical for every array.
+    subset
+        Read only this many of the arrays for each patch, drawn without replacement (the
+        Fourier-sampling pool); the batch then names them ``draw0``, ``draw1``, ... in the
+        order drawn. ``None``: every array, by its own name.
 
     Notes
     -----
@@ -121,6 +125,7 @@ class PatchSampler:
         augment: bool = True,
         prefetch: int = 4,
         workers: int = 2,
+        subset: int | None = None,
     ):
         if not arrays:
             raise ValueError(f"the sampler needs at least one array, got {arrays}")
@@ -130,7 +135,10 @@ class PatchSampler:
         missing = sorted(set(arrays) - set(stats))
         if missing:
             raise ValueError(f"no statistics for {missing}")
+        if subset is not None and not 1 <= subset <= len(arrays):
+            raise ValueError(f"subset must be between 1 and {len(arrays)} arrays, got {subset}")
         self.arrays = dict(arrays)
+        self.subset = subset
         self.norm = {
             name: (float(stats[name]["mean"]), float(stats[name]["std"]) or 1.0)
             for name in arrays
@@ -179,27 +187,49 @@ class PatchSampler:
         return origin, aug  # type: ignore[return-value]
 
     # --- reading (worker threads) ---------------------------------------------------------
-    def read(self, origin: tuple[int, int, int], aug: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Read, normalise and augment one (p, p, p) float32 patch of every array."""
+    def choose(self) -> list[str] | None:
+        """The arrays to read for the next patch (``subset`` of them, in drawn order)."""
+        if self.subset is None:
+            return None
+        names = list(self.arrays)
+        picks = self.rng.choice(len(names), size=self.subset, replace=False)
+        return [names[int(i)] for i in picks]
+
+    def batch_names(self) -> list[str]:
+        """Keys of the dicts that :meth:`read` and :meth:`next_batch` return."""
+        if self.subset is None:
+            return list(self.arrays)
+        return [f"draw{i}" for i in range(self.subset)]
+
+    def read(
+        self, origin: tuple[int, int, int], aug: tuple[int, ...], names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Read, normalise and augment one (p, p, p) float32 patch of every array.
+
+        With ``names``, only those arrays, returned as ``draw0``, ``draw1``, ...
+        """
         p = self.patch_size
         sl = tuple(slice(o, o + p) for o in origin)
         out: dict[str, np.ndarray] = {}
         raw: dict[int, np.ndarray] = {}
         done: dict[tuple[int, float, float], np.ndarray] = {}
-        for name, arr in self.arrays.items():
+        chosen = list(self.arrays) if names is None else names
+        keys = chosen if names is None else [f"draw{i}" for i in range(len(names))]
+        for key, name in zip(keys, chosen, strict=True):
+            arr = self.arrays[name]
             m, s = self.norm[name]
-            key = (id(arr), m, s)
-            if key not in done:
+            tag = (id(arr), m, s)
+            if tag not in done:
                 if id(arr) not in raw:
                     raw[id(arr)] = np.asarray(arr[sl], dtype=np.float32)
-                done[key] = apply_augmentation((raw[id(arr)] - m) / s, aug)
-            out[name] = done[key]
+                done[tag] = apply_augmentation((raw[id(arr)] - m) / s, aug)
+            out[key] = done[tag]
         return out
 
     def _fill(self, batch_size: int) -> None:
         while len(self._queue) < self.prefetch * batch_size:
             origin, aug = self.draw()
-            self._queue.append(self._pool.submit(self.read, origin, aug))
+            self._queue.append(self._pool.submit(self.read, origin, aug, self.choose()))
 
     def next_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         """(batch, 1, p, p, p) arrays by name; keeps reads running ahead."""
@@ -209,16 +239,17 @@ class PatchSampler:
         t0 = time.perf_counter()
         patches = [f.result() for f in futures]
         self.wait_seconds += time.perf_counter() - t0
-        return {name: np.stack([q[name] for q in patches])[:, None] for name in self.arrays}
+        names = self.batch_names()
+        return {name: np.stack([q[name] for q in patches])[:, None] for name in names}
 
     def fixed_patches(
         self, n: int, seed: int
-    ) -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
-        """``n`` reproducible (origin, no-augmentation) pairs, e.g. for validation."""
+    ) -> list[tuple[tuple[int, int, int], tuple[int, ...], list[str] | None]]:
+        """``n`` reproducible (origin, no augmentation, arrays) draws, e.g. for validation."""
         saved = self.rng
         self.rng = np.random.default_rng(seed)
         try:
-            return [(self.draw()[0], (0, 0, 0, 0, 0)) for _ in range(n)]
+            return [(self.draw()[0], (0, 0, 0, 0, 0), self.choose()) for _ in range(n)]
         finally:
             self.rng = saved
 

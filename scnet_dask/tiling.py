@@ -147,10 +147,12 @@ def _predict_group(
     post_sigma: float,
     tiles: list[np.ndarray],
     seeds: list[int] | None = None,
+    spans: list[Any] | None = None,
 ) -> list[np.ndarray]:
     """Predict tiles (batched by shape), crop to the volume, apply the post-filter.
 
-    ``seeds`` (one per tile) are passed to stochastic predictors.
+    ``seeds`` (one per tile) are passed to stochastic predictors, ``spans`` (one per tile) to
+    positional ones (see :class:`scnet_dask.methods.Geometry`).
     """
     out: list[np.ndarray | None] = [None] * len(tiles)
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -158,10 +160,12 @@ def _predict_group(
         by_shape.setdefault(t.shape, []).append(i)
     for idx in by_shape.values():
         batch = np.stack([tiles[i] for i in idx])
-        if seeds is None:
-            pred = np.asarray(predict(batch), dtype=np.float32)
-        else:
-            pred = np.asarray(predict(batch, seeds=[seeds[i] for i in idx]), dtype=np.float32)
+        kw: dict[str, Any] = {}
+        if seeds is not None:
+            kw["seeds"] = [seeds[i] for i in idx]
+        if spans is not None:
+            kw["spans"] = [spans[i] for i in idx]
+        pred = np.asarray(predict(batch, **kw), dtype=np.float32)
         if pred.shape != batch.shape:
             raise ValueError(f"predictor returned shape {pred.shape} for input {batch.shape}")
         for j, i in enumerate(idx):
@@ -251,6 +255,7 @@ def overlap_add(
     )
     read_name, pred_name = f"{name}-tile-{token}", f"{name}-net-{token}"
     stochastic = bool(getattr(getattr(predict, "geometry", None), "stochastic", False))
+    positional = bool(getattr(getattr(predict, "geometry", None), "positional", False))
     piece_name, out_name = f"{name}-piece-{token}", f"{name}-blend-{token}"
     axes = [plan.axis(k) for k in range(3)]
     nblocks = tuple(len(c) for c in plan.chunks)
@@ -312,6 +317,7 @@ def overlap_add(
                 # direct reads run inside the prediction task: no tile waits in memory
                 [read[(read_name, *m)] if reader is not None else (read_name, *m) for m in members],
                 [tile_seed(m) for m in members] if stochastic else None,
+                [read_spans(plan, m) for m in members] if positional else None,
             )
             if scratch is not None:
                 spill = [[(piece_path(c, m), sl) for c, sl in targets[m]] for m in members]

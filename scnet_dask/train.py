@@ -78,11 +78,11 @@ class _Run:
         self.out = Path(cfg.out)
         self.method: Method = get(cfg.method)
         self.device = resolve_device(cfg.device)
-        paths = self.method.input_paths(cfg.noisy, cfg.options)
+        paths = self.method.input_paths(cfg.noisy, cfg.options, Path(cfg.out))
         self.paths = paths
         arrays: dict[str, zarr.Array] = {}
         self.stats: dict[str, dict[str, Any]] = {}
-        primary = self.method.inputs[0]
+        primary = next(iter(paths))
         for name, path in paths.items():
             arrays[name], self.stats[name] = _open_level0(path)
             if arrays[name].shape != arrays[primary].shape:
@@ -107,6 +107,7 @@ class _Run:
             mask=mask,
             mask_factor=factor,
             augment=cfg.augment,
+            subset=self.method.patch_subset(cfg.options),
         )
         tiles = math.prod(s // cfg.patch_size for s in shape)
         self.steps = cfg.steps_per_epoch or max(1, int(0.9 * tiles) // cfg.batch_size)
@@ -136,9 +137,10 @@ class _Run:
                 augment=False,
                 prefetch=1,
                 workers=1,
+                subset=self.method.patch_subset(cfg.options),
             )
             self.val_set = [
-                vs.read(o, a) for o, a in vs.fixed_patches(cfg.val_patches, cfg.seed + 2)
+                vs.read(o, a, n) for o, a, n in vs.fixed_patches(cfg.val_patches, cfg.seed + 2)
             ]
             vs.close()
 
@@ -311,9 +313,11 @@ def train(
     lead = rank == 0
     out = Path(cfg.out)
     created = not out.exists()
-    if world == 1:
-        _prepare_run_dir(cfg)  # train_distributed does it once, before starting the ranks
+    if world == 1:  # train_distributed does these once, before starting the ranks
+        _prepare_run_dir(cfg)
     try:
+        if world == 1:
+            get(cfg.method).prepare(cfg, show_progress)
         run = _Run(cfg, rank, world)
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):

@@ -129,9 +129,9 @@ def vol_zarr(tmp_path_factory) -> Path:
 
 def test_registry_lists_every_builtin_method():
     assert methods.names() == [
-        "scnet", "n2v", "n2n", "s2s", "gaussian", "lowpass", "topaz-3d", "bm4d"
+        "scnet", "n2v", "n2n", "s2s", "fourier-n2n", "gaussian", "lowpass", "topaz-3d", "bm4d"
     ]
-    assert methods.trainable() == ["scnet", "n2v", "n2n", "s2s"]
+    assert methods.trainable() == ["scnet", "n2v", "n2n", "s2s", "fourier-n2n"]
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         methods.get("nope")
 
@@ -237,6 +237,14 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         "out": "run", "method": "s2s", "features": 8, "depth": 2, "dropout": 0.3, "mask_p": 0.3,
         "mask_block": 4, "masks_per_patch": 3,
     }),
+    "train-fourier": (["in.zarr"], "scnet_dask.train", "train", {
+        "out": "run", "method": "fourier-n2n", "features": 8, "depth": 2, "dropout": 0.7,
+        "pool_size": 8, "pairs": 3, "pool_block": 4, "pool_keep": 0.4, "pool_flip": 0.2,
+        "pool_float16": True, "pool": "pool",
+    }),
+    "denoise-fourier": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
+        "method": "fourier-n2n", "versions": 4, "passes": 3,
+    }),
     "denoise-n2n": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
         "method": "n2n", "post_sigma": 0.5, "normalise": "checkpoint",
     }),
@@ -328,7 +336,7 @@ def test_every_config_field_from_yaml_reaches_the_run(case, tmp_path, capsys, mo
         v = got[key]
         if isinstance(value, str) and key not in ("method",) and "/" not in value:
             v = str(v)
-        if key in ("prior", "tilt_series", "tlt", "prior_file", "out", "odd"):
+        if key in ("prior", "tilt_series", "tlt", "prior_file", "out", "odd", "pool"):
             assert Path(str(v)).name == Path(value).name, key
         else:
             assert v == value, (key, v, value)

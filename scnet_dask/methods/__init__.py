@@ -108,6 +108,7 @@ def trainable() -> list[str]:
 
 def _register_builtin() -> None:
     from scnet_dask.methods.bm4d import Bm4d
+    from scnet_dask.methods.fourier_n2n import FourierN2n
     from scnet_dask.methods.gaussian import Gaussian
     from scnet_dask.methods.lowpass import Lowpass
     from scnet_dask.methods.n2n import N2n
@@ -116,7 +117,7 @@ def _register_builtin() -> None:
     from scnet_dask.methods.scnet import Scnet
     from scnet_dask.methods.topaz import Topaz3d
 
-    for cls in (Scnet, N2v, N2n, S2s, Gaussian, Lowpass, Topaz3d, Bm4d):
+    for cls in (Scnet, N2v, N2n, S2s, FourierN2n, Gaussian, Lowpass, Topaz3d, Bm4d):
         register(cls())
 
 

@@ -67,6 +67,10 @@ class Geometry:
         Whether the output depends on a random seed (dropout ensembles, sampled masks); the
         tiling then passes one seed per tile, derived from the tile's position, so the output
         is deterministic and safe to resume.
+    positional
+        Whether the predictor reads other volumes at the tile's place (the Fourier pool); the
+        tiling then passes ``spans``: per tile and axis ``(a, b, n)``, the padded coordinates
+        ``[a, b)`` of an axis of ``n`` voxels (see :func:`scnet_dask.blend.read_box`).
 
     """
 
@@ -75,6 +79,7 @@ class Geometry:
     post_sigma: float = 0.0
     upsample: Triple = (1, 1, 1)
     stochastic: bool = False
+    positional: bool = False
 
 
 @runtime_checkable
@@ -199,7 +204,19 @@ class Method:
         """Whether the method is trained (needs ``train`` and a checkpoint)."""
         return self.train_options is not None
 
-    def input_paths(self, primary: Path, options: Any) -> dict[str, Path]:
+    def prepare(self, config: Any, show_progress: bool = True) -> None:
+        """Make what training needs before it starts (e.g. a pool of volumes); once per run."""
+
+    def patch_subset(self, options: Any) -> int | None:
+        """How many inputs each patch reads, drawn without replacement (``None``: all).
+
+        With a number, the batch names the drawn inputs ``draw0``, ``draw1``, ...
+        """
+        return None
+
+    def input_paths(
+        self, primary: Path, options: Any, run_dir: Path | None = None
+    ) -> dict[str, Path]:
         """Paths of the named :attr:`inputs`: the positional input and option fields."""
         paths = {self.inputs[0]: Path(primary)}
         for name in self.inputs[1:]:
