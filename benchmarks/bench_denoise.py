@@ -43,7 +43,7 @@ from scnet_dask.methods._unet import NetworkPredictor, network_predictor
 from scnet_dask.methods.scnet import write_checkpoint
 from scnet_dask.model.unet import SCNetUNet
 from scnet_dask.predict import forward_stats, reset_forward_stats
-from scnet_dask.tiling import TilePlan, plan_halo
+from scnet_dask.blend import TilePlan, plan_halo
 
 
 def make_volume(path: Path, shape: tuple[int, int, int], chunks: int = 128) -> None:
