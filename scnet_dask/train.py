@@ -90,6 +90,13 @@ class _Run:
                     f"{path}: {name} grid {tuple(arrays[name].shape)} differs from the "
                     f"{primary} grid {tuple(arrays[primary].shape)} of {paths[primary]}"
                 )
+            va = self.stats[name]["voxel_size_angstrom"]
+            vb = self.stats[primary]["voxel_size_angstrom"]
+            if max(abs(a - b) / max(a, b, 1e-9) for a, b in zip(va, vb, strict=True)) > 0.01:
+                raise InputError(
+                    f"{path}: {name} voxel size {tuple(va)} Å differs from the {primary} voxel "
+                    f"size {tuple(vb)} Å of {paths[primary]}"
+                )
         z, y, x = (int(s) for s in arrays[primary].shape)
         shape = (z, y, x)
         self.train_region, self.val_region = split_regions(

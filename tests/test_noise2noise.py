@@ -120,6 +120,15 @@ def test_n2n_bad_halves(halves, tmp_path, capsys):
         ["train", even, "--method", "n2n", "--out", tmp_path / "r2", "--device", "cpu"], capsys
     )
     assert code == 1 and "--method n2n needs --odd" in err
+    coarse = write_mrc(tmp_path / "c.mrc", np.zeros((32, 48, 48), np.float32), voxel=20.0)
+    assert run_cli_ok(["convert", coarse, tmp_path / "c.zarr", "--chunks", "16"])
+    code, _, err = run_cli(
+        ["train", even, "--odd", tmp_path / "c.zarr", "--method", "n2n", "--out",
+         tmp_path / "r3", "--patch-size", "16", "--device", "cpu"],
+        capsys,
+    )  # fmt: skip
+    assert code == 1 and "odd voxel size (20.0, 20.0, 20.0) Å differs" in err
+    assert not (tmp_path / "r3").exists()
 
 
 def test_s2s_trains_and_its_ensemble_is_deterministic_and_resumable(halves, capsys, monkeypatch):
