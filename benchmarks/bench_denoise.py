@@ -36,6 +36,7 @@ import zarr
 from scipy.ndimage import gaussian_filter
 
 from scnet_dask._device import resolve_device
+from scnet_dask.blend import TilePlan, plan_halo
 from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import write_volume_zarr
 from scnet_dask.denoise import denoise
@@ -43,7 +44,6 @@ from scnet_dask.methods._unet import NetworkPredictor, network_predictor
 from scnet_dask.methods.scnet import write_checkpoint
 from scnet_dask.model.unet import SCNetUNet
 from scnet_dask.predict import forward_stats, reset_forward_stats
-from scnet_dask.blend import TilePlan, plan_halo
 
 
 def make_volume(path: Path, shape: tuple[int, int, int], chunks: int = 128) -> None:
