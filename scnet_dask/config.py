@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
@@ -272,6 +273,15 @@ class PriorConfig(StrictModel):
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
     overwrite: bool = Field(False, description="Replace an existing output.")
 
+    @field_validator("output")
+    @classmethod
+    def _zarr_suffix(cls, v: Path) -> Path:
+        if not str(v).lower().endswith(".zarr"):
+            raise ValueError(
+                f"the prior is written as OME-Zarr: output must end in .zarr, got {str(v)!r}"
+            )
+        return v
+
     @model_validator(mode="after")
     def _unused(self) -> PriorConfig:
         uses = {
@@ -371,11 +381,16 @@ class SimulateConfig(StrictModel):
     overwrite: bool = Field(False, description="Write into a non-empty OUT_DIR.")
 
     def sigmas(self) -> tuple[float, ...]:
-        """The noise levels as numbers."""
+        """The noise levels as numbers (distinct, finite)."""
         try:
-            return tuple(float(v) for v in self.noise_sigma.split(",") if v.strip())
+            values = tuple(float(v) for v in self.noise_sigma.split(",") if v.strip())
         except ValueError:
             raise InputError(f"--noise-sigma must be numbers, got {self.noise_sigma!r}") from None
+        if len(set(values)) != len(values) or not all(np.isfinite(values)):
+            raise InputError(
+                f"--noise-sigma must be distinct finite numbers, got {self.noise_sigma!r}"
+            )
+        return values
 
 
 class DemoConfig(StrictModel):

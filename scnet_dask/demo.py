@@ -13,13 +13,17 @@ import numpy as np
 from scnet_dask.config import ConvertConfig, DenoiseConfig, ExportConfig, PriorConfig, TrainConfig
 from scnet_dask.convert import convert
 from scnet_dask.denoise import denoise
+from scnet_dask.errors import InputError
 from scnet_dask.export import export
 from scnet_dask.info import format_info, volume_info
 from scnet_dask.io import open_source
 from scnet_dask.prior import make_prior
 from scnet_dask.train import train
 
-__all__ = ["sample_path", "run_demo"]
+__all__ = ["sample_path", "run_demo", "DEMO_MARKER"]
+
+#: File that marks a folder as the demo's own, so that a rerun may replace it.
+DEMO_MARKER = ".scnet-demo"
 
 
 def sample_path(name: str = "temsim_noisy_crop.mrc") -> Path:
@@ -53,8 +57,16 @@ def run_demo(out_dir: Path) -> str:
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        if not out_dir.is_dir():
+            raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
+        if any(out_dir.iterdir()) and not (out_dir / DEMO_MARKER).exists():
+            raise InputError(
+                f"{out_dir}: folder is not empty and was not made by 'scnet-dask demo'; "
+                "choose another --out"
+            )
+        shutil.rmtree(out_dir)  # an earlier demo's outputs
     out_dir.mkdir(parents=True)
+    (out_dir / DEMO_MARKER).write_text("made by scnet-dask demo; replaced by the next demo\n")
     src = sample_path()
     t0 = time.perf_counter()
     zarr_path = out_dir / "sample.ome.zarr"

@@ -154,3 +154,42 @@ def test_bad_option_values(small_mrc, tmp_path, capsys):
     _fails(["convert", small_mrc, tmp_path / "o.mrc"], capsys, "must end in .zarr")
     _fails(["convert", small_mrc, tmp_path / "o.zarr", "--chunks", "3"], capsys, "chunks")
     _fails(["convert", tmp_path / "x.xyz", tmp_path / "o.zarr"], capsys, "x.xyz")
+
+
+# --- misuse cases found by trying the tool as a new user (issue 16, item 6), fixed here -------
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("precious")
+    _fails(["demo", "--out", mine], capsys, "not made by 'scnet-dask demo'")
+    assert (mine / "chapter1.tex").read_text() == "precious"
+
+
+def test_voxel_size_inf_is_refused(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "v.mrc", small_volume)
+    _fails(["convert", src, tmp_path / "o.zarr", "--voxel-size", "inf"], capsys, "voxel_size")
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_simulate_duplicate_noise_levels_refused(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "v.mrc", small_volume)
+    _fails(["simulate", src, tmp_path / "sim", "--noise-sigma", "10,10.0"], capsys, "distinct")
+    assert not (tmp_path / "sim").exists()
+
+
+def test_prior_output_must_be_zarr_and_unused_options_refused(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "v.mrc", small_volume)
+    assert run_cli(["convert", src, tmp_path / "v.zarr"], capsys)[0] == 0
+    _fails(["prior", tmp_path / "v.zarr", tmp_path / "p.mrc"], capsys, "must end in .zarr")
+    assert not (tmp_path / "p.mrc").exists()
+    _fails(["prior", tmp_path / "v.zarr", tmp_path / "p.zarr", "--method", "file",
+            "--prior-file", src, "--sigma", "2"], capsys, "sigma: not used by --method file")  # fmt: skip
+
+
+def test_checkpoint_with_a_baseline_is_refused(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "v.mrc", small_volume)
+    ck = tmp_path / "c.pt"
+    ck.write_bytes(b"x")
+    _fails(["denoise", src, ck, tmp_path / "o.zarr", "--method", "gaussian"], capsys,
+           "takes no checkpoint")  # fmt: skip
+    assert not (tmp_path / "o.zarr").exists()
