@@ -193,3 +193,22 @@ def test_checkpoint_with_a_baseline_is_refused(tmp_path, small_volume, capsys):
     _fails(["denoise", src, ck, tmp_path / "o.zarr", "--method", "gaussian"], capsys,
            "takes no checkpoint")  # fmt: skip
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_unknown_ome_axis_unit_is_refused(tmp_path, small_volume, capsys):
+    import zarr
+
+    src = write_mrc(tmp_path / "v.mrc", small_volume)
+    out = tmp_path / "v.zarr"
+    assert run_cli(["convert", src, out], capsys)[0] == 0
+    g = zarr.open_group(str(out), mode="r+")
+    ome = dict(g.attrs["ome"])
+    ome["multiscales"][0]["axes"][0]["unit"] = "parsec"
+    g.attrs["ome"] = ome
+    _fails(["info", out], capsys, "unknown OME axis unit 'parsec'")
+    ome["multiscales"][0]["axes"][0]["unit"] = "nanometer"
+    g.attrs["ome"] = ome
+    code, stdout, _ = run_cli(["info", out, "--json"], capsys)
+    import json
+
+    assert code == 0 and json.loads(stdout)["voxel_size_angstrom"][0] == pytest.approx(75.0)

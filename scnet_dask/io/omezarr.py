@@ -207,7 +207,8 @@ def open_ome_zarr(
             )
             axes = ms[0].get("axes", [])
             factor = [
-                _unit_to_angstrom(a.get("unit")) if isinstance(a, dict) else 1.0 for a in axes
+                _unit_to_angstrom(a.get("unit"), path) if isinstance(a, dict) else 1.0
+                for a in axes
             ]
             if len(factor) != len(scale):
                 factor = [1.0] * len(scale)
@@ -227,11 +228,23 @@ _UNITS = {
     "nanometer": 10.0,
     "micrometer": 1e4,
     "millimeter": 1e7,
+    "centimeter": 1e8,
     "picometer": 0.01,
+    "femtometer": 1e-5,
     "meter": 1e10,
-    None: 1.0,
+    None: 1.0,  # no unit given: the scale is taken as Å (scnet-dask writes Å)
 }
+#: OME-NGFF axis units that are not lengths; such axes are not spatial.
+_NOT_LENGTH = {"second", "millisecond", "microsecond", "nanosecond", "minute", "hour"}
 
 
-def _unit_to_angstrom(unit: str | None) -> float:
-    return _UNITS.get(unit, 1.0)
+def _unit_to_angstrom(unit: str | None, path: object = "") -> float:
+    """Å per unit of an OME axis; an unknown unit is an error (never silently Å)."""
+    if unit in _UNITS:
+        return _UNITS[unit]
+    if unit in _NOT_LENGTH:
+        return 1.0
+    raise InputError(
+        f"{path}: unknown OME axis unit {unit!r}; expected one of "
+        f"{', '.join(sorted(k for k in _UNITS if k))}"
+    )
