@@ -15,7 +15,7 @@ from tqdm import tqdm
 from scnet_dask.config import ConvertConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, bytes_on_disk, open_source
-from scnet_dask.io._atomic import atomic_output
+from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.io.mrc import open_mrc
 from scnet_dask.io.omezarr import (
     ATTRS_KEY,
@@ -175,6 +175,7 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
         Summary: output path, shape, dtype, voxel size (Å), statistics, bytes stored.
 
     """
+    refuse_overlap(cfg.output, cfg.input)
     src = Path(cfg.input)
     vol = _open_for_convert(src, cfg.chunks)
     voxel = vol.voxel_size_angstrom

@@ -30,7 +30,13 @@ from scnet_dask.convert import finalise_store, source_signature
 from scnet_dask.errors import InputError, nonfinite_input
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
-from scnet_dask.io._atomic import atomic_output, check_output_target, partial_path, remove_path
+from scnet_dask.io._atomic import (
+    atomic_output,
+    check_output_target,
+    partial_path,
+    refuse_overlap,
+    remove_path,
+)
 from scnet_dask.io.omezarr import create_level
 from scnet_dask.io.resume import done_folder, done_marker, finish_progress, open_progress
 from scnet_dask.methods import PredictContext, TilePredictor, get
@@ -242,6 +248,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     """
     src = Path(cfg.input)
     target = Path(cfg.output)
+    refuse_overlap(target, src, cfg.checkpoint)
     check_output_target(target, cfg.overwrite)
     vol = open_source(src)
     stats_in = vol.attrs.get("statistics") or {}

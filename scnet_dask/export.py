@@ -13,7 +13,7 @@ from tqdm import tqdm
 from scnet_dask.config import ExportConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
-from scnet_dask.io._atomic import atomic_output
+from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.io.mrc import write_mrc
 from scnet_dask.io.tiff import write_tiff
 
@@ -57,6 +57,7 @@ def export(cfg: ExportConfig, show_progress: bool = True) -> dict[str, Any]:
         Output path, shape, dtype and voxel size (Å).
 
     """
+    refuse_overlap(cfg.output, cfg.input)
     vol = open_source(cfg.input)
     data = vol.data
     source = dict(vol.attrs.get("source", {}))

@@ -20,7 +20,7 @@ from scnet_dask.config import PriorConfig
 from scnet_dask.convert import write_volume_zarr
 from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, open_source, store_of
-from scnet_dask.io._atomic import atomic_output
+from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.methods.topaz import (
     TOPAZ_HALO,
     TOPAZ_MULTIPLE,
@@ -92,6 +92,7 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
         Output path, method, shape and statistics.
 
     """
+    refuse_overlap(cfg.output, cfg.noisy, cfg.prior_file, cfg.tilt_series, cfg.tlt)
     vol = open_source(cfg.noisy)
     if cfg.method == "gaussian":
         data = _gaussian(vol.data, cfg.sigma)

@@ -27,7 +27,7 @@ from scnet_dask.convert import write_volume_zarr
 from scnet_dask.errors import InputError
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import open_source
-from scnet_dask.io._atomic import atomic_output
+from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.provenance import volume_attrs
 from scnet_dask.recon import project, wbp
 
@@ -75,6 +75,7 @@ def simulate(
 
     """
     out = Path(out_dir)
+    refuse_overlap(out, volume)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: output folder is not empty; pass --overwrite")
     if fmt not in ("zarr", "mrc"):

@@ -26,6 +26,7 @@ from scnet_dask._device import resolve_device
 from scnet_dask.config import TrainConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
+from scnet_dask.io._atomic import refuse_overlap
 from scnet_dask.io.omezarr import get_array
 from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
@@ -268,6 +269,11 @@ def _plain(obj: Any) -> Any:
 
 def _prepare_run_dir(cfg: TrainConfig) -> None:
     out = Path(cfg.out)
+    method = get(cfg.method)
+    if method.patch_subset(cfg.options):  # inputs made inside the run (the Fourier pool)
+        refuse_overlap(out, cfg.noisy)
+    else:
+        refuse_overlap(out, *method.input_paths(cfg.noisy, cfg.options, None).values())
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: run directory path exists and is not a folder")
     if cfg.resume:
@@ -276,6 +282,16 @@ def _prepare_run_dir(cfg: TrainConfig) -> None:
         return
     if (out / "last.pt").exists() and not cfg.overwrite:
         raise InputError(f"{out}: holds a training run; pass --resume to continue or --overwrite")
+    ours = {"last.pt", "best.pt", "log.csv", "curves.png", "pool", "worker-logs"}
+    mine = ("epoch_", ".log.rank", ".last.pt", ".best.pt")
+    names = [p.name for p in out.iterdir()] if out.is_dir() else []
+    foreign = sorted(n for n in names if n not in ours and not n.startswith(mine))
+    if (foreign or "log.csv" in names) and not cfg.overwrite:
+        what = foreign[0] if foreign else "log.csv"
+        raise InputError(
+            f"{out}: folder already holds {what}; pass --overwrite to train there anyway, or "
+            "choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     for name in ("last.pt", "best.pt", "log.csv", "curves.png"):
         (out / name).unlink(missing_ok=True)

@@ -212,3 +212,29 @@ def test_unknown_ome_axis_unit_is_refused(tmp_path, small_volume, capsys):
     import json
 
     assert code == 0 and json.loads(stdout)["voxel_size_angstrom"][0] == pytest.approx(75.0)
+
+
+def test_no_command_writes_into_or_over_its_input(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "t.mrc", small_volume)
+    vol = tmp_path / "in.zarr"
+    assert run_cli(["convert", src, vol], capsys)[0] == 0
+    before_src, before_vol = sha256(src), sha256(vol)
+    _fails(["convert", vol, vol / "sub.zarr"], capsys, "is inside the input")
+    _fails(["denoise", src, src, "--method", "gaussian", "--overwrite"], capsys,
+           "output is the input")  # fmt: skip
+    _fails(["export", vol, vol / "x.mrc"], capsys, "inside the input")
+    _fails(["prior", vol, vol / "p.zarr"], capsys, "inside the input")
+    _fails(["train", vol / "0", "--method", "n2v", "--out", tmp_path], capsys, "contains the input")
+    assert sha256(src) == before_src and sha256(vol) == before_vol
+
+
+def test_train_does_not_take_over_a_folder_of_other_files(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "t.mrc", small_volume)
+    vol = tmp_path / "in.zarr"
+    assert run_cli(["convert", src, vol], capsys)[0] == 0
+    run = tmp_path / "results"
+    run.mkdir()
+    (run / "log.csv").write_text("my own log\n")
+    _fails(["train", vol, "--method", "n2v", "--out", run, "--patch-size", "16"], capsys,
+           "already holds log.csv")  # fmt: skip
+    assert (run / "log.csv").read_text() == "my own log\n"

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from scnet_dask.errors import OutputError
 
-__all__ = ["partial_path", "atomic_output", "check_output_target", "remove_path"]
+__all__ = [
+    "partial_path",
+    "atomic_output",
+    "check_output_target",
+    "refuse_overlap",
+    "remove_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,31 @@ def check_output_target(target: Path, overwrite: bool) -> None:
         raise OutputError(f"{target}: output folder {parent} does not exist or is not a folder")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{target}: output folder {parent} is not writable")
+
+
+def refuse_overlap(output: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> None:
+    """Refuse an output that is, lies inside, or contains one of ``inputs``, whatever the flags.
+
+    Inputs are never modified: writing ``in.zarr/sub.zarr``, replacing ``t.mrc`` by its own
+    denoised volume or writing a run folder around a volume would.
+
+    Raises
+    ------
+    OutputError
+        Naming the output and the input it would touch.
+
+    """
+    out = Path(output).resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).resolve()
+        if out == src or src in out.parents or out in src.parents:
+            how = "is" if out == src else "is inside" if src in out.parents else "contains"
+            raise OutputError(
+                f"{output}: output {how} the input {item}; inputs are never modified, choose "
+                "another output path"
+            )
 
 
 @contextmanager
