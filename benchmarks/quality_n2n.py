@@ -123,7 +123,7 @@ def run_method(name: str, data: dict[str, Path], d: Path, a: argparse.Namespace)
     else:
         cfg = {"noisy": data["noisy"], "method": "fourier-n2n", "features": a.features,
                "depth": 3, "dropout": 0.8, "pool_size": 12, "pairs": 3}  # fmt: skip
-        den_opts = {"versions": 4, "passes": max(1, a.passes // 8)}
+        den_opts = {"versions": 4, "passes": max(1, a.passes // 4)}
     run = d / f"run_{name}"
     t0 = time.perf_counter()
     s = train(TrainConfig.model_validate({**common, **cfg, "out": run}), show_progress=False)
@@ -132,7 +132,7 @@ def run_method(name: str, data: dict[str, Path], d: Path, a: argparse.Namespace)
     t0 = time.perf_counter()
     denoise(DenoiseConfig.model_validate({"input": data["noisy"], "output": out,
                                           "checkpoint": run / "best.pt", "method": cfg["method"],
-                                          "chunks": 64, "device": a.device, "overwrite": True,
+                                          "chunks": a.chunks, "device": a.device, "overwrite": True,
                                           **den_opts}), show_progress=False)  # fmt: skip
     t_inf = time.perf_counter() - t0
     return {"train_s": t_train, "infer_s": t_inf, "steps": s["steps"],
@@ -146,7 +146,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400, help="training steps per method")
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--features", type=int, default=16)
-    ap.add_argument("--passes", type=int, default=16, help="s2s passes (fourier: passes/8 x 4)")
+    ap.add_argument("--passes", type=int, default=8, help="s2s passes (fourier: passes/4 x 4)")
+    ap.add_argument("--chunks", type=int, default=128, help="denoise tile core (voxels)")
     ap.add_argument("--sigmas", default="15", help="noise levels of the 14pf_MT simulation")
     ap.add_argument("--datasets", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--methods", default="n2n,s2s,fourier-n2n")

@@ -74,6 +74,15 @@ def config_option(keys: Iterable[str], aliases: dict[str, str] | None = None) ->
                 param=param,
             )
         data = {rename.get(k, k): v for k, v in data.items()}
+        params = {p.name: p for p in ctx.command.params if p.name}
+        for key, val in data.items():
+            par = params.get(key)
+            if par is None or val is None:
+                continue
+            try:
+                par.type_cast_value(ctx, val)
+            except click.BadParameter as e:
+                raise click.BadParameter(f"{value}: key {key!r}: {e.message}", ctx, param) from None
         ctx.default_map = {**(ctx.default_map or {}), **data}
 
     def decorator(f: F) -> F:

@@ -118,8 +118,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"{p}: cannot read YAML config ({e})") from e
+    except OSError as e:
+        raise InputError(f"{p}: cannot read YAML config ({e.strerror or e})") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{p}: invalid YAML{where}: {problem}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):

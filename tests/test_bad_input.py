@@ -238,3 +238,17 @@ def test_train_does_not_take_over_a_folder_of_other_files(tmp_path, small_volume
     _fails(["train", vol, "--method", "n2v", "--out", run, "--patch-size", "16"], capsys,
            "already holds log.csv")  # fmt: skip
     assert (run / "log.csv").read_text() == "my own log\n"
+
+
+def test_config_file_errors_name_the_file_line_and_key(tmp_path, small_volume, capsys):
+    src = write_mrc(tmp_path / "v.mrc", small_volume)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chunks: 16\nvoxel-size: [1, 2\n")
+    line = _fails(["convert", "--config", bad, src, tmp_path / "o.zarr"], capsys, "bad.yaml",
+                  "invalid YAML at line")  # fmt: skip
+    assert "column" in line
+    typed = tmp_path / "typed.yaml"
+    typed.write_text("chunks: many\n")
+    code, _, err = run_cli(["convert", "--config", typed, src, tmp_path / "o.zarr"], capsys)
+    assert code != 0 and "typed.yaml: key 'chunks'" in err
+    assert not (tmp_path / "o.zarr").exists()
