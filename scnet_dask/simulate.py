@@ -24,7 +24,7 @@ import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
 from scnet_dask.convert import write_volume_zarr
-from scnet_dask.errors import InputError
+from scnet_dask.errors import InputError, nonfinite_input
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import open_source
 from scnet_dask.io._atomic import atomic_output, refuse_overlap
@@ -84,6 +84,9 @@ def simulate(
         raise InputError(f"noise sigmas must be >= 0, got {noise_sigmas}")
     angles = parse_tilts(tilts)
     vol = open_source(volume)
+    bad = int((~da.isfinite(vol.data)).sum().compute())  # one Dask pass
+    if bad:
+        raise nonfinite_input(volume, f" ({bad} voxels)")
     nz = int(vol.data.shape[0])
     voxel = vol.voxel_size_angstrom
     out.mkdir(parents=True, exist_ok=True)

@@ -252,3 +252,37 @@ def test_config_file_errors_name_the_file_line_and_key(tmp_path, small_volume, c
     code, _, err = run_cli(["convert", "--config", typed, src, tmp_path / "o.zarr"], capsys)
     assert code != 0 and "typed.yaml: key 'chunks'" in err
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_rgb_tiff_text_as_mrc_and_odd_slices_are_named(tmp_path, capsys):
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+    _fails(["convert", rgb, tmp_path / "o.zarr"], capsys, "rgb.tif", "colour (RGB) TIFF")
+    _fails(["info", rgb], capsys, "colour (RGB) TIFF")
+    txt = tmp_path / "notes.mrc"
+    txt.write_text("This is a long text file, not a map. " * 100)
+    _fails(["info", txt], capsys, "notes.mrc", "not an MRC file")
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i in range(3):
+        tifffile.imwrite(folder / f"s{i}.tif", np.zeros((16, 16), np.uint8))
+    tifffile.imwrite(folder / "s3.tif", np.zeros((16, 20), np.uint8))
+    _fails(["convert", folder, tmp_path / "f.zarr"], capsys, "s3.tif", "(16, 20)")
+    (folder / "s3.tif").write_text("not a tiff")
+    _fails(["convert", folder, tmp_path / "f.zarr"], capsys, "s3.tif", "not a readable TIFF")
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "f.zarr").exists()
+
+
+def test_complex_zarr_and_nan_simulate_are_refused(tmp_path, small_volume, capsys):
+    import zarr
+
+    z = zarr.create_array(str(tmp_path / "c.zarr"), shape=(8, 8, 8), dtype="complex64")
+    z[...] = 1 + 2j
+    _fails(["convert", tmp_path / "c.zarr", tmp_path / "o.zarr"], capsys, "c.zarr",
+           "not a real-valued volume")  # fmt: skip
+    assert not (tmp_path / "o.zarr").exists()
+    vol = small_volume.copy()
+    vol[3, 4, 5] = np.nan
+    src = write_mrc(tmp_path / "nan.mrc", vol)
+    _fails(["simulate", src, tmp_path / "sim"], capsys, "nan.mrc", "NaN/Inf", "1 voxels")
+    assert not (tmp_path / "sim").exists()

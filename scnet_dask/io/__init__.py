@@ -88,6 +88,13 @@ def open_source(path: str | os.PathLike[str], level: int = 0) -> Volume:
     found = "ome" in attrs and not _placeholder(voxel)
     if ours:
         found = bool(ours.get("voxel_size_found", found))
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.issubdtype(
+        arr.dtype, np.complexfloating
+    ):
+        raise InputError(
+            f"{p}: data type {arr.dtype} is not a real-valued volume (complex or non-numeric "
+            "data would lose information); convert it to real values first"
+        )
     return Volume(p, fmt, arr, voxel, found, ours or {"source": {"format": "zarr"}})
 
 

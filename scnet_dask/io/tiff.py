@@ -116,11 +116,27 @@ def open_tiff(
             dtype = np.dtype(series.dtype)
             voxel, found = _voxel_size(tif)
             ij = _metadata(tif)
+            samples = int(getattr(tif.pages.first, "samplesperpixel", 1) or 1)
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
         raise InputError(f"{files[0]}: not a readable TIFF file ({e})") from e
+    if samples > 1:
+        raise InputError(
+            f"{files[0]}: a colour (RGB) TIFF with {samples} samples per pixel; EM volumes are "
+            "grey-scale: convert it to one channel first"
+        )
     if len(files) > 1:
         if len(shape) != 2:
             raise InputError(f"{files[0]}: expected 2-D slices in {path}, got shape {shape}")
+        for f in files[1:]:
+            try:
+                with tifffile.TiffFile(f) as tif:
+                    other = tuple(int(v) for v in tif.series[0].shape)
+            except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
+                raise InputError(f"{f}: not a readable TIFF slice ({e})") from e
+            if other != shape:
+                raise InputError(
+                    f"{f}: slice of shape {other} differs from {files[0].name}'s {shape}"
+                )
         shape = (len(files),) + shape
     if len(shape) == 2:
         raise InputError(f"{path}: expected a 3-D volume, got a 2-D image of shape {shape}")
