@@ -115,6 +115,41 @@ def _mid_slice(vol: da.Array) -> np.ndarray:
     return np.asarray(vol[vol.shape[0] // 2].compute())
 
 
+_MARKER = ".scnet-evaluate"
+
+
+def _validate(cfg: EvaluateConfig) -> tuple[float, float, float]:
+    """Open every volume and check grids, methods and checkpoints; the noisy voxel size (Å).
+
+    Raises
+    ------
+    InputError
+        Naming the file: a volume that cannot be opened, one on another grid than the noisy
+        volume, a missing checkpoint.
+
+    """
+    from scnet_dask.io._atomic import refuse_overlap
+
+    noisy = open_source(cfg.noisy)
+    shape = tuple(noisy.data.shape)
+    for path in (cfg.reference, cfg.even, cfg.odd):
+        if path is None:
+            continue
+        refuse_overlap(cfg.out_dir, path)
+        other = tuple(open_source(path).data.shape)
+        if other != shape:
+            raise InputError(
+                f"{path}: grid {other} differs from the noisy volume's {shape} ({cfg.noisy})"
+            )
+    refuse_overlap(cfg.out_dir, cfg.noisy)
+    for m in cfg.methods:
+        if m.method == "none":
+            continue
+        if get(m.method).trains and (m.checkpoint is None or not Path(m.checkpoint).is_file()):
+            raise InputError(f"{m.checkpoint}: no such checkpoint for method row {m.name!r}")
+    return noisy.voxel_size_angstrom
+
+
 def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, Any]]:
     """Run every method of ``cfg`` and write the tables and figures into ``cfg.out_dir``.
 
@@ -130,10 +165,14 @@ def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, 
     if (cfg.even is None) != (cfg.odd is None):
         raise InputError("evaluate: give both even and odd halves, or neither")
     out = Path(cfg.out_dir)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise InputError(f"{out}: output folder is not empty; set overwrite: true")
+    vox = _validate(cfg)  # every input, before anything runs or is written
+    ours = out / _MARKER
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite and not ours.exists():
+        raise InputError(
+            f"{out}: output folder is not empty and was not made by evaluate; set overwrite: true"
+        )
     (out / "volumes").mkdir(parents=True, exist_ok=True)
-    vox = open_source(cfg.noisy).voxel_size_angstrom
+    ours.write_text("made by scnet-dask evaluate; a rerun replaces its results\n")
     region = tuple(slice(a, b) for a, b in cfg.fsc_region) if cfg.fsc_region else None
     ref = _lazy(cfg.reference) if cfg.reference else None
     rows: list[dict[str, Any]] = []

@@ -60,3 +60,24 @@ def test_evaluate_bad_config(tmp_path, capsys):
     (tmp_path / "b2.yaml").write_text("noisy: a.mrc\nout_dir: o\nmethods: []\n")
     code, _, err = run_cli(["evaluate", tmp_path / "b2.yaml"], capsys)
     assert code == 1 and "no methods" in err
+
+
+def test_evaluate_checks_everything_first_and_a_rerun_continues(tmp_path, capsys):
+    import numpy as np
+
+    from tests.conftest import write_mrc
+
+    rng = np.random.default_rng(0)
+    write_mrc(tmp_path / "n.mrc", rng.standard_normal((16, 32, 32)).astype(np.float32), 10.0)
+    write_mrc(tmp_path / "r.mrc", rng.standard_normal((16, 32, 24)).astype(np.float32), 10.0)
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(
+        "noisy: n.mrc\nreference: r.mrc\nout_dir: out\nchunks: 16\n"
+        "methods:\n  - {name: g, method: gaussian, sigma: 1.0}\n"
+    )
+    code, _, err = run_cli(["evaluate", cfg], capsys)
+    assert code == 1 and "r.mrc: grid (16, 32, 24) differs" in err
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+    write_mrc(tmp_path / "r.mrc", rng.standard_normal((16, 32, 32)).astype(np.float32), 10.0)
+    assert run_cli(["evaluate", cfg], capsys)[0] == 0
+    assert run_cli(["evaluate", cfg], capsys)[0] == 0  # a rerun replaces its own results
