@@ -206,7 +206,9 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
         "dtype": str(dtype),
         "swap_yz": cfg.swap_yz,
     }
-    with atomic_output(cfg.output, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
+    with atomic_output(
+        cfg.output, overwrite=cfg.overwrite, resume=cfg.resume, keep_on_error=True
+    ) as tmp:
         stats = write_volume_zarr(
             data,
             tmp,

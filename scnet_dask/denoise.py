@@ -36,6 +36,7 @@ from scnet_dask.io._atomic import (
     partial_path,
     refuse_overlap,
     remove_path,
+    stopped,
 )
 from scnet_dask.io.omezarr import create_level
 from scnet_dask.io.resume import done_folder, done_marker, finish_progress, open_progress
@@ -326,14 +327,16 @@ def _write(
     if is_zarr:
         if not cfg.resume:
             remove_path(done_folder(partial_path(target)))
-        with atomic_output(target, overwrite=cfg.overwrite, resume=cfg.resume) as tmp:
+        with atomic_output(
+            target, overwrite=cfg.overwrite, resume=cfg.resume, keep_on_error=True
+        ) as tmp:
             try:
                 arr = _work_store(tmp, shape, cfg.chunks, sig)
                 written, skipped = write_blocks(
                     out, arr, done_folder(tmp), show_progress, desc, _scratch_dir(target)
                 )
-            except Exception:
-                remove_path(done_folder(tmp))
+            except InputError:
+                remove_path(done_folder(tmp))  # bad input: nothing is left behind
                 raise
             group = zarr.open_group(str(tmp), mode="r+")
             finish_progress(group, tmp)
@@ -348,19 +351,21 @@ def _write(
             written, skipped = write_blocks(
                 out, arr, done_folder(work), show_progress, desc, _scratch_dir(target)
             )
-        except Exception:
+            group = zarr.open_group(str(work), mode="r+")
+            stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 1)
+            result = da.from_zarr(arr)
+            with atomic_output(target, overwrite=cfg.overwrite) as tmp:
+                fmt = "tiff" if target.suffix.lower() in (".tif", ".tiff") else "mrc"
+                write_volume_file(
+                    tmp, result, vol.voxel_size_angstrom, attrs["source"], show_progress, fmt
+                )
+        except InputError:
             remove_path(work)
             remove_path(done_folder(work))
             raise
-        group = zarr.open_group(str(work), mode="r+")
+        except Exception as e:  # the work store and its markers stay for --resume
+            raise stopped(target, e) from e
         finish_progress(group, work)
-        stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 1)
-        result = da.from_zarr(arr)
-        with atomic_output(target, overwrite=cfg.overwrite) as tmp:
-            fmt = "tiff" if target.suffix.lower() in (".tif", ".tiff") else "mrc"
-            write_volume_file(
-                tmp, result, vol.voxel_size_angstrom, attrs["source"], show_progress, fmt
-            )
         remove_path(work)
     return {
         "output": str(target),

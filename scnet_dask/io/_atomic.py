@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from scnet_dask.errors import OutputError
+from scnet_dask.errors import InputError, OutputError, RunStopped
 
 __all__ = [
     "partial_path",
@@ -17,6 +17,7 @@ __all__ = [
     "check_output_target",
     "refuse_overlap",
     "remove_path",
+    "stopped",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ def check_output_target(target: Path, overwrite: bool) -> None:
         raise OutputError(f"{target}: output folder {parent} is not writable")
 
 
+def stopped(target: str | os.PathLike[str], error: BaseException) -> RunStopped:
+    """The error of a resumable run that failed part-way: what happened, and ``--resume``."""
+    first = (str(error).splitlines() or [""])[0]
+    return RunStopped(
+        f"{target}: stopped by {type(error).__name__}: {first}; the work done so far is kept, "
+        "rerun the same command with --resume to continue"
+    )
+
+
 def refuse_overlap(output: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> None:
     """Refuse an output that is, lies inside, or contains one of ``inputs``, whatever the flags.
 
@@ -85,11 +95,16 @@ def refuse_overlap(output: str | os.PathLike[str], *inputs: str | os.PathLike[st
 
 
 @contextmanager
-def atomic_output(target: Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
+def atomic_output(
+    target: Path, overwrite: bool = False, resume: bool = False, keep_on_error: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path to write ``target`` into; rename it into place on success.
 
-    On any exception the temporary output is removed (no partial output is left), except for
-    ``KeyboardInterrupt``-like kills, which leave it for ``--resume``.
+    On bad input (:class:`~scnet_dask.errors.InputError`) the temporary output is removed: no
+    output where none was asked for. On any other exception it is removed too, unless
+    ``keep_on_error`` (a resumable writer): then it is kept and the error is re-raised as
+    :class:`~scnet_dask.errors.RunStopped` saying that ``--resume`` continues. Kills
+    (``KeyboardInterrupt``-like) always leave it for ``--resume``.
 
     Parameters
     ----------
@@ -99,6 +114,8 @@ def atomic_output(target: Path, overwrite: bool = False, resume: bool = False) -
         Replace an existing ``target``.
     resume
         Keep an existing temporary output from an interrupted run instead of starting over.
+    keep_on_error
+        Keep the temporary output when the body fails for a reason other than bad input.
 
     """
     target = Path(target)
@@ -109,9 +126,14 @@ def atomic_output(target: Path, overwrite: bool = False, resume: bool = False) -
         remove_path(tmp)
     try:
         yield tmp
-    except Exception:
+    except InputError:
         remove_path(tmp)
         raise
+    except Exception as e:
+        if not keep_on_error:
+            remove_path(tmp)
+            raise
+        raise stopped(target, e) from e
     if target.exists():
         trash = target.with_name(f".{target.name}.old")
         remove_path(trash)

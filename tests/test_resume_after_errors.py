@@ -1,0 +1,97 @@
+"""Resume after any failure, not only after a kill: partial work is kept and --resume finishes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from scnet_dask.io import open_source
+from tests.conftest import run_cli, write_mrc
+from tests.test_denoise import make_checkpoint, structured
+
+
+def test_convert_resumes_after_an_io_error(tmp_path, capsys, monkeypatch):
+    import dask.array as da
+
+    src = write_mrc(tmp_path / "v.mrc", structured((40, 32, 32)), voxel=10.0)
+    ref = tmp_path / "ref.zarr"
+    assert run_cli(["convert", src, ref, "--chunks", "8"], capsys)[0] == 0
+    real, calls = da.store, {"n": 0}
+
+    def nfs_hiccup(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(5, "Input/output error")
+        return real(*a, **k)
+
+    monkeypatch.setattr(da, "store", nfs_hiccup)
+    out = tmp_path / "out.zarr"
+    code, _, err = run_cli(["convert", src, out, "--chunks", "8"], capsys)
+    assert code == 1 and "stopped by OSError" in err and "--resume" in err
+    assert (tmp_path / ".out.zarr.partial").exists() and not out.exists()
+    monkeypatch.setattr(da, "store", real)
+    assert run_cli(["convert", src, out, "--chunks", "8", "--resume"], capsys)[0] == 0
+    np.testing.assert_array_equal(zarr.open_group(str(out))["0"][:], zarr.open_group(str(ref))["0"][:])
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".mrc"])
+def test_denoise_resumes_after_a_predictor_error(suffix, tmp_path, capsys, monkeypatch):
+    vol = write_mrc(tmp_path / "v.mrc", structured((16, 96, 96)), voxel=7.5)
+    ck = make_checkpoint(tmp_path / "c.pt")
+    args = ["--chunks", "16", "--device", "cpu"]
+    ref = tmp_path / f"ref{suffix}"
+    assert run_cli(["denoise", vol, ck, ref, *args], capsys)[0] == 0
+    import scnet_dask.methods._unet as unet
+
+    real, calls = unet.forward_normalised, {"n": 0}
+
+    def oom_late(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 30:  # of 36 tiles: some chunks are finished by then
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(unet, "forward_normalised", oom_late)
+    out = tmp_path / f"out{suffix}"
+    code, _, err = run_cli(["denoise", vol, ck, out, *args], capsys)
+    assert code == 1 and "stopped by RuntimeError" in err and "--resume" in err
+    assert not out.exists()
+    monkeypatch.setattr(unet, "forward_normalised", real)
+    code, stdout, err = run_cli(["denoise", vol, ck, out, *args, "--resume"], capsys)
+    assert code == 0, err
+    assert " 0 resumed" not in stdout
+    a, b = np.asarray(open_source(ref).data), np.asarray(open_source(out).data)
+    np.testing.assert_array_equal(a, b)
+    assert not list(tmp_path.glob(".out*"))  # markers, work store and scratch cleaned up
+
+
+def test_train_resumes_after_an_error(tmp_path, capsys, monkeypatch):
+    src = write_mrc(tmp_path / "v.mrc", structured((32, 48, 48)), voxel=10.0)
+    vol = tmp_path / "v.zarr"
+    assert run_cli(["convert", src, vol, "--chunks", "16"], capsys)[0] == 0
+    args = ["train", vol, "--method", "n2v", "--patch-size", "16", "--features", "4",
+            "--epochs", "3", "--steps-per-epoch", "4", "--val-patches", "1", "--device", "cpu",
+            "--no-plots"]  # fmt: skip
+    assert run_cli([*args, "--out", tmp_path / "ref"], capsys)[0] == 0
+    import scnet_dask.methods.n2v as n2v
+
+    real, calls = n2v.n2v_losses, {"n": 0}
+
+    def broken_at_ninth(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise OSError(116, "Stale file handle")
+        return real(*a, **k)
+
+    monkeypatch.setattr(n2v, "n2v_losses", broken_at_ninth)
+    code, _, err = run_cli([*args, "--out", tmp_path / "run"], capsys)
+    assert code == 1 and "Stale file handle" in err
+    monkeypatch.setattr(n2v, "n2v_losses", real)
+    assert run_cli([*args, "--out", tmp_path / "run", "--resume"], capsys)[0] == 0
+    import torch
+
+    a = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)["networks"]["model"]
+    b = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["networks"]["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
