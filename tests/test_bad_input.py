@@ -182,8 +182,9 @@ def test_prior_output_must_be_zarr_and_unused_options_refused(tmp_path, small_vo
     assert run_cli(["convert", src, tmp_path / "v.zarr"], capsys)[0] == 0
     _fails(["prior", tmp_path / "v.zarr", tmp_path / "p.mrc"], capsys, "must end in .zarr")
     assert not (tmp_path / "p.mrc").exists()
-    _fails(["prior", tmp_path / "v.zarr", tmp_path / "p.zarr", "--method", "file",
-            "--prior-file", src, "--sigma", "2"], capsys, "sigma: not used by --method file")  # fmt: skip
+    args = ["prior", tmp_path / "v.zarr", tmp_path / "p.zarr", "--method", "file",
+            "--prior-file", src, "--sigma", "2"]  # fmt: skip
+    _fails(args, capsys, "sigma: not used by --method file")
 
 
 def test_checkpoint_with_a_baseline_is_refused(tmp_path, small_volume, capsys):
