@@ -224,6 +224,12 @@ class TrainConfig(StrictModel):
     ranks: int | None = Field(
         None, ge=1, description="Data-parallel ranks on a --cluster (default: one per worker)."
     )
+    ddp_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a DDP rank waits at a collective (covers rank 0's validation, "
+        "checkpoints and plots at each epoch end) before the run stops.",
+    )
     resume: bool = Field(False, description="Continue the run in --out exactly.")
     overwrite: bool = Field(False, description="Start over in an existing run directory.")
     options: Any = Field(None, description="The method's own options (validated by it).")

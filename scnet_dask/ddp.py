@@ -35,6 +35,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def rank_device(device: Any, rank: int) -> Any:
+    """The device of DDP ``rank`` on its worker: ``cuda:N`` with an index, or the CPU.
+
+    A worker pinned to one GPU (``CUDA_VISIBLE_DEVICES`` of one device, as dask-cuda and
+    ``scnet_dask.gpu_worker`` set it) uses ``cuda:0``; a worker that sees several GPUs uses
+    ``cuda:{rank % count}``; an explicit ``cuda:N`` is kept.
+    """
+    import torch
+
+    if device.type != "cuda" or device.index is not None:
+        return device
+    count = max(1, torch.cuda.device_count())
+    return torch.device("cuda", rank % count)
+
+
 def _rank_main(
     rank: int, world: int, host: str, port: int, cfg_json: dict[str, Any], timeout_s: float
 ) -> dict[str, Any]:
@@ -45,11 +60,12 @@ def _rank_main(
     from scnet_dask.train import train
 
     cfg = TrainConfig(**cfg_json)
-    device = resolve_device(cfg.device)
+    device = rank_device(resolve_device(cfg.device), rank)
     if device.type == "cuda":
         import torch
 
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # always with an index: torch rejects a bare "cuda"
+        cfg = cfg.model_copy(update={"device": str(device)})
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(
         backend,
@@ -65,7 +81,7 @@ def _rank_main(
 
 
 def train_distributed(
-    cfg: TrainConfig, client: Any, ranks: int | None = None, timeout_s: float = 120.0
+    cfg: TrainConfig, client: Any, ranks: int | None = None, timeout_s: float | None = None
 ) -> dict[str, Any]:
     """Train ``cfg`` with one DDP rank on each of ``ranks`` Dask workers of ``client``.
 
@@ -94,8 +110,10 @@ def train_distributed(
         raise InputError(f"--ranks {world}: the cluster has {len(workers)} worker(s)")
     chosen = workers[:world]
     host = chosen[0].split("://", 1)[-1].rsplit(":", 1)[0]
-    port = _free_port() if host in ("127.0.0.1", "localhost", socket.gethostname()) else 29500
+    # the rendezvous port is probed on rank 0's own host, where the store will listen
+    port = int(client.submit(_free_port, workers=[chosen[0]], pure=False).result())
     cfg_json = cfg.model_dump(mode="json")
+    timeout_s = float(timeout_s if timeout_s is not None else cfg.ddp_timeout_s)
     log.info("DDP: %d ranks on %s, rendezvous tcp://%s:%d", world, chosen, host, port)
     futures = [
         client.submit(

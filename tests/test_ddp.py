@@ -82,3 +82,16 @@ def test_losing_a_worker_stops_cleanly_and_resume_continues(volumes, tmp_path, c
 
     s = train(cfg.model_copy(update={"resume": True}), show_progress=False)
     assert s["epochs"] == 3 and s["steps"] == 36
+
+
+def test_every_gpu_rank_gets_an_indexed_device(monkeypatch):
+    import torch
+
+    from scnet_dask.ddp import rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert rank_device(torch.device("cuda"), 5) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cuda", 3), 5) == torch.device("cuda", 3)
+    assert rank_device(torch.device("cpu"), 5) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a worker pinned to one GPU
+    assert rank_device(torch.device("cuda"), 7) == torch.device("cuda", 0)

@@ -220,7 +220,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         "out": "run", "method": "scnet", "epochs": 3, "patch_size": 32, "batch_size": 4,
         "steps_per_epoch": 7, "val_patches": 2, "val_fraction": 0.2, "lr": 1e-3, "beta1": 0.9,
         "beta2": 0.99, "foreground_mask": True, "augment": False, "device": "cpu", "seed": 5,
-        "plots": False, "ranks": 2, "resume": True, "overwrite": True,
+        "plots": False, "ranks": 2, "ddp_timeout_s": 60.0, "resume": True, "overwrite": True,
         "prior": "p.zarr", "features": 8, "upsample": False, "swap_size": 5, "swap_window": 7,
         "swap_ratio": 0.05, "lambda_rec": 0.9, "lambda_smooth": 0.0, "lambda_exp": 0.3,
         "lambda_reg": 0.02, "rec_warmup": 0.2, "rec_variant": "unreplaced",
