@@ -132,8 +132,10 @@ class WorkerSetup(WorkerPlugin):
 def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
     """A dask-jobqueue cluster for ``spec.kind`` (jobs not yet submitted).
 
-    With ``gpus_per_job`` = G each job asks the batch system for G GPUs and starts G worker
-    processes, each advertising ``GPU=1``. Everything else comes from the dask config.
+    With ``gpus_per_job`` = G each job asks the batch system for G GPUs and runs
+    :mod:`scnet_dask.gpu_worker`, which starts G worker processes, each pinned to its own GPU
+    (``CUDA_VISIBLE_DEVICES``) and advertising ``GPU=1``. Everything else comes from the dask
+    config.
 
     Raises
     ------
@@ -157,8 +159,9 @@ def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
     if spec.gpus_per_job:
         g = spec.gpus_per_job
         kwargs["job_extra_directives"] = [_GPU_DIRECTIVES[spec.kind].format(g=g)]
-        kwargs["processes"] = g
-        kwargs["worker_extra_args"] = ["--resources", "GPU=1"]
+        kwargs["processes"] = g  # per-process threads and memory; our launcher starts them
+        kwargs["worker_command"] = "scnet_dask.gpu_worker"  # one worker per GPU, pinned
+        kwargs["worker_extra_args"] = ["--gpus", str(g)]
     if spec.log_dir is not None:
         kwargs["log_directory"] = str(spec.log_dir)
     try:

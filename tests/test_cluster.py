@@ -23,21 +23,56 @@ pytestmark = pytest.mark.cluster
 
 @pytest.mark.parametrize(
     ("kind", "gpu_line"),
-    [("slurm", "#SBATCH --gres=gpu:2"), ("pbs", "#PBS -l ngpus=2"), ("lsf", '#BSUB -gpu "num=2"')],
+    [("slurm", "#SBATCH --gres=gpu:4"), ("pbs", "#PBS -l ngpus=4"), ("lsf", '#BSUB -gpu "num=4"')],
 )
-def test_job_scripts_carry_gpu_and_resource_lines(kind, gpu_line, tmp_path):
+def test_job_scripts_start_one_pinned_worker_per_gpu(kind, gpu_line, tmp_path):
     pytest.importorskip("dask_jobqueue")
     cfg = {f"jobqueue.{kind}.cores": 8, f"jobqueue.{kind}.memory": "32GB"}
     with dask.config.set(cfg):
-        spec = ClusterSpec(kind=kind, gpus_per_job=2, dashboard_address=":0", log_dir=tmp_path)
+        spec = ClusterSpec(kind=kind, gpus_per_job=4, dashboard_address=":0", log_dir=tmp_path)
         cluster = make_jobqueue_cluster(spec)
         try:
             script = cluster.job_script()
         finally:
             cluster.close()
     assert gpu_line in script
-    assert "--resources GPU=1" in script and "--nworkers 2" in script
+    assert "-m scnet_dask.gpu_worker" in script and "--gpus 4" in script
+    assert "--nthreads 2" in script  # 8 cores over 4 GPU workers
     assert str(tmp_path) in script  # worker logs go to the run's folder
+    # what that command starts: 4 workers, each pinned to a different GPU, GPU=1 each
+    from scnet_dask.gpu_worker import plan
+
+    workers = plan("tcp://h:1", 4, "3,5,6,7", ["--nthreads", "2"], "job-0")
+    assert [env["CUDA_VISIBLE_DEVICES"] for env, _ in workers] == ["3", "5", "6", "7"]
+    assert all("GPU=1" in cmd and "--nworkers" in cmd for _, cmd in workers)
+    assert [cmd[-1] for _, cmd in workers] == ["job-0-0", "job-0-1", "job-0-2", "job-0-3"]
+    with pytest.raises(ValueError, match="sees only 2 GPU"):
+        plan("tcp://h:1", 4, "0,1", [], None)
+
+
+def test_gpu_worker_launcher_pins_each_worker_it_starts(tmp_path):
+    import subprocess
+    import sys
+
+    with LocalCluster(n_workers=0, dashboard_address=":0", processes=True) as cluster, Client(
+        cluster
+    ) as client:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "4,9"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scnet_dask.gpu_worker", cluster.scheduler_address,
+             "--gpus", "2", "--name", "job", "--nthreads", "1"],
+            env=env,
+        )  # fmt: skip
+        try:
+            client.wait_for_workers(2, timeout=120)
+            seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+            info = client.scheduler_info(n_workers=-1)["workers"].values()
+            assert sorted(seen.values()) == ["4", "9"]
+            assert all(w["resources"] == {"GPU": 1} for w in info)
+            assert sorted(w["name"] for w in info) == ["job-0", "job-1"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
 
 
 def test_jobqueue_without_config_is_one_clear_error():
