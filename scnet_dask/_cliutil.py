@@ -44,6 +44,7 @@ CLUSTER_KEYS = (
     "gpus_per_job",
     "dashboard_address",
     "worker_logs",
+    "worker_timeout",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -259,6 +260,13 @@ def cluster_options(f: F) -> F:
             default=None,
             help="Folder for the workers' log files.",
         ),
+        click.option(
+            "--worker-timeout",
+            type=float,
+            default=600.0,
+            show_default=True,
+            help="Seconds without any worker after which a run stops (resumable).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -281,6 +289,7 @@ def on_cluster(kwargs: dict[str, Any]) -> Iterator[Any]:
         gpus_per_job=kwargs.pop("gpus_per_job"),
         dashboard_address=kwargs.pop("dashboard_address"),
         log_dir=kwargs.pop("worker_logs"),
+        worker_timeout_s=kwargs.pop("worker_timeout"),
     )
     with cluster_client(spec) as client:
         if client is not None:

@@ -70,6 +70,9 @@ class ClusterSpec:
         ``:0``: any free port).
     log_dir
         Folder for worker log files (default: none, logs stay with the workers).
+    worker_timeout_s
+        A run whose cluster has had no worker for this long stops with one line (kept work
+        resumes) instead of waiting forever.
 
     """
 
@@ -80,6 +83,7 @@ class ClusterSpec:
     gpus_per_job: int = 0
     dashboard_address: str = "127.0.0.1:8787"
     log_dir: Path | None = None
+    worker_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         ok = ("threads", "local", *JOBQUEUE_KINDS)
@@ -129,6 +133,23 @@ class WorkerSetup(WorkerPlugin):
         """Nothing to release."""
 
 
+def _lifetime(walltime: Any) -> str | None:
+    """A worker ``--lifetime`` 5 minutes (or 10 %) shorter than a ``[D-]HH:MM[:SS]`` walltime."""
+    if not walltime:
+        return None
+    text = str(walltime).strip()
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(v) for v in text.split(":")]
+    while len(parts) < 3:
+        parts.append(0)
+    seconds = days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+    margin = min(300, seconds // 10)
+    return f"{max(60, seconds - margin)}s"
+
+
 def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
     """A dask-jobqueue cluster for ``spec.kind`` (jobs not yet submitted).
 
@@ -162,6 +183,10 @@ def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
         kwargs["processes"] = g  # per-process threads and memory; our launcher starts them
         kwargs["worker_command"] = "scnet_dask.gpu_worker"  # one worker per GPU, pinned
         kwargs["worker_extra_args"] = ["--gpus", str(g)]
+    lifetime = _lifetime(dask.config.get(f"jobqueue.{spec.kind}.walltime", None))
+    if lifetime:  # workers retire before the batch system kills them; adapt replaces the job
+        extra = list(kwargs.get("worker_extra_args", []))
+        kwargs["worker_extra_args"] = extra + ["--lifetime", lifetime, "--lifetime-stagger", "2m"]
     if spec.log_dir is not None:
         kwargs["log_directory"] = str(spec.log_dir)
     try:
@@ -223,7 +248,8 @@ def cluster_client(spec: ClusterSpec) -> Iterator[Any]:
     else:
         cluster = _local_cluster(spec) if spec.kind == "local" else make_jobqueue_cluster(spec)
         if spec.kind in JOBQUEUE_KINDS:
-            cluster.scale(jobs=spec.jobs)
+            # adapt with a fixed size: jobs that end at their wall time are replaced
+            cluster.adapt(minimum_jobs=spec.jobs, maximum_jobs=spec.jobs)
         client = Client(cluster)
         log.info("Dask dashboard: %s", client.dashboard_link)
     try:
@@ -233,7 +259,9 @@ def cluster_client(spec: ClusterSpec) -> Iterator[Any]:
             log_dir = str(spec.log_dir.resolve())
         client.register_plugin(WorkerSetup(spec.threads_per_worker, log_dir))
         # our rechunks are small and local (slabs, tiles): plain tasks, not the p2p shuffle
-        with dask.config.set({"array.rechunk.method": "tasks"}):
+        with dask.config.set(
+            {"array.rechunk.method": "tasks", "scnet_dask.worker_timeout_s": spec.worker_timeout_s}
+        ):
             yield client
     finally:
         client.close()

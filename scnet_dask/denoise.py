@@ -27,7 +27,7 @@ from tqdm import tqdm
 from scnet_dask.blend import TilePlan, plan_halo
 from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import finalise_store, source_signature
-from scnet_dask.errors import InputError, nonfinite_input
+from scnet_dask.errors import InputError, RunStopped, nonfinite_input
 from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import (
@@ -174,13 +174,7 @@ def write_blocks(
     ) as bar:
         client = _client()
         if client is not None:
-            from distributed import as_completed
-
-            futures = client.compute(tasks, optimize_graph=False)
-            for f in as_completed(futures):
-                f.result()
-                f.release()  # a finished chunk is never recomputed if its worker dies later
-                bar.update(1)
+            _run_on_cluster(client, tasks, bar)
         else:
             from dask.callbacks import Callback
 
@@ -192,6 +186,47 @@ def write_blocks(
             with _Progress():
                 dask.compute(*tasks, optimize_graph=False, scheduler="threads")
     return len(layer), skipped
+
+
+def _run_on_cluster(client: Any, tasks: list[Delayed], bar: Any) -> None:
+    """Compute ``tasks`` on ``client``; tasks of a lost worker are retried on the others.
+
+    Finished chunks are released at once (never recomputed if their worker dies later). If the
+    cluster has no worker for ``scnet_dask.worker_timeout_s`` seconds (dask config, set by
+    ``--worker-timeout``), the run stops with :class:`~scnet_dask.errors.RunStopped` instead of
+    waiting forever.
+    """
+    import time
+
+    from distributed import wait
+
+    limit = float(dask.config.get("scnet_dask.worker_timeout_s", 600.0))
+    futures = client.compute(tasks, optimize_graph=False, retries=3)
+    pending = set(futures)
+    alone_since: float | None = None
+    while pending:
+        try:
+            res = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            done, pending = set(res.done), set(res.not_done)
+        except TimeoutError:
+            done = set()
+        for f in done:
+            f.result()
+            f.release()  # a finished chunk is never recomputed if its worker dies later
+            bar.update(1)
+        if done:
+            alone_since = None
+            continue
+        if client.scheduler_info(n_workers=-1).get("workers"):
+            alone_since = None
+        elif alone_since is None:
+            alone_since = time.monotonic()
+        elif time.monotonic() - alone_since > limit:
+            client.cancel(list(pending))
+            raise RunStopped(
+                f"the cluster has had no worker for {limit:.0f} s (jobs ended or were killed); "
+                "the chunks written so far are kept: rerun with --resume"
+            )
 
 
 def _client() -> Any:

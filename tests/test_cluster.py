@@ -147,3 +147,61 @@ def test_killing_a_worker_mid_denoise_gives_the_identical_output(tmp_path):
     a = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")["0"][...]
     b = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"][...]
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_cluster_that_loses_all_workers_stops_the_run_and_resume_finishes(tmp_path):
+    from scnet_dask.errors import RunStopped
+
+    vol = write_mrc(tmp_path / "v.mrc", structured((32, 64, 64), seed=4))
+    ck = make_checkpoint(tmp_path / "c.pt", features=4)
+
+    def cfg(name, resume=False):
+        return DenoiseConfig(
+            input=vol, checkpoint=ck, output=tmp_path / name, chunks=16, device="cpu",
+            resume=resume,
+        )  # fmt: skip
+
+    denoise(cfg("ref.zarr"), show_progress=False)
+    done = tmp_path / ".out.zarr.partial.done"
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
+        as cluster,
+        Client(cluster),
+        dask.config.set({"scnet_dask.worker_timeout_s": 3.0}),
+    ):  # fmt: skip
+        def vanish():
+            deadline = time.time() + 120
+            while time.time() < deadline and len(list(done.glob("*"))) < 4:
+                time.sleep(0.05)
+            cluster.scale(0)  # every job ended at its wall time
+
+        th = threading.Thread(target=vanish, daemon=True)
+        th.start()
+        t0 = time.time()
+        with pytest.raises(RunStopped, match="no worker for 3 s"):
+            denoise(cfg("out.zarr"), show_progress=False)
+        assert time.time() - t0 < 100
+        th.join()
+    assert (tmp_path / ".out.zarr.partial").exists() and len(list(done.glob("*"))) >= 4
+    res = denoise(cfg("out.zarr", resume=True), show_progress=False)
+    assert res["chunks_skipped"] >= 4
+    a = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")["0"][...]
+    b = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"][...]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_worker_lifetime_follows_the_walltime(tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    from scnet_dask.cluster import _lifetime
+
+    assert _lifetime("01:00:00") == "3300s" and _lifetime("1-00:00") == "86100s"
+    assert _lifetime(None) is None and _lifetime("00:10:00") == "540s"
+    cfg = {"jobqueue.slurm.cores": 4, "jobqueue.slurm.memory": "8GB",
+           "jobqueue.slurm.walltime": "02:00:00"}  # fmt: skip
+    with dask.config.set(cfg):
+        cluster = make_jobqueue_cluster(ClusterSpec(kind="slurm", dashboard_address=":0"))
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+    assert "--lifetime 6900s" in script and "--lifetime-stagger 2m" in script
