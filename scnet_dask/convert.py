@@ -45,16 +45,26 @@ log = logging.getLogger(__name__)
 
 
 def source_signature(path: Path) -> dict[str, Any]:
-    """Path, size and modification time of an input.
+    """What identifies an input's content cheaply, to decide whether a partial output resumes.
 
-    A partial output made from the input is resumed only while these match.
+    A file: path, size and modification time. A Zarr store: the SHA-256 of its metadata
+    documents (``zarr.json`` of the group and its arrays: shapes, chunks, and scnet-dask's
+    statistics and provenance time stamps, which change when a volume is converted again).
+    A partial output made from the input is resumed only while this matches.
     """
-    st = path.stat() if path.is_file() else None
-    return {
-        "path": str(path.resolve()),
-        "size": st.st_size if st else None,
-        "mtime_ns": st.st_mtime_ns if st else None,
-    }
+    import hashlib
+
+    path = Path(path)
+    if path.is_file():
+        st = path.stat()
+        return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    h = hashlib.sha256()
+    for meta in sorted(path.glob("**/zarr.json")) if path.is_dir() else []:
+        if ".partial" in str(meta.relative_to(path)):
+            continue
+        h.update(str(meta.relative_to(path)).encode())
+        h.update(meta.read_bytes())
+    return {"path": str(path.resolve()), "metadata_sha256": h.hexdigest()}
 
 
 def write_volume_zarr(

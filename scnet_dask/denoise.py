@@ -241,6 +241,8 @@ def _client() -> Any:
 def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
     opts = cfg.model_dump(mode="json", exclude={"resume", "overwrite", "output", "device"})
     opts["options"] = cfg.options.model_dump(mode="json")
+    # the numbers a chunk holds depend on bf16 autocast: never mix fp32 and bf16 chunks
+    opts["numerics"] = "bf16" if details.get("amp") else "fp32"
     return json.loads(
         json.dumps(
             {

@@ -96,3 +96,31 @@ def test_train_resumes_after_an_error(tmp_path, capsys, monkeypatch):
     b = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["networks"]["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_refuses_a_reconverted_zarr_input(tmp_path, capsys):
+    import scnet_dask.denoise as den_mod
+
+    src = write_mrc(tmp_path / "v.mrc", structured((16, 48, 48)), voxel=10.0)
+    vol = tmp_path / "v.zarr"
+    assert run_cli(["convert", src, vol, "--chunks", "16"], capsys)[0] == 0
+    real, calls = den_mod._store_block, {"n": 0}
+
+    def killed(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    den_mod._store_block = killed
+    try:
+        args = ["denoise", vol, tmp_path / "o.zarr", "--method", "gaussian", "--chunks", "16"]
+        assert run_cli(args, capsys)[0] == 130
+    finally:
+        den_mod._store_block = real
+    # the same path, another volume: the partial chunks must not be mixed in
+    src2 = write_mrc(tmp_path / "w.mrc", structured((16, 48, 48), seed=9), voxel=10.0)
+    assert run_cli(["convert", src2, vol, "--chunks", "16", "--overwrite"], capsys)[0] == 0
+    code, out, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert " 0 resumed" in out  # started over
