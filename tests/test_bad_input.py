@@ -109,7 +109,7 @@ def test_unwritable_output_folder(small_mrc, tmp_path, capsys):
     _fails(["convert", small_mrc, tmp_path / "missing" / "o.zarr"], capsys, "does not exist")
 
 
-def test_disk_full_midway_leaves_nothing(small_mrc, tmp_path, capsys, monkeypatch):
+def test_disk_full_midway_keeps_the_work_for_resume(small_mrc, tmp_path, capsys, monkeypatch):
     from zarr.storage import LocalStore
 
     real_set = LocalStore.set
@@ -123,10 +123,14 @@ def test_disk_full_midway_leaves_nothing(small_mrc, tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(LocalStore, "set", full_set)
     before = sha256(small_mrc)
-    _fails(["convert", small_mrc, tmp_path / "o.zarr", "--chunks", "8"], capsys, "No space left")
+    args = ["convert", small_mrc, tmp_path / "o.zarr", "--chunks", "8"]
+    _fails(args, capsys, "No space left", "--resume")
     assert not (tmp_path / "o.zarr").exists()
-    _no_partial(tmp_path)
+    assert (tmp_path / ".o.zarr.partial").exists()  # the work so far is kept
     assert sha256(small_mrc) == before
+    monkeypatch.setattr(LocalStore, "set", real_set)  # space was freed
+    assert run_cli([*args, "--resume"], capsys)[0] == 0
+    _no_partial(tmp_path)
 
 
 def test_export_disk_full_leaves_nothing(small_mrc, tmp_path, capsys, monkeypatch):

@@ -91,13 +91,13 @@ def read_mrc_header(path: str | os.PathLike[str]) -> MrcInfo:
         raise InputError(f"{path}: not a readable MRC file ({e})") from e
     if header is None:
         raise InputError(f"{path}: not a readable MRC file (header too short)")
-    if bytes(header.map).strip(b"\x00 ") not in (b"MAP", b""):
-        raise InputError(f"{path}: not an MRC file (no 'MAP ' identifier in its header)")
     try:
         dtype = mrcfile.utils.data_dtype_from_header(header)
     except ValueError as e:
-        if not 0 <= int(header.mode) <= 16 or bytes(header.map).strip(b"\x00 ") != b"MAP":
-            raise InputError(f"{path}: not an MRC file (mode {int(header.mode)})") from e
+        if bytes(header.map).strip(b"\x00 ") != b"MAP":  # old-style headers lack the ID
+            raise InputError(
+                f"{path}: not an MRC file (no 'MAP ' identifier and no valid mode)"
+            ) from e
         raise InputError(f"{path}: unsupported MRC mode {int(header.mode)}") from e
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     ispg = int(header.ispg)
