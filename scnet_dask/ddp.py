@@ -100,9 +100,9 @@ def train_distributed(
     from distributed import as_completed
 
     from scnet_dask.methods import get
-    from scnet_dask.train import _prepare_run_dir
+    from scnet_dask.rundir import prepare_run_dir
 
-    _prepare_run_dir(cfg)
+    prepare_run_dir(cfg)
     get(cfg.method).prepare(cfg, show_progress=False)
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     world = ranks or len(workers)

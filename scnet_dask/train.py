@@ -26,18 +26,16 @@ from scnet_dask._device import resolve_device
 from scnet_dask.config import TrainConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
-from scnet_dask.io._atomic import refuse_overlap
 from scnet_dask.io.omezarr import get_array
 from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
+from scnet_dask.rundir import log_fields, prepare_run_dir, truncate_log
 from scnet_dask.sampling import PatchSampler, foreground_mask, split_regions
 from scnet_dask.stats import compute_statistics
 
 __all__ = ["train", "TrainingDiverged"]
 
 log = logging.getLogger(__name__)
-_META = ["epoch", "step"]
-_TIMING = ["lr", "step_seconds", "wait_seconds"]
 
 
 class TrainingDiverged(ValueError):
@@ -267,51 +265,6 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _prepare_run_dir(cfg: TrainConfig) -> None:
-    out = Path(cfg.out)
-    method = get(cfg.method)
-    if method.patch_subset(cfg.options):  # inputs made inside the run (the Fourier pool)
-        refuse_overlap(out, cfg.noisy)
-    else:
-        refuse_overlap(out, *method.input_paths(cfg.noisy, cfg.options, None).values())
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: run directory path exists and is not a folder")
-    if cfg.resume:
-        if not (out / "last.pt").exists():
-            raise InputError(f"{out}: nothing to resume (no last.pt)")
-        return
-    if (out / "last.pt").exists() and not cfg.overwrite:
-        raise InputError(f"{out}: holds a training run; pass --resume to continue or --overwrite")
-    ours = {"last.pt", "best.pt", "log.csv", "curves.png", "pool", "worker-logs"}
-    mine = ("epoch_", ".log.rank", ".last.pt", ".best.pt")
-    names = [p.name for p in out.iterdir()] if out.is_dir() else []
-    foreign = sorted(n for n in names if n not in ours and not n.startswith(mine))
-    if (foreign or "log.csv" in names) and not cfg.overwrite:
-        what = foreign[0] if foreign else "log.csv"
-        raise InputError(
-            f"{out}: folder already holds {what}; pass --overwrite to train there anyway, or "
-            "choose another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("last.pt", "best.pt", "log.csv", "curves.png"):
-        (out / name).unlink(missing_ok=True)
-
-
-def _log_fields(method: Method) -> list[str]:
-    return [*_META, *method.log_terms, *_TIMING]
-
-
-def _truncate_log(path: Path, step: int, fields: list[str]) -> None:
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-
 def train(
     cfg: TrainConfig, show_progress: bool = True, rank: int = 0, world: int = 1
 ) -> dict[str, Any]:
@@ -337,7 +290,7 @@ def train(
     out = Path(cfg.out)
     created = not out.exists()
     if world == 1:  # train_distributed does these once, before starting the ranks
-        _prepare_run_dir(cfg)
+        prepare_run_dir(cfg)
     try:
         if world == 1:
             get(cfg.method).prepare(cfg, show_progress)
@@ -346,11 +299,11 @@ def train(
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # bad input: leave nothing behind
         raise
-    fields = _log_fields(run.method)
+    fields = log_fields(run.method)
     if cfg.resume:
         run.restore(load_checkpoint(out / "last.pt"))
         if lead:
-            _truncate_log(out / "log.csv", run.step, fields)
+            truncate_log(out / "log.csv", run.step, fields)
         log.info("resuming at epoch %d, step %d", run.epoch + 1, run.step)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
