@@ -83,10 +83,10 @@ def datasets(work: Path, sigmas: list[float]) -> dict[str, dict[str, Path]]:
     for s in sigmas:
         tag = f"{s:g}"
         out[f"mt{tag}"] = {
-            "noisy": sim / f"rec_all_sigma{tag}.zarr",
-            "even": sim / f"rec_even_sigma{tag}.zarr",
-            "odd": sim / f"rec_odd_sigma{tag}.zarr",
-            "reference": sim / "ground_truth.zarr",
+            "noisy": sim / f"rec_all_sigma{tag}.ome.zarr",
+            "even": sim / f"rec_even_sigma{tag}.ome.zarr",
+            "odd": sim / f"rec_odd_sigma{tag}.ome.zarr",
+            "reference": sim / "ground_truth.ome.zarr",
         }
     return out
 

@@ -40,15 +40,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _stage(arr: da.Array, path: Path) -> da.Array:
-    """Write ``arr`` to a Zarr scratch array at ``path`` (its chunks) and read it back lazily."""
-    chunks = tuple(int(c[0]) for c in arr.chunks)
+def _stage(arr: da.Array, path: Path, edge: int) -> zarr.Array:
+    """Write ``arr`` to a Zarr scratch array of ``edge``³ chunks at ``path``.
+
+    Cubic storage chunks let the next stage read slabs whole along *another* axis straight from
+    the store (``da.from_zarr(..., chunks=...)``), without a rechunk graph holding many input
+    blocks at once: memory stays at a few slabs whatever the volume's size.
+    """
+    chunks = tuple(min(edge, int(s)) for s in arr.shape)
     z = zarr.create_array(
         str(path), shape=arr.shape, chunks=chunks, dtype=arr.dtype, overwrite=True,
         compressors=None,
     )  # fmt: skip
     da.store(arr, z, lock=False)  # type: ignore[arg-type]
-    return da.from_zarr(z)
+    return z
+
+
+def _read(z: zarr.Array, axis: int, edge: int) -> da.Array:
+    """The stage store ``z`` as a dask array whose chunks are whole along ``axis``."""
+    return da.from_zarr(z, chunks=_slab(z.shape, axis, edge))
 
 
 def _slab(shape: Sequence[int], axis: int, edge: int) -> tuple[int, ...]:
@@ -77,11 +87,11 @@ def rfftn_zarr(volume: da.Array, scratch: Path, edge: int = 64) -> da.Array:
     scratch.mkdir(parents=True, exist_ok=True)
     v = volume.astype(np.float32)
     a = da.fft.rfft(v.rechunk(_slab(v.shape, 2, edge)), axis=2).astype(np.complex64)
-    a = _stage(a, scratch / "fx.zarr")
-    b = da.fft.fft(a.rechunk(_slab(a.shape, 1, edge)), axis=1).astype(np.complex64)
-    b = _stage(b, scratch / "fy.zarr")
-    c = da.fft.fft(b.rechunk(_slab(b.shape, 0, edge)), axis=0).astype(np.complex64)
-    return _stage(c, scratch / "fz.zarr")
+    za = _stage(a, scratch / "fx.zarr", edge)
+    b = da.fft.fft(_read(za, 1, edge), axis=1).astype(np.complex64)
+    zb = _stage(b, scratch / "fy.zarr", edge)
+    c = da.fft.fft(_read(zb, 0, edge), axis=0).astype(np.complex64)
+    return _read(_stage(c, scratch / "fz.zarr", edge), 0, edge)
 
 
 def irfftn_zarr(
@@ -94,10 +104,10 @@ def irfftn_zarr(
     """
     scratch.mkdir(parents=True, exist_ok=True)
     a = da.fft.ifft(spectrum.rechunk(_slab(spectrum.shape, 0, edge)), axis=0)
-    a = _stage(a.astype(np.complex64), scratch / "iz.zarr")
-    b = da.fft.ifft(a.rechunk(_slab(a.shape, 1, edge)), axis=1)
-    b = _stage(b.astype(np.complex64), scratch / "iy.zarr")
-    c = da.fft.irfft(b.rechunk(_slab(b.shape, 2, edge)), n=int(shape[2]), axis=2)
+    za = _stage(a.astype(np.complex64), scratch / "iz.zarr", edge)
+    b = da.fft.ifft(_read(za, 1, edge), axis=1)
+    zb = _stage(b.astype(np.complex64), scratch / "iy.zarr", edge)
+    c = da.fft.irfft(_read(zb, 2, edge), n=int(shape[2]), axis=2)
     return c.astype(np.float32)
 
 
