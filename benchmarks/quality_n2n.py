@@ -151,6 +151,8 @@ def main() -> None:
     ap.add_argument("--sigmas", default="15", help="noise levels of the 14pf_MT simulation")
     ap.add_argument("--datasets", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--methods", default="n2n,s2s,fourier-n2n")
+    ap.add_argument("--label-steps", action="store_true",
+                    help="name rows 'method (N steps)', to add budget points to a table")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,8 @@ def main() -> None:
         rows[f"best-σ Gaussian (σ {sigma:g})"] = {**sc, "train_s": 0, "infer_s": dt}
         for m in a.methods.split(","):
             print(f"{ds}: {m} ...", flush=True)
-            rows[m] = run_method(m, data, d, a)
+            key = f"{m} ({a.steps} steps)" if a.label_steps else m
+            rows[key] = run_method(m, data, d, a)
             results_path.write_text(json.dumps(results, indent=1, default=str))
         results_path.write_text(json.dumps(results, indent=1, default=str))
     lines = []
