@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import mrcfile
 import numpy as np
 
 from scnet_dask.config import ConvertConfig, DenoiseConfig, SimulateConfig, TrainConfig
@@ -37,15 +37,8 @@ from scnet_dask.simulate import simulate
 from scnet_dask.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def mean_mrc(a: Path, b: Path, out: Path) -> None:
-    with mrcfile.open(a, permissive=True) as ma, mrcfile.open(b, permissive=True) as mb:
-        data = (ma.data.astype(np.float32) + mb.data.astype(np.float32)) / 2
-        voxel = float(ma.voxel_size.x)
-    with mrcfile.new(out, overwrite=True) as m:
-        m.set_data(data)
-        m.voxel_size = voxel
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
 
 
 def to_zarr(src: Path, out: Path) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,10 +29,10 @@ from pydantic import Field, model_validator
 
 from scnet_dask.blend import read_box
 from scnet_dask.errors import InputError
-from scnet_dask.methods._unet import UNetMethod
+from scnet_dask.methods._dropout import DropoutMethod, mc_dropout, passes_forward
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
 from scnet_dask.model.dropout_unet import DropoutUNet
-from scnet_dask.predict import device_lock, load_trained, record_forward
+from scnet_dask.predict import load_trained
 
 __all__ = [
     "FourierTrainOptions",
@@ -221,41 +220,28 @@ class FourierPredictor:
         mean_out = float(np.mean([float(n["mean"]) for n in norms]))
         std_out = float(np.mean([float(n["std"]) for n in norms]))
         out = np.empty(tiles.shape, dtype=np.float32)
-        cuda = self.device.startswith("cuda")
-        with device_lock(self.device):
-            t0 = time.perf_counter()
-            net.mc_dropout = True
-            try:
-                for i in range(len(tiles)):
-                    rng = np.random.default_rng(int(seeds[i]))
-                    torch.manual_seed(int(seeds[i]))
-                    box, index = read_box(spans[i])
-                    sl = tuple(slice(a, b) for a, b in box)
-                    acc = np.zeros(tiles.shape[1:], dtype=np.float64)
-                    for _ in range(self.passes):
-                        picks = rng.choice(len(self.members), self.versions, replace=False)
-                        batch = []
-                        for j in picks:
-                            raw = np.asarray(_member(self.members[j])[sl], np.float32)
-                            n = norms[j]
-                            x = (raw[np.ix_(*index)] - float(n["mean"])) / (float(n["std"]) or 1.0)
-                            batch.append(x)
-                        inp = torch.from_numpy(np.stack(batch)[:, None]).to(self.device)
-                        with (
-                            torch.inference_mode(),
-                            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp),
-                        ):
-                            y = net(inp)[:, 0].float().cpu().numpy()
-                        acc += y.sum(axis=0)
-                    mean = acc / (self.passes * self.versions)
-                    out[i] = (mean * std_out + mean_out).astype(np.float32)
-            finally:
-                net.mc_dropout = False
-            record_forward(time.perf_counter() - t0, out.size * self.passes * self.versions)
+        with mc_dropout(net, self.device, tiles.size * self.passes * self.versions):
+            for i in range(len(tiles)):
+                rng = np.random.default_rng(int(seeds[i]))
+                torch.manual_seed(int(seeds[i]))
+                box, index = read_box(spans[i])
+                sl = tuple(slice(a, b) for a, b in box)
+                acc = np.zeros(tiles.shape[1:], dtype=np.float64)
+                for _ in range(self.passes):
+                    batch = []
+                    for j in rng.choice(len(self.members), self.versions, replace=False):
+                        raw = np.asarray(_member(self.members[j])[sl], np.float32)
+                        n = norms[j]
+                        x = (raw[np.ix_(*index)] - float(n["mean"])) / (float(n["std"]) or 1.0)
+                        batch.append(x)
+                    inp = torch.from_numpy(np.stack(batch)[:, None])
+                    acc += passes_forward(net, inp, self.device, self.amp).sum(axis=0)
+                mean = acc / (self.passes * self.versions)
+                out[i] = (mean * std_out + mean_out).astype(np.float32)
         return out
 
 
-class FourierN2n(UNetMethod):
+class FourierN2n(DropoutMethod):
     """Noise2Noise between Fourier-masked versions of one tomogram, dropout ensembles."""
 
     name = "fourier-n2n"
@@ -264,10 +250,6 @@ class FourierN2n(UNetMethod):
     train_options = FourierTrainOptions
     denoise_options = FourierDenoiseOptions
     log_terms = ("total",)
-
-    def build(self, options: Any) -> dict[str, torch.nn.Module]:
-        """One :class:`DropoutUNet`, ``model``."""
-        return {"model": DropoutUNet(options.features, options.depth, options.dropout)}
 
     def input_paths(
         self, primary: Path, options: Any, run_dir: Path | None = None
@@ -309,10 +291,7 @@ class FourierN2n(UNetMethod):
 
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
         """A :class:`FourierPredictor` over the checkpoint's pool; the input must be its source."""
-        tr = self.trained(ctx)
-        net = tr.networks["model"]
-        if not isinstance(net, DropoutUNet):
-            raise InputError(f"{ctx.checkpoint}: network is not a dropout U-Net")
+        tr, net = self.dropout_net(ctx)
         members = [p for k, p in sorted(tr.inputs.items()) if k.startswith("pool_")]
         if options.versions > len(members):
             raise InputError(

@@ -11,7 +11,6 @@ and ``--resume`` safe. Passes are batched ``pass_batch`` at a time into one forw
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -20,11 +19,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from scnet_dask.errors import InputError
-from scnet_dask.methods._unet import UNetMethod, checkpoint_normalisation
+from scnet_dask.methods._dropout import DropoutMethod, mc_dropout, passes_forward
+from scnet_dask.methods._unet import checkpoint_normalisation
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
 from scnet_dask.model.dropout_unet import DropoutUNet
-from scnet_dask.predict import device_lock, load_trained, record_forward
+from scnet_dask.predict import load_trained
 
 __all__ = ["S2sTrainOptions", "S2sDenoiseOptions", "S2sPredictor", "S2s", "keep_mask"]
 
@@ -87,36 +86,23 @@ class S2sPredictor:
         mean, std = checkpoint_normalisation(tr, "noisy")
         seeds = list(seeds) if seeds is not None else [0] * len(tiles)
         out = np.empty(tiles.shape, dtype=np.float32)
-        cuda = self.device.startswith("cuda")
-        with device_lock(self.device):
-            t0 = time.perf_counter()
-            net.mc_dropout = True
-            try:
-                for i, tile in enumerate(tiles):
-                    x = torch.from_numpy((np.asarray(tile, np.float32) - mean) / std)
-                    gen = torch.Generator().manual_seed(int(seeds[i]))
-                    torch.manual_seed(int(seeds[i]))  # the dropout draws (all devices)
-                    acc = torch.zeros(x.shape, dtype=torch.float64)
-                    done = 0
-                    while done < self.passes:
-                        n = min(self.pass_batch, self.passes - done)
-                        m = keep_mask((n, 1, *x.shape), opts.mask_p, opts.mask_block, gen)
-                        inp = (m * x).to(self.device, non_blocking=True)
-                        with (
-                            torch.inference_mode(),
-                            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp),
-                        ):
-                            y = net(inp)[:, 0].float().cpu()
-                        acc += y.sum(dim=0).double()
-                        done += n
-                    out[i] = (acc / self.passes).float().numpy() * std + mean
-            finally:
-                net.mc_dropout = False
-            record_forward(time.perf_counter() - t0, out.size * self.passes)
+        with mc_dropout(net, self.device, tiles.size * self.passes):
+            for i, tile in enumerate(tiles):
+                x = torch.from_numpy((np.asarray(tile, np.float32) - mean) / std)
+                gen = torch.Generator().manual_seed(int(seeds[i]))
+                torch.manual_seed(int(seeds[i]))  # the dropout draws (all devices)
+                acc = np.zeros(x.shape, dtype=np.float64)
+                done = 0
+                while done < self.passes:
+                    n = min(self.pass_batch, self.passes - done)
+                    m = keep_mask((n, 1, *x.shape), opts.mask_p, opts.mask_block, gen)
+                    acc += passes_forward(net, m * x, self.device, self.amp).sum(axis=0)
+                    done += n
+                out[i] = (acc / self.passes).astype(np.float32) * std + mean
         return out
 
 
-class S2s(UNetMethod):
+class S2s(DropoutMethod):
     """Self2Self with dropout: masked inputs, loss on the dropped voxels, ensemble inference."""
 
     name = "s2s"
@@ -125,10 +111,6 @@ class S2s(UNetMethod):
     train_options = S2sTrainOptions
     denoise_options = S2sDenoiseOptions
     log_terms = ("total",)
-
-    def build(self, options: Any) -> dict[str, torch.nn.Module]:
-        """One :class:`DropoutUNet`, ``model``."""
-        return {"model": DropoutUNet(options.features, options.depth, options.dropout)}
 
     def step(
         self, state: TrainState, batch: Mapping[str, np.ndarray], generator: torch.Generator,
@@ -148,10 +130,7 @@ class S2s(UNetMethod):
 
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
         """An :class:`S2sPredictor` over the checkpoint's network (stochastic, seeded)."""
-        tr = self.trained(ctx)
-        net = tr.networks["model"]
-        if not isinstance(net, DropoutUNet):
-            raise InputError(f"{ctx.checkpoint}: network is not a dropout U-Net")
+        tr, net = self.dropout_net(ctx)
         geom = Geometry(margin=net.receptive_margin, multiple=net.multiple, stochastic=True)
         device = ctx.device
         pred = S2sPredictor(
