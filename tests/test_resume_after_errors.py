@@ -106,18 +106,20 @@ def test_resume_refuses_a_reconverted_zarr_input(tmp_path, capsys):
     assert run_cli(["convert", src, vol, "--chunks", "16"], capsys)[0] == 0
     real, calls = den_mod._store_block, {"n": 0}
 
-    def killed(*a, **k):
+    def failing(*a, **k):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            raise OSError(5, "Input/output error (injected)")
         return real(*a, **k)
 
-    den_mod._store_block = killed
+    den_mod._store_block = failing
     try:
         args = ["denoise", vol, tmp_path / "o.zarr", "--method", "gaussian", "--chunks", "16"]
-        assert run_cli(args, capsys)[0] == 130
+        code, _, err = run_cli(args, capsys)
+        assert code == 1 and "--resume" in err, err
     finally:
         den_mod._store_block = real
+    assert (tmp_path / ".o.zarr.partial").exists()
     # the same path, another volume: the partial chunks must not be mixed in
     src2 = write_mrc(tmp_path / "w.mrc", structured((16, 48, 48), seed=9), voxel=10.0)
     assert run_cli(["convert", src2, vol, "--chunks", "16", "--overwrite"], capsys)[0] == 0
