@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -342,7 +343,9 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
             cfg, vol, out, plan, attrs, sig, annotations, halo, margin, data.shape, show_progress
         )
     finally:
-        remove_path(scratch)
+        # never let the clean-up hide the real error: threads of a failed or interrupted
+        # run may still be writing pieces; what is left is removed by the next run
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _write(
