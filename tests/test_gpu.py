@@ -87,3 +87,24 @@ def test_ddp_on_every_visible_gpu_keeps_replicas_identical(tmp_path):
                       dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
         s = train_distributed(cfg, client)
     assert len(s["replica_sha256"]) == n and len(set(s["replica_sha256"])) == 1
+
+
+def test_local_cuda_cluster_denoise_equals_threads(tmp_path):
+    pytest.importorskip("dask_cuda")
+    from scnet_dask.cluster import ClusterSpec, cluster_client
+
+    src = write_mrc(tmp_path / "v.mrc", structured((48, 64, 64)))
+    ck = make_checkpoint(tmp_path / "c.pt", features=4)
+
+    def cfg(name):
+        return DenoiseConfig(input=src, checkpoint=ck, output=tmp_path / name, chunks=32,
+                             device="cuda", amp=False)  # fmt: skip
+
+    denoise(cfg("threads.zarr"), show_progress=False)
+    spec = ClusterSpec(kind="local", dashboard_address=":0")
+    with cluster_client(spec):
+        res = denoise(cfg("cluster.zarr"), show_progress=False)
+    assert res["annotations"] == {"resources": {"GPU": 1}}
+    a = np.asarray(open_source(tmp_path / "threads.zarr").data)
+    b = np.asarray(open_source(tmp_path / "cluster.zarr").data)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -126,3 +126,52 @@ def test_resume_refuses_a_reconverted_zarr_input(tmp_path, capsys):
     code, out, err = run_cli([*args, "--resume"], capsys)
     assert code == 0, err
     assert " 0 resumed" in out  # started over
+
+
+def test_ctrl_c_during_denoise_aborts_cleanly_and_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_denoise import _cmd
+
+    vol = write_mrc(tmp_path / "v.mrc", structured((32, 64, 64), seed=2))
+    ck = make_checkpoint(tmp_path / "c.pt", features=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["denoise", vol, ck, tmp_path / "out.zarr", "--chunks", "16", "--device", "cpu"]
+    proc = subprocess.Popen(_cmd(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    done = tmp_path / ".out.zarr.partial.done"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(done.glob("*"))) < 4 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("scnet-dask:")]
+    assert lines[-1] == "scnet-dask: aborted" and "Directory not empty" not in err
+    r = subprocess.run(_cmd([*args, "--resume"]), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / ".out.zarr.scratch").exists()
+
+
+def test_an_unwritable_output_midway_reports_the_real_error(tmp_path, capsys, monkeypatch):
+    import scnet_dask.denoise as den_mod
+
+    vol = write_mrc(tmp_path / "v.mrc", structured((16, 48, 48)), voxel=7.5)
+    real, calls = den_mod._store_block, {"n": 0}
+
+    def read_only(*a, **k):  # the output folder became read-only (root ignores chmod)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise PermissionError(1, "Operation not permitted", str(tmp_path / "o.zarr"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(den_mod, "_store_block", read_only)
+    code, _, err = run_cli(
+        ["denoise", vol, tmp_path / "o.zarr", "--method", "gaussian", "--chunks", "16"], capsys
+    )
+    assert code == 1
+    line = [ln for ln in err.splitlines() if "error" in ln][-1]
+    assert "PermissionError" in line and "Operation not permitted" in line and "--resume" in line
