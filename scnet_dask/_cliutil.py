@@ -268,9 +268,7 @@ def cluster_options(f: F) -> F:
             help="Seconds without any worker after which a run stops (resumable).",
         ),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return apply_options(f, opts)
 
 
 @contextmanager

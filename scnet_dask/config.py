@@ -158,15 +158,10 @@ def _split_method_options(
     So that users (CLI, YAML, Python) see one flat namespace while the run keeps the method's
     options apart: ``TrainConfig(noisy=..., method="scnet", lambda_smooth=0.0)``.
     """
-    from scnet_dask.methods import get
-
     if not isinstance(data, dict):
         return data
     data = dict(data)
-    method = get(str(data.get("method") or "scnet"))
-    model = method.train_options if kind == "train" else method.denoise_options
-    if model is None:
-        raise ValueError(f"method {method.name} is not trained; use 'scnet-dask denoise' with it")
+    name = str(data.get("method") or "scnet")
     given = data.pop("options", None)
     if isinstance(given, BaseModel):
         given = given.model_dump()
@@ -174,8 +169,28 @@ def _split_method_options(
     for key in list(data):
         if key not in cls.model_fields:
             opts[key] = data.pop(key)
+    data["options"] = method_options(name, kind, opts)
+    return data
+
+
+def method_options(name: str, kind: Literal["train", "denoise"], opts: dict[str, Any]) -> Any:
+    """Validate ``opts`` as method ``name``'s ``train`` or ``denoise`` options.
+
+    Raises
+    ------
+    ValueError
+        One line: an option of another method (listing the method's own), a missing required
+        option (as its flag), or the method's own validation errors.
+
+    """
+    from scnet_dask.methods import get
+
+    method = get(name)
+    model = method.train_options if kind == "train" else method.denoise_options
+    if model is None:
+        raise ValueError(f"method {method.name} is not trained; use 'scnet-dask denoise' with it")
     own = set(model.model_fields)
-    foreign = sorted(k for k, v in opts.items() if k not in own)
+    foreign = sorted(k for k in opts if k not in own)
     if foreign:
         valid = ", ".join(sorted(own)) or "none"
         raise ValueError(
@@ -183,14 +198,13 @@ def _split_method_options(
             f"(its own options: {valid})"
         )
     try:
-        data["options"] = model(**opts)
+        return model(**opts)
     except ValidationError as e:
         missing = [str(err["loc"][0]) for err in e.errors() if err["type"] == "missing"]
         if missing:
             flags = ", ".join(f"--{m.replace('_', '-')}" for m in missing)
             raise ValueError(f"--method {method.name} needs {flags}") from None
         raise ValueError(format_validation_error(e, f"--method {method.name}")) from None
-    return data
 
 
 class TrainConfig(StrictModel):
@@ -245,12 +259,6 @@ class TrainConfig(StrictModel):
     @classmethod
     def _options(cls, data: Any) -> Any:
         return _split_method_options(cls, data, "train")
-
-    def dump(self) -> dict[str, Any]:
-        """JSON-able dict of the engine options, with ``options`` as a plain dict."""
-        d = self.model_dump(mode="json", exclude={"options"})
-        d["options"] = self.options.model_dump(mode="json")
-        return d
 
 
 class PriorConfig(StrictModel):

@@ -364,9 +364,7 @@ def _write(
     src, target = Path(cfg.input), Path(cfg.output)
     is_zarr = str(target).lower().endswith(".zarr")
     desc = f"denoise {src.name}"
-    if is_zarr:
-        if not cfg.resume:
-            remove_path(done_folder(partial_path(target)))
+    if is_zarr:  # without --resume a stale partial store goes, and open_progress its markers
         with atomic_output(
             target, overwrite=cfg.overwrite, resume=cfg.resume, keep_on_error=True
         ) as tmp:
@@ -384,8 +382,7 @@ def _write(
     else:
         work = _store_path(target)
         if not cfg.resume:
-            remove_path(work)
-            remove_path(done_folder(work))
+            remove_path(work)  # open_progress then removes its markers
         try:
             arr = _work_store(work, shape, cfg.chunks, sig)
             written, skipped = write_blocks(

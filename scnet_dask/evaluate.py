@@ -28,6 +28,7 @@ from scnet_dask.config import (
     StrictModel,
     format_validation_error,
     load_yaml,
+    method_options,
 )
 from scnet_dask.denoise import denoise
 from scnet_dask.errors import InputError
@@ -61,11 +62,7 @@ class MethodSpec(StrictModel):
             if extra:
                 raise ValueError(f"method none takes no options, got {sorted(extra)}")
             return self
-        method = get(self.method)
-        try:
-            method.denoise_options(**extra)
-        except ValidationError as e:
-            raise ValueError(format_validation_error(e, f"method {self.method}")) from None
+        method_options(self.method, "denoise", extra)
         return self
 
     def options(self) -> dict[str, Any]:

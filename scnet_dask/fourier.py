@@ -26,7 +26,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from scnet_dask.errors import InputError, OutputError
+from scnet_dask.errors import OutputError
 
 __all__ = [
     "rfftn_zarr",
@@ -223,13 +223,4 @@ def check_disk(folder: Path, need: int) -> None:
             f"{folder}: the Fourier pool needs {need / 2**30:.2f} GiB but only "
             f"{free / 2**30:.2f} GiB are free; use fewer --pool-size members, --pool-float16, "
             "or another --out"
-        )
-
-
-def validate_pool_size(members: int, draw: int) -> None:
-    """Refuse a pool too small to draw ``draw`` distinct members for each patch."""
-    if members < draw:
-        raise InputError(
-            f"--pool-size {members} is smaller than the 2 x --pairs = {draw} members each patch "
-            "draws without replacement"
         )

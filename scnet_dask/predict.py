@@ -31,6 +31,7 @@ __all__ = [
     "file_sha256",
     "load_trained",
     "forward_normalised",
+    "infer",
     "per_tile",
     "device_lock",
     "record_forward",
@@ -91,16 +92,25 @@ def forward_normalised(
     ``amp``: bfloat16 autocast, on CUDA only. The time inside the network is recorded.
     """
     x = torch.from_numpy((np.asarray(tiles, np.float32) - mean) / std)[:, None]
-    cuda = device.startswith("cuda")
     with device_lock(device):
         t0 = time.perf_counter()
-        with (
-            torch.inference_mode(),
-            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp),
-        ):
-            out = net(x.to(device, non_blocking=True))[:, 0].float().cpu().numpy()
+        out = infer(net, x, device, amp)
         record_forward(time.perf_counter() - t0, out.size)
     return out * std + mean
+
+
+def infer(net: torch.nn.Module, x: torch.Tensor, device: str, amp: bool) -> np.ndarray:
+    """``net`` on a (B, 1, z, y, x) batch: (B, z, y, x) float32 on the CPU.
+
+    Inference mode; bfloat16 autocast when ``amp`` and ``device`` is CUDA. The caller holds the
+    device lock.
+    """
+    cuda = device.startswith("cuda")
+    with (
+        torch.inference_mode(),
+        torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp),
+    ):
+        return np.asarray(net(x.to(device, non_blocking=True))[:, 0].float().cpu().numpy())
 
 
 def file_sha256(path: str | Path) -> str:

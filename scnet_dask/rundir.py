@@ -19,11 +19,7 @@ TIMING = ["lr", "step_seconds", "wait_seconds"]
 def prepare_run_dir(cfg: Any) -> None:
     """Check and create ``cfg.out``: refuse overlaps with inputs and folders of other files."""
     out = Path(cfg.out)
-    method = get(cfg.method)
-    if method.patch_subset(cfg.options):  # inputs made inside the run (the Fourier pool)
-        refuse_overlap(out, cfg.noisy)
-    else:
-        refuse_overlap(out, *method.input_paths(cfg.noisy, cfg.options, None).values())
+    refuse_overlap(out, *get(cfg.method).user_inputs(cfg.noisy, cfg.options))
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: run directory path exists and is not a folder")
     if cfg.resume:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dask
@@ -12,6 +13,7 @@ __all__ = [
     "lazy_statistics",
     "finalise_statistics",
     "compute_statistics",
+    "volume_statistics",
     "estimate_noise_sigma",
 ]
 
@@ -64,6 +66,15 @@ def finalise_statistics(values: dict[str, Any]) -> dict[str, float | int]:
         "n_nonfinite": int(values["n_nonfinite"]),
         "n_voxels": count + int(values["n_nonfinite"]),
     }
+
+
+def volume_statistics(vol: Any) -> dict[str, Any]:
+    """A volume's stored statistics (our OME-Zarr attributes), else computed in one Dask pass."""
+    stored = vol.attrs.get("statistics")
+    if stored:
+        return dict(stored)
+    logging.getLogger(__name__).info("%s: no stored statistics; computing them", vol.path)
+    return dict(compute_statistics(vol.data))
 
 
 def compute_statistics(arr: da.Array) -> dict[str, float | int]:

@@ -25,13 +25,13 @@ from scnet_dask import __version__
 from scnet_dask._device import resolve_device
 from scnet_dask.config import TrainConfig
 from scnet_dask.errors import InputError
-from scnet_dask.io import open_source
+from scnet_dask.io import open_source, voxel_mismatch
 from scnet_dask.io.omezarr import get_array
 from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
 from scnet_dask.rundir import log_fields, prepare_run_dir, truncate_log
 from scnet_dask.sampling import PatchSampler, foreground_mask, split_regions
-from scnet_dask.stats import compute_statistics
+from scnet_dask.stats import volume_statistics
 
 __all__ = ["train", "TrainingDiverged"]
 
@@ -50,10 +50,7 @@ def _open_level0(path: Path) -> tuple[zarr.Array, dict[str, Any]]:
     ome: Any = dict(group.attrs).get("ome", {})
     ms = ome.get("multiscales", [])
     name = ms[0]["datasets"][0]["path"] if ms else "0"
-    stats = dict(vol.attrs.get("statistics") or {})
-    if not stats:
-        log.info("%s: no stored statistics; computing them", path)
-        stats = compute_statistics(vol.data)
+    stats = volume_statistics(vol)
     if not np.isfinite(stats.get("std", np.nan)) or stats.get("n_nonfinite", 0):
         raise InputError(f"{path}: volume has NaN/Inf voxels or no finite statistics")
     return get_array(group, name), {**stats, "voxel_size_angstrom": list(vol.voxel_size_angstrom)}
@@ -91,7 +88,7 @@ class _Run:
                 )
             va = self.stats[name]["voxel_size_angstrom"]
             vb = self.stats[primary]["voxel_size_angstrom"]
-            if max(abs(a - b) / max(a, b, 1e-9) for a, b in zip(va, vb, strict=True)) > 0.01:
+            if voxel_mismatch(va, vb) > 0.01:
                 raise InputError(
                     f"{path}: {name} voxel size {tuple(va)} Å differs from the {primary} voxel "
                     f"size {tuple(vb)} Å of {paths[primary]}"

@@ -16,7 +16,20 @@ from scnet_dask.io.mrc import MRC_SUFFIXES, open_mrc
 from scnet_dask.io.omezarr import ATTRS_KEY, is_zarr, open_ome_zarr
 from scnet_dask.io.tiff import TIFF_SUFFIXES, open_tiff
 
-__all__ = ["Volume", "open_source", "open_volume", "detect_format", "bytes_on_disk", "store_of"]
+__all__ = [
+    "Volume",
+    "open_source",
+    "open_volume",
+    "detect_format",
+    "bytes_on_disk",
+    "store_of",
+    "voxel_mismatch",
+]
+
+
+def voxel_mismatch(a: Any, b: Any) -> float:
+    """Largest relative difference between two (z, y, x) voxel sizes (0 = equal)."""
+    return max(abs(x - y) / max(x, y, 1e-12) for x, y in zip(a, b, strict=True))
 
 
 @dataclass

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 
 from scnet_dask.errors import InputError
@@ -16,7 +15,7 @@ from scnet_dask.methods.base import PredictContext
 from scnet_dask.model.dropout_unet import DropoutUNet
 from scnet_dask.predict import device_lock, record_forward
 
-__all__ = ["DropoutMethod", "mc_dropout", "passes_forward"]
+__all__ = ["DropoutMethod", "mc_dropout"]
 
 
 class DropoutMethod(UNetMethod):
@@ -46,13 +45,3 @@ def mc_dropout(net: DropoutUNet, device: str, voxels: int) -> Iterator[None]:
         finally:
             net.mc_dropout = False
         record_forward(time.perf_counter() - t0, voxels)
-
-
-def passes_forward(net: DropoutUNet, x: torch.Tensor, device: str, amp: bool) -> np.ndarray:
-    """The network on a (n, 1, z, y, x) batch of passes: (n, z, y, x) float32 on the CPU."""
-    cuda = device.startswith("cuda")
-    with (
-        torch.inference_mode(),
-        torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp),
-    ):
-        return np.asarray(net(x.to(device, non_blocking=True))[:, 0].float().cpu().numpy())

@@ -12,6 +12,7 @@ import torch
 from pydantic import Field
 
 from scnet_dask.errors import InputError
+from scnet_dask.io import voxel_mismatch
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
 from scnet_dask.model.unet import TILE_MULTIPLE, SCNetUNet
 from scnet_dask.predict import forward_normalised, load_trained
@@ -88,9 +89,9 @@ def checkpoint_normalisation(tr: Any, name: str) -> tuple[float, float]:
 
 def volume_normalisation(vol: Any) -> tuple[float, float]:
     """(mean, std) of a volume: its stored statistics, else one Dask pass."""
-    from scnet_dask.stats import compute_statistics
+    from scnet_dask.stats import volume_statistics
 
-    stats = vol.attrs.get("statistics") or compute_statistics(vol.data)
+    stats = volume_statistics(vol)
     return float(stats["mean"]), float(stats["std"]) or 1.0
 
 
@@ -174,8 +175,7 @@ class UNetMethod(Method):
         vol = ctx.volume
         if tr.voxel_size_angstrom is not None and vol.voxel_size_found:
             trained, given = tr.voxel_size_angstrom, vol.voxel_size_angstrom
-            rel = max(abs(a - b) / max(a, b) for a, b in zip(trained, given, strict=True))
-            if rel > VOXEL_TOLERANCE:
+            if voxel_mismatch(trained, given) > VOXEL_TOLERANCE:
                 raise InputError(
                     f"{ctx.checkpoint}: trained on {tuple(round(v, 3) for v in trained)} Å "
                     f"voxels but {vol.path} has {tuple(round(v, 3) for v in given)} Å; bin the "

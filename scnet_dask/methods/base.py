@@ -214,6 +214,10 @@ class Method:
         """
         return None
 
+    def user_inputs(self, primary: Path, options: Any) -> list[Path]:
+        """The volumes the user gave (never written; a run folder must not overlap them)."""
+        return list(self.input_paths(primary, options, None).values())
+
     def input_paths(
         self, primary: Path, options: Any, run_dir: Path | None = None
     ) -> dict[str, Path]:

@@ -29,10 +29,10 @@ from pydantic import Field, model_validator
 
 from scnet_dask.blend import read_box
 from scnet_dask.errors import InputError
-from scnet_dask.methods._dropout import DropoutMethod, mc_dropout, passes_forward
+from scnet_dask.methods._dropout import DropoutMethod, mc_dropout
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
 from scnet_dask.model.dropout_unet import DropoutUNet
-from scnet_dask.predict import load_trained
+from scnet_dask.predict import infer, load_trained
 
 __all__ = [
     "FourierTrainOptions",
@@ -235,7 +235,7 @@ class FourierPredictor:
                         x = (raw[np.ix_(*index)] - float(n["mean"])) / (float(n["std"]) or 1.0)
                         batch.append(x)
                     inp = torch.from_numpy(np.stack(batch)[:, None])
-                    acc += passes_forward(net, inp, self.device, self.amp).sum(axis=0)
+                    acc += infer(net, inp, self.device, self.amp).sum(axis=0)
                 mean = acc / (self.passes * self.versions)
                 out[i] = (mean * std_out + mean_out).astype(np.float32)
         return out
@@ -256,6 +256,10 @@ class FourierN2n(DropoutMethod):
     ) -> dict[str, Path]:
         """The pool members (built by :meth:`prepare`)."""
         return pool_members(_pool_dir(options, run_dir), options.pool_size)
+
+    def user_inputs(self, primary: Path, options: Any) -> list[Path]:
+        """The tomogram; the pool is made by the run (in its folder, or in ``--pool``)."""
+        return [Path(primary)]
 
     def prepare(self, config: Any, show_progress: bool = True) -> None:
         """Build (or complete) the pool before training."""

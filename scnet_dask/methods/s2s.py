@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from scnet_dask.methods._dropout import DropoutMethod, mc_dropout, passes_forward
+from scnet_dask.methods._dropout import DropoutMethod, mc_dropout
 from scnet_dask.methods._unet import checkpoint_normalisation
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
 from scnet_dask.model.dropout_unet import DropoutUNet
-from scnet_dask.predict import load_trained
+from scnet_dask.predict import infer, load_trained
 
 __all__ = ["S2sTrainOptions", "S2sDenoiseOptions", "S2sPredictor", "S2s", "keep_mask"]
 
@@ -96,7 +96,7 @@ class S2sPredictor:
                 while done < self.passes:
                     n = min(self.pass_batch, self.passes - done)
                     m = keep_mask((n, 1, *x.shape), opts.mask_p, opts.mask_block, gen)
-                    acc += passes_forward(net, m * x, self.device, self.amp).sum(axis=0)
+                    acc += infer(net, m * x, self.device, self.amp).sum(axis=0)
                     done += n
                 out[i] = (acc / self.passes).astype(np.float32) * std + mean
         return out

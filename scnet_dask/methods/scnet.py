@@ -171,7 +171,7 @@ def import_public_checkpoint(
     from scnet_dask.errors import InputError, OutputError
     from scnet_dask.io import open_source
     from scnet_dask.model.unet import load_public_state_dict
-    from scnet_dask.stats import compute_statistics
+    from scnet_dask.stats import volume_statistics
 
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: exists; pass --overwrite to replace it")
@@ -188,7 +188,7 @@ def import_public_checkpoint(
     except ValueError as e:
         raise InputError(f"{public}: {e}") from e
     vol = open_source(noisy)
-    stats = dict(vol.attrs.get("statistics") or compute_statistics(vol.data))
+    stats = volume_statistics(vol)
     stats["voxel_size_angstrom"] = list(vol.voxel_size_angstrom)
     provenance = {
         "imported_from": str(Path(public).resolve()),

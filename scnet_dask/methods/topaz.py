@@ -143,11 +143,11 @@ def topaz_predictor(vol: Volume, name: str, device: str) -> TopazPredictor:
         If topaz-em or the weights of ``name`` are missing.
 
     """
-    from scnet_dask.stats import compute_statistics
+    from scnet_dask.methods._unet import volume_normalisation
 
     topaz_3d_model(name, device)  # fail early if the weights are missing
-    stats = vol.attrs.get("statistics") or compute_statistics(vol.data)
-    return TopazPredictor(name, device, float(stats["mean"]), float(stats["std"]) or 1.0)
+    mean, std = volume_normalisation(vol)
+    return TopazPredictor(name, device, mean, std)
 
 
 class TopazOptions(Options):
