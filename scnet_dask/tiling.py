@@ -254,8 +254,9 @@ def overlap_add(
         reader is not None,
     )
     read_name, pred_name = f"{name}-tile-{token}", f"{name}-net-{token}"
-    stochastic = bool(getattr(getattr(predict, "geometry", None), "stochastic", False))
-    positional = bool(getattr(getattr(predict, "geometry", None), "positional", False))
+    geometry_of = getattr(predict, "geometry", None)  # plain callables have none
+    stochastic = bool(getattr(geometry_of, "stochastic", False))
+    positional = bool(getattr(geometry_of, "positional", False))
     piece_name, out_name = f"{name}-piece-{token}", f"{name}-blend-{token}"
     axes = [plan.axis(k) for k in range(3)]
     nblocks = tuple(len(c) for c in plan.chunks)
