@@ -137,6 +137,8 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
         return click.STRING, False  # e.g. int | "auto": pydantic parses the text
     if origin is Literal:
         return _LiteralChoice(get_args(annotation)), False
+    if origin is tuple:
+        return click.STRING, False  # e.g. "Z,Y,X": pydantic parses the text
     if get_origin(annotation) is not None and get_args(annotation):
         return _click_type(get_args(annotation)[0])  # Annotated[...]
     if annotation is bool:

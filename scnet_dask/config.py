@@ -6,6 +6,7 @@ written as underscores; options given on the command line win.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -48,6 +50,41 @@ def _check_device(v: str) -> str:
 Device = Annotated[str, AfterValidator(_check_device)]
 
 
+def parse_voxel_size(v: Any) -> Any:
+    """One voxel size or ``Z,Y,X`` (text, number or sequence) as a (z, y, x) tuple in Å.
+
+    Raises
+    ------
+    ValueError
+        Not one or three positive finite numbers.
+
+    """
+    if v is None or isinstance(v, tuple) and len(v) == 3 and all(
+        isinstance(x, float) for x in v
+    ):
+        return v
+    items: list[Any]
+    if isinstance(v, str):
+        items = [x for x in re.split(r"[,\s\[\]()]+", v.strip()) if x]
+    elif isinstance(v, (int, float)):
+        items = [v]
+    else:
+        items = list(v)
+    try:
+        vals = [float(x) for x in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"voxel size must be one number or Z,Y,X in Å, got {v!r}") from None
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3 or not all(np.isfinite(x) and x > 0 for x in vals):
+        raise ValueError(f"voxel size must be one or three positive numbers (Å), got {v!r}")
+    return (vals[0], vals[1], vals[2])
+
+
+#: A (z, y, x) voxel size in Å, given as one number or ``Z,Y,X``.
+VoxelSize = Annotated[tuple[float, float, float], BeforeValidator(parse_voxel_size)]
+
+
 class StrictModel(BaseModel):
     """Base for configs: unknown keys are errors, assignments are validated."""
 
@@ -60,8 +97,10 @@ class ConvertConfig(StrictModel):
     input: Path = Field(description="MRC/REC/ST, TIFF stack, folder of TIFF slices or Zarr.")
     output: Path = Field(description="OME-Zarr to write (.zarr).")
     chunks: int = Field(128, ge=8, le=1024, description="Chunk edge in voxels.")
-    voxel_size: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="Voxel size in Å (overrides the header)."
+    voxel_size: VoxelSize | None = Field(
+        None,
+        description="Voxel size in Å (overrides the header): one value, or Z,Y,X for "
+        "anisotropic voxels (vEM: section thickness first, e.g. 500,40,40).",
     )
     dtype: Literal["float32", "source"] = Field(
         "float32", description="Stored data type: float32, or the source's."
@@ -232,6 +271,11 @@ class TrainConfig(StrictModel):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam β2.")
     foreground_mask: bool = Field(False, description="Sample patches only in the foreground.")
     augment: bool = Field(True, description="Random flips and 90° rotations of the patches.")
+    augment_planes: Literal["auto", "all", "yx"] = Field(
+        "auto",
+        description="Rotation planes: all three (cubic patches), yx only (keeps z, the section "
+        "axis), or auto: yx for anisotropic voxels (z/xy beyond 1.5x) or non-cubic patches.",
+    )
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
     seed: int = Field(0, description="Seed of every random draw (patches, blind spots, weights).")
     plots: bool = Field(True, description="Write curves.png and validation slices each epoch.")

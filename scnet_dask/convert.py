@@ -191,7 +191,7 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
     voxel = vol.voxel_size_angstrom
     found = vol.voxel_size_found
     if cfg.voxel_size is not None:
-        voxel, found = (cfg.voxel_size,) * 3, True
+        voxel, found = tuple(cfg.voxel_size), True  # type: ignore[assignment]
     elif not found:
         log.warning(
             "%s: voxel size %s Å looks like a placeholder (0 or 1 Å); pass --voxel-size",

@@ -85,18 +85,22 @@ def per_tile(
 
 
 def forward_normalised(
-    net: torch.nn.Module, tiles: np.ndarray, mean: float, std: float, device: str, amp: bool
-) -> np.ndarray:
+    net: torch.nn.Module, tiles: np.ndarray, mean: float, std: float, device: str, amp: bool,
+    out: tuple[float, float] | None = None,
+) -> np.ndarray:  # fmt: skip
     """Normalise (B, z, y, x) tiles, run ``net`` on ``device`` under its lock, de-normalise.
 
-    ``amp``: bfloat16 autocast, on CUDA only. The time inside the network is recorded.
+    ``amp``: bfloat16 autocast, on CUDA only. ``out``: (mean, std) of the output's units when
+    they differ from the input's (a supervised network's target), else ``(mean, std)``. The
+    time inside the network is recorded.
     """
     x = torch.from_numpy((np.asarray(tiles, np.float32) - mean) / std)[:, None]
     with device_lock(device):
         t0 = time.perf_counter()
-        out = infer(net, x, device, amp)
-        record_forward(time.perf_counter() - t0, out.size)
-    return out * std + mean
+        res = infer(net, x, device, amp)
+        record_forward(time.perf_counter() - t0, res.size)
+    o_mean, o_std = out if out is not None else (mean, std)
+    return res * o_std + o_mean
 
 
 def infer(net: torch.nn.Module, x: torch.Tensor, device: str, amp: bool) -> np.ndarray:

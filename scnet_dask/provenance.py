@@ -61,6 +61,8 @@ def volume_attrs(
     if parent is not None:
         attrs["source_path"] = str(Path(parent.path).resolve())
         attrs["source"] = parent.attrs.get("source", {})
+        if "source_dtype" in parent.attrs:  # so that ``export --dtype source`` finds it
+            attrs["source_dtype"] = parent.attrs["source_dtype"]
     attrs["voxel_size_angstrom"] = [float(v) for v in voxel]
     attrs["voxel_size_found"] = bool(parent.voxel_size_found) if parent is not None else True
     chain = list(parent.attrs.get("provenance", [])) if parent is not None else []

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from scnet_dask.errors import InputError
 
-__all__ = ["Region", "PatchSampler", "split_regions", "foreground_mask"]
+__all__ = ["Region", "PatchSampler", "split_regions", "foreground_mask", "patch_shape_of"]
 
 
 @dataclass(frozen=True)
@@ -29,20 +29,31 @@ class Region:
     start: tuple[int, int, int]
     stop: tuple[int, int, int]
 
-    def contains(self, origin: tuple[int, int, int], size: int) -> bool:
-        """Whether the patch ``origin + [0, size)³`` lies inside this box."""
+    def contains(self, origin: tuple[int, int, int], size: int | tuple[int, int, int]) -> bool:
+        """Whether the patch ``origin + [0, size)`` (a cube's edge or a shape) lies inside."""
+        shape = patch_shape_of(size)
         return all(
-            a <= o and o + size <= b for o, a, b in zip(origin, self.start, self.stop, strict=True)
+            a <= o and o + n <= b
+            for o, n, a, b in zip(origin, shape, self.start, self.stop, strict=True)
         )
 
 
+def patch_shape_of(patch: int | tuple[int, int, int]) -> tuple[int, int, int]:
+    """A patch size as a (z, y, x) tuple (an int is a cube)."""
+    if isinstance(patch, (int, np.integer)):
+        return (int(patch),) * 3
+    pz, py, px = (int(v) for v in patch)
+    return (pz, py, px)
+
+
 def split_regions(
-    shape: tuple[int, int, int], patch_size: int, val_fraction: float = 0.1
+    shape: tuple[int, int, int], patch_size: int | tuple[int, int, int], val_fraction: float = 0.1
 ) -> tuple[Region, Region | None]:
     """Split the volume into disjoint train and validation boxes along its longest axis.
 
-    The validation box is the last ``max(patch_size, val_fraction * length)`` voxels of the
-    longest axis; ``val_fraction=0`` gives no validation box.
+    The validation box is the last ``max(patch edge, val_fraction * length)`` voxels of the
+    longest axis; ``val_fraction=0`` gives no validation box. ``patch_size`` is a cube's edge
+    or a (z, y, x) patch shape.
 
     Raises
     ------
@@ -50,17 +61,19 @@ def split_regions(
         If a patch does not fit, or the axis is too short for two disjoint boxes.
 
     """
-    if any(s < patch_size for s in shape):
-        raise InputError(f"patch size {patch_size} is larger than the volume {tuple(shape)}")
+    patch = patch_shape_of(patch_size)
+    text = f"{patch[0]}³" if len(set(patch)) == 1 else "x".join(str(p) for p in patch)
+    if any(s < p for s, p in zip(shape, patch, strict=True)):
+        raise InputError(f"patch size {text} is larger than the volume {tuple(shape)}")
     train = Region((0, 0, 0), tuple(shape))  # type: ignore[arg-type]
     if val_fraction <= 0:
         return train, None
     axis = int(np.argmax(shape))
-    n_val = max(patch_size, int(round(val_fraction * shape[axis])))
-    if shape[axis] - n_val < patch_size:
+    n_val = max(patch[axis], int(round(val_fraction * shape[axis])))
+    if shape[axis] - n_val < patch[axis]:
         raise InputError(
             f"volume {tuple(shape)} is too small for disjoint train and validation patches of "
-            f"{patch_size}³; use a smaller --patch-size or --val-fraction 0"
+            f"{text}; use a smaller --patch-size or --val-fraction 0"
         )
     stop = list(shape)
     stop[axis] = shape[axis] - n_val
@@ -92,7 +105,7 @@ class PatchSampler:
     stats
         Each array's statistics by name (``mean`` and ``std`` normalise it).
     patch_size
-        Edge of the cubic patches in voxels.
+        Edge of cubic patches, or the (z, y, x) patch shape, in voxels.
     region
         Box the patches must lie in.
     seed
@@ -102,6 +115,10 @@ class PatchSampler:
         patch centres are drawn only where it is true.
     augment
         Random flips and 90° rotations, identical for every array.
+    planes
+        Rotation planes: ``"all"`` ((y, x), (z, x), (z, y); cubic patches only) or ``"yx"``
+        (rotations about z only: keeps z, the section axis of vEM and the missing wedge's
+        orientation, where it is). Flips are along every axis in both.
     subset
         Read only this many of the arrays for each patch, drawn without replacement (the
         Fourier-sampling pool); the batch then names them ``draw0``, ``draw1``, ... in the
@@ -117,7 +134,7 @@ class PatchSampler:
         self,
         arrays: dict[str, zarr.Array],
         stats: dict[str, dict[str, Any]],
-        patch_size: int,
+        patch_size: int | tuple[int, int, int],
         region: Region,
         seed: int = 0,
         mask: np.ndarray | None = None,
@@ -126,6 +143,7 @@ class PatchSampler:
         prefetch: int = 4,
         workers: int = 2,
         subset: int | None = None,
+        planes: str = "all",
     ):
         if not arrays:
             raise ValueError(f"the sampler needs at least one array, got {arrays}")
@@ -143,7 +161,14 @@ class PatchSampler:
             name: (float(stats[name]["mean"]), float(stats[name]["std"]) or 1.0)
             for name in arrays
         }
-        self.patch_size = patch_size
+        self.shape = patch_shape_of(patch_size)
+        if planes not in ("all", "yx"):
+            raise ValueError(f"planes must be 'all' or 'yx', got {planes!r}")
+        if planes == "all" and augment and len(set(self.shape)) > 1:
+            raise ValueError(f"rotations in every plane need cubic patches, got {self.shape}")
+        if self.shape[1] != self.shape[2]:
+            raise ValueError(f"patches must be square in (y, x), got {self.shape}")
+        self.planes = planes
         self.region = region
         self.augment = augment
         self.rng = np.random.default_rng(seed)
@@ -156,10 +181,11 @@ class PatchSampler:
             self._centres = self._mask_centres(mask, mask_factor)
 
     def _mask_centres(self, mask: np.ndarray, factor: int) -> np.ndarray:
-        half = self.patch_size // 2
+        size = np.array(self.shape)
+        half = size // 2
         pts = np.argwhere(mask) * factor + factor // 2
         lo = np.array(self.region.start) + half
-        hi = np.array(self.region.stop) - (self.patch_size - half)
+        hi = np.array(self.region.stop) - (size - half)
         ok = np.all((pts >= lo) & (pts <= hi), axis=1)
         pts = pts[ok]
         if len(pts) == 0:
@@ -169,19 +195,20 @@ class PatchSampler:
     # --- drawing (main thread, deterministic) -------------------------------------------
     def draw(self) -> tuple[tuple[int, int, int], tuple[int, ...]]:
         """Draw one patch origin (z, y, x) and its augmentation code."""
-        p = self.patch_size
         if self._centres is not None:
             c = self._centres[self.rng.integers(len(self._centres))]
-            origin = tuple(int(v) - p // 2 for v in c)
+            origin = tuple(int(v) - p // 2 for v, p in zip(c, self.shape, strict=True))
         else:
             origin = tuple(
                 int(self.rng.integers(a, b - p + 1))
-                for a, b in zip(self.region.start, self.region.stop, strict=True)
+                for a, b, p in zip(self.region.start, self.region.stop, self.shape, strict=True)
             )
         aug = tuple(int(v) for v in self.rng.integers(0, 2, 3)) + (
             int(self.rng.integers(0, 3)),
             int(self.rng.integers(0, 4)),
         )
+        if self.planes == "yx":  # same draws (so seeds stay comparable), rotations about z
+            aug = aug[:3] + (0, aug[4])
         if not self.augment:
             aug = (0, 0, 0, 0, 0)
         return origin, aug  # type: ignore[return-value]
@@ -204,12 +231,11 @@ class PatchSampler:
     def read(
         self, origin: tuple[int, int, int], aug: tuple[int, ...], names: list[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Read, normalise and augment one (p, p, p) float32 patch of every array.
+        """Read, normalise and augment one (pz, py, px) float32 patch of every array.
 
         With ``names``, only those arrays, returned as ``draw0``, ``draw1``, ...
         """
-        p = self.patch_size
-        sl = tuple(slice(o, o + p) for o in origin)
+        sl = tuple(slice(o, o + p) for o, p in zip(origin, self.shape, strict=True))
         out: dict[str, np.ndarray] = {}
         raw: dict[int, np.ndarray] = {}
         done: dict[tuple[int, float, float], np.ndarray] = {}
@@ -232,7 +258,7 @@ class PatchSampler:
             self._queue.append(self._pool.submit(self.read, origin, aug, self.choose()))
 
     def next_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-        """(batch, 1, p, p, p) arrays by name; keeps reads running ahead."""
+        """(batch, 1, pz, py, px) arrays by name; keeps reads running ahead."""
         self._fill(batch_size)
         futures, self._queue = self._queue[:batch_size], self._queue[batch_size:]
         self._fill(batch_size)

@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -64,6 +64,34 @@ def _mask_from_pyramid(path: Path, level0_shape: tuple[int, ...]) -> tuple[np.nd
     return foreground_mask(np.asarray(arr[...])), factor
 
 
+def augment_planes(
+    choice: str, voxel_size_angstrom: Any, patch: tuple[int, int, int]
+) -> Literal["all", "yx"]:
+    """The rotation planes of the augmentation (``--augment-planes``).
+
+    ``"auto"`` gives ``"yx"`` when the voxels are anisotropic (z more than 1.5x y or x, as in
+    vEM) or the patch is not a cube, else ``"all"``.
+
+    Raises
+    ------
+    InputError
+        ``"all"`` asked for non-cubic patches.
+
+    """
+    cubic = len(set(patch)) == 1
+    if choice == "all":
+        if not cubic:
+            raise InputError(
+                f"--augment-planes all needs cubic patches; this method's are {patch}: use yx"
+            )
+        return "all"
+    if choice == "yx":
+        return "yx"
+    vz, vy, vx = (float(v) for v in voxel_size_angstrom)
+    anisotropic = vz > 1.5 * min(vy, vx) or min(vy, vx) > 1.5 * vz
+    return "yx" if anisotropic or not cubic else "all"
+
+
 class _Run:
     """State of one training run (kept small so that checkpoints capture all of it)."""
 
@@ -95,8 +123,13 @@ class _Run:
                 )
         z, y, x = (int(s) for s in arrays[primary].shape)
         shape = (z, y, x)
+        patch = self.method.patch_shape(cfg.options, cfg.patch_size)
+        self.patch = patch
+        self.planes = augment_planes(
+            cfg.augment_planes, self.stats[primary]["voxel_size_angstrom"], patch
+        )
         self.train_region, self.val_region = split_regions(
-            shape, cfg.patch_size, cfg.val_fraction if cfg.val_patches else 0.0
+            shape, patch, cfg.val_fraction if cfg.val_patches else 0.0
         )
         mask, factor = (None, 1)
         if cfg.foreground_mask:
@@ -104,15 +137,16 @@ class _Run:
         self.sampler = PatchSampler(
             arrays,
             self.stats,
-            cfg.patch_size,
+            patch,
             self.train_region,
             seed=cfg.seed + 7919 * rank,  # each rank draws its own patches
             mask=mask,
             mask_factor=factor,
             augment=cfg.augment,
             subset=self.method.patch_subset(cfg.options),
+            planes=self.planes,
         )
-        tiles = math.prod(s // cfg.patch_size for s in shape)
+        tiles = math.prod(s // p for s, p in zip(shape, patch, strict=True))
         self.steps = cfg.steps_per_epoch or max(1, int(0.9 * tiles) // cfg.batch_size)
         torch.manual_seed(cfg.seed)
         nets = {k: v.to(self.device) for k, v in self.method.build(cfg.options).items()}
@@ -134,10 +168,11 @@ class _Run:
             vs = PatchSampler(
                 arrays,
                 self.stats,
-                cfg.patch_size,
+                patch,
                 self.val_region,
                 seed=cfg.seed + 2,
                 augment=False,
+                planes=self.planes,
                 prefetch=1,
                 workers=1,
                 subset=self.method.patch_subset(cfg.options),

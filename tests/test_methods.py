@@ -129,9 +129,12 @@ def vol_zarr(tmp_path_factory) -> Path:
 
 def test_registry_lists_every_builtin_method():
     assert methods.names() == [
-        "scnet", "n2v", "n2n", "s2s", "fourier-n2n", "gaussian", "lowpass", "topaz-3d", "bm4d"
+        "scnet", "n2v", "n2n", "s2s", "fourier-n2n", "supervised", "vem-n2n", "gaussian",
+        "lowpass", "topaz-3d", "bm4d",
     ]
-    assert methods.trainable() == ["scnet", "n2v", "n2n", "s2s", "fourier-n2n"]
+    assert methods.trainable() == [
+        "scnet", "n2v", "n2n", "s2s", "fourier-n2n", "supervised", "vem-n2n"
+    ]
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         methods.get("nope")
 
@@ -196,7 +199,7 @@ def _capture(monkeypatch, target: str, attr: str) -> dict[str, Any]:
 # (command, positional args, library function that receives the config, YAML values)
 CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     "convert": (["in.mrc", "out.zarr"], "scnet_dask.convert", "convert", {
-        "chunks": 32, "voxel_size": 3.5, "dtype": "source", "swap_yz": True,
+        "chunks": 32, "voxel_size": [500.0, 40.0, 40.0], "dtype": "source", "swap_yz": True,
         "nan_policy": "zero", "pyramid_levels": 2, "overwrite": True, "resume": True,
     }),
     "export": (["in.zarr", "out.mrc"], "scnet_dask.export", "export", {
@@ -256,7 +259,22 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         "device": "cpu", "amp": False, "resume": True, "overwrite": True, "post_sigma": 0.0,
     }),
     "denoise-gaussian": (["in.zarr", "o.zarr"], "scnet_dask.denoise", "denoise", {
-        "method": "gaussian", "sigma": 2.0,
+        "method": "gaussian", "sigma": 2.0, "sigma_z": 0.0,
+    }),
+    "train-supervised": (["in.zarr"], "scnet_dask.train", "train", {
+        "out": "run", "method": "supervised", "target": "slow.zarr", "network": "3d",
+        "slices": 7, "depth": 2, "features": 8, "patch_depth": 32, "loss": "mse",
+        "check_registration": False, "augment_planes": "yx",
+    }),
+    "train-vem-n2n": (["in.zarr"], "scnet_dask.train", "train", {
+        "out": "run", "method": "vem-n2n", "network": "2.5d", "slices": 3, "depth": 2,
+        "features": 8, "patch_depth": 16, "loss": "l1", "lattices": "anti",
+    }),
+    "denoise-supervised": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
+        "method": "supervised", "post_sigma": 0.5,
+    }),
+    "denoise-vem-n2n": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
+        "method": "vem-n2n", "post_sigma": 0.5,
     }),
     "denoise-lowpass": (["in.zarr", "o.zarr"], "scnet_dask.denoise", "denoise", {
         "method": "lowpass", "cutoff_angstrom": 30.0,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import tifffile
+import zarr
 
 from scnet_dask.errors import InputError
 
@@ -67,30 +69,48 @@ def _voxel_size(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], boo
     return (vz, vy, vx), True
 
 
+_OPEN: dict[tuple[int, tuple[str, ...]], Any] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _zarr_view(files: tuple[str, ...]) -> Any:
+    """The Zarr view (tifffile's) of a stack or of a sequence of slices, opened once per process.
+
+    The store holds an open file handle (not picklable), so each process opens its own; page
+    offsets are parsed once, not on every read.
+    """
+    key = (os.getpid(), files)
+    with _OPEN_LOCK:
+        arr = _OPEN.get(key)
+        if arr is None:
+            if len(files) == 1:
+                store = tifffile.imread(files[0], aszarr=True, series=0, level=0)
+            else:
+                store = tifffile.TiffSequence(list(files)).aszarr()
+            arr = zarr.open(store, mode="r")
+            _OPEN[key] = arr
+    return arr
+
+
 class _TiffReader:
-    """Picklable lazily-read (z, y, x) view of a TIFF stack or a folder of slices."""
+    """Picklable lazily-read (z, y, x) view of a TIFF stack or a folder of slices.
+
+    Reads go through tifffile's Zarr interface (:func:`tifffile.imread` with ``aszarr=True``,
+    :meth:`tifffile.TiffSequence.aszarr`), which maps a (z, y, x) box to the pages and strips
+    it needs; the store is opened once per process.
+    """
 
     def __init__(self, files: list[str], shape: tuple[int, int, int], dtype: np.dtype):
-        self.files = files
+        self.files = tuple(files)
         self.shape = shape
         self.dtype = dtype
         self.ndim = 3
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        zs, ys, xs = key
-        z0, z1, st = zs.indices(self.shape[0])
-        idx = list(range(z0, z1, st))
-        if len(self.files) == 1:
-            with tifffile.TiffFile(self.files[0]) as tif:
-                arr = tif.asarray(key=idx, series=0) if idx else np.empty((0,) + self.shape[1:])
-            arr = arr.reshape((len(idx),) + self.shape[1:])
-        else:
-            arr = (
-                np.stack([tifffile.imread(self.files[i]) for i in idx])
-                if idx
-                else np.empty((0,) + self.shape[1:], self.dtype)
-            )
-        return np.asarray(arr[:, ys, xs], dtype=self.dtype)
+        arr = _zarr_view(self.files)
+        out = np.asarray(arr[key], dtype=self.dtype)
+        shape = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape, strict=True))
+        return out.reshape(shape)
 
 
 def open_tiff(

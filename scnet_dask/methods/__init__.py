@@ -115,9 +115,13 @@ def _register_builtin() -> None:
     from scnet_dask.methods.n2v import N2v
     from scnet_dask.methods.s2s import S2s
     from scnet_dask.methods.scnet import Scnet
+    from scnet_dask.methods.supervised import Supervised
     from scnet_dask.methods.topaz import Topaz3d
+    from scnet_dask.methods.vem_n2n import VemN2n
 
-    for cls in (Scnet, N2v, N2n, S2s, FourierN2n, Gaussian, Lowpass, Topaz3d, Bm4d):
+    for cls in (
+        Scnet, N2v, N2n, S2s, FourierN2n, Supervised, VemN2n, Gaussian, Lowpass, Topaz3d, Bm4d,
+    ):  # fmt: skip
         register(cls())
 
 

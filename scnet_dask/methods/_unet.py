@@ -23,6 +23,7 @@ __all__ = [
     "NetworkPredictor",
     "UNetMethod",
     "network_predictor",
+    "network_geometry",
 ]
 
 #: Relative voxel-size difference above which a checkpoint is refused for an input.
@@ -65,19 +66,22 @@ class NetworkPredictor:
     input_name: str = "noisy"
     mean: float | None = None
     std: float | None = None
+    output_name: str | None = None
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Return the denoised tiles, same shape, float32, in the input's units.
 
         Normalised by ``mean``/``std`` when given (e.g. the input volume's own statistics),
-        else by the checkpoint's statistics of ``input_name``.
+        else by the checkpoint's statistics of ``input_name``; de-normalised by the same, or by
+        the checkpoint's statistics of ``output_name`` (a supervised network's target).
         """
         tr = load_trained(self.checkpoint, self.sha256, self.device)
         mean, std = checkpoint_normalisation(tr, self.input_name)
         if self.mean is not None and self.std is not None:
             mean, std = self.mean, self.std
+        out = checkpoint_normalisation(tr, self.output_name) if self.output_name else None
         return forward_normalised(
-            tr.networks[self.network], tiles, mean, std, self.device, self.amp
+            tr.networks[self.network], tiles, mean, std, self.device, self.amp, out
         )
 
 
@@ -101,10 +105,30 @@ def network_predictor(
     """The tile predictor of a U-Net checkpoint, its geometry read from the checkpoint."""
     ckpt = str(Path(checkpoint).resolve())
     net = load_trained(ckpt, "", "cpu").networks["model"]
-    if not isinstance(net, SCNetUNet):
-        raise ValueError(f"{checkpoint}: network is not SC-Net's U-Net, got {type(net).__name__}")
-    geom = Geometry(net.receptive_margin, TILE_MULTIPLE, post_sigma, net.upsample_factors)
-    return NetworkPredictor(ckpt, "", device, amp, geom)
+    return NetworkPredictor(ckpt, "", device, amp, network_geometry(net, post_sigma))
+
+
+def network_geometry(net: torch.nn.Module, post_sigma: float = 0.0) -> Geometry:
+    """The tiling geometry of a network that declares its reach.
+
+    The network declares ``receptive_margin`` (z, y, x) and, optionally, ``upsample_factors``
+    and ``tile_multiple`` (SC-Net's U-Net, the 2.5-D slice U-Net).
+
+    Raises
+    ------
+    ValueError
+        The network declares no reach.
+
+    """
+    margin = getattr(net, "receptive_margin", None)
+    if margin is None:
+        raise ValueError(f"network {type(net).__name__} declares no receptive_margin")
+    return Geometry(
+        margin=tuple(int(m) for m in margin),  # type: ignore[arg-type]
+        multiple=int(getattr(net, "tile_multiple", TILE_MULTIPLE)),
+        post_sigma=float(post_sigma),
+        upsample=tuple(getattr(net, "upsample_factors", (1, 1, 1))),  # type: ignore[arg-type]
+    )
 
 
 class UNetMethod(Method):
@@ -121,6 +145,10 @@ class UNetMethod(Method):
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             return net(x)
 
+    #: Input whose checkpoint statistics de-normalise the output (``None``: the first input's,
+    #: the network predicts in its input's units).
+    output_name: str | None = None
+
     def normalisation(self, options: Any, ctx: PredictContext) -> tuple[float, float] | None:
         """(mean, std) to normalise tiles with; ``None``: the checkpoint's (the default)."""
         return None
@@ -128,21 +156,16 @@ class UNetMethod(Method):
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
         """The checkpoint's network on tiles; refuses a checkpoint of another voxel size."""
         tr = self.trained(ctx)
-        net = tr.networks["model"]
-        if not isinstance(net, SCNetUNet):
-            raise InputError(f"{ctx.checkpoint}: network is not SC-Net's U-Net")
-        geom = Geometry(
-            margin=net.receptive_margin,
-            multiple=TILE_MULTIPLE,
-            post_sigma=float(options.post_sigma),
-            upsample=net.upsample_factors,
-        )
+        try:
+            geom = network_geometry(tr.networks["model"], float(options.post_sigma))
+        except ValueError as e:
+            raise InputError(f"{ctx.checkpoint}: {e}") from None
         device = ctx.device
         norm = self.normalisation(options, ctx)
         mean, std = norm if norm is not None else (None, None)
         pred = NetworkPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, "model", self.inputs[0],
-            mean, std,
+            mean, std, self.output_name,
         )  # fmt: skip
         return pred, self.details(tr, ctx, device)
 

@@ -207,6 +207,13 @@ class Method:
     def prepare(self, config: Any, show_progress: bool = True) -> None:
         """Make what training needs before it starts (e.g. a pool of volumes); once per run."""
 
+    def patch_shape(self, options: Any, patch_size: int) -> Triple:
+        """The (z, y, x) training patch for ``--patch-size`` (default: a cube of that edge).
+
+        A 2.5-D method returns ``(slices, patch_size, patch_size)``.
+        """
+        return (patch_size, patch_size, patch_size)
+
     def patch_subset(self, options: Any) -> int | None:
         """How many inputs each patch reads, drawn without replacement (``None``: all).
 

@@ -20,6 +20,13 @@ class GaussianOptions(Options):
     """Options of ``denoise --method gaussian``."""
 
     sigma: float = Field(1.0, gt=0, le=16, description="Gaussian σ in voxels.")
+    sigma_z: float | None = Field(
+        None,
+        ge=0,
+        le=16,
+        description="σ along z in voxels (default: --sigma; 0: a 2-D filter of each section, "
+        "for anisotropic vEM stacks).",
+    )
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,9 @@ class GaussianPredictor:
     @property
     def geometry(self) -> Geometry:
         """Reach of the filter, no alignment, no post-filter."""
-        r = self.receptive_margin
-        return Geometry(margin=(r, r, r))
+        s = np.broadcast_to(np.asarray(self.sigma, dtype=float), (3,))
+        r = tuple(int(4.0 * float(v) + 0.5) for v in s)
+        return Geometry(margin=(r[0], r[1], r[2]))
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Filter each (z, y, x) tile of the (B, z, y, x) batch; float32."""
@@ -52,5 +60,8 @@ class Gaussian(Method):
     denoise_options = GaussianOptions
 
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
-        """A :class:`GaussianPredictor` of ``options.sigma``."""
-        return GaussianPredictor(options.sigma), {"sigma_voxels": options.sigma}
+        """A :class:`GaussianPredictor` of ``options.sigma`` (``sigma_z`` along z)."""
+        if options.sigma_z is None:
+            return GaussianPredictor(options.sigma), {"sigma_voxels": options.sigma}
+        s = (float(options.sigma_z), float(options.sigma), float(options.sigma))
+        return GaussianPredictor(s), {"sigma_voxels": list(s)}

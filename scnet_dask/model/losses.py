@@ -1,4 +1,7 @@
-"""SC-Net's losses: reconstruction, Sobel smoothness, expectancy and gradient regulariser."""
+"""Training losses: SC-Net's, Noise2Void's and the vEM methods' L1 + (1 − SSIM).
+
+SC-Net's are reconstruction, Sobel smoothness, expectancy and the gradient regulariser.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ssim2d",
+    "l1_ssim",
     "LossWeights",
     "sobel_gradient",
     "local_means",
@@ -133,3 +138,51 @@ def n2v_losses(
     rec = loss_rec(output, noisy, mask, "replaced")
     zero = torch.zeros((), device=output.device, dtype=output.dtype)
     return {"rec": rec, "smooth": zero, "exp": zero, "reg": zero, "total": rec}
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim2d(
+    x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor | float, window: int = 9,
+    sigma: float = 1.5,
+) -> torch.Tensor:  # fmt: skip
+    """Mean SSIM of the 2-D sections of (batch, 1, z, y, x) volumes (Wang et al. 2004).
+
+    Gaussian window of ``window`` pixels (σ 1.5, as ``pytorch_msssim`` and the seed project),
+    valid positions only; constants ``(0.01 L)²`` and ``(0.03 L)²`` with ``L = data_range``
+    (a number, or one value per batch item, broadcastable to (batch, 1, 1, 1)).
+    """
+    if x.shape != y.shape or x.ndim != 5:
+        raise ValueError(f"expected two (batch, 1, z, y, x) tensors, got {x.shape}, {y.shape}")
+    b, c, nz, ny, nx = x.shape
+    xs = x.transpose(1, 2).reshape(b * nz, c, ny, nx).float()
+    ys = y.transpose(1, 2).reshape(b * nz, c, ny, nx).float()
+    rng = torch.as_tensor(data_range, dtype=torch.float32, device=x.device)
+    if rng.ndim:
+        rng = rng.reshape(b, 1, 1, 1).repeat_interleave(nz, dim=0)
+    w = _gaussian_window(window, sigma, x.device)
+    mx = F.conv2d(xs, w)
+    my = F.conv2d(ys, w)
+    sxx = F.conv2d(xs * xs, w) - mx * mx
+    syy = F.conv2d(ys * ys, w) - my * my
+    sxy = F.conv2d(xs * ys, w) - mx * my
+    c1 = (0.01 * rng) ** 2
+    c2 = (0.03 * rng) ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean()
+
+
+def l1_ssim(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed project's restoration loss, L1 + (1 − SSIM), on (batch, 1, z, y, x).
+
+    SSIM per section, data range = each target's (max − min) (the seed works on [0, 1] images;
+    our patches are z-scored). Returns ``(l1, 1 - ssim)``.
+    """
+    rng = (target.amax(dim=(1, 2, 3, 4)) - target.amin(dim=(1, 2, 3, 4))).detach().clamp_min(1e-6)
+    l1 = torch.mean(torch.abs(output.float() - target.float()))
+    return l1, 1.0 - ssim2d(output, target, rng)
