@@ -31,6 +31,7 @@ from scnet_dask.io.resume import (
     mark_done,
     open_progress,
 )
+from scnet_dask.io.tiff import open_tiff
 from scnet_dask.provenance import volume_attrs
 from scnet_dask.stats import finalise_statistics, lazy_statistics
 
@@ -162,10 +163,14 @@ def finalise_store(
 
 def _open_for_convert(path: Path, chunk: int) -> Volume:
     vol = open_source(path)
+    # read whole rows, one zarr-chunk of sections and rows per task: contiguous reads, and
+    # tasks of chunk² x width voxels whatever the section size (vEM sections reach 10⁴ x 10⁴)
+    nz, ny, nx = vol.data.shape
+    chunks = (min(chunk, nz), min(chunk, ny), nx)
     if vol.format == "mrc":
-        # read whole rows, one zarr-chunk of sections and rows per task: contiguous reads
-        nz, ny, nx = vol.data.shape
-        vol.data, _ = open_mrc(path, chunks=(min(chunk, nz), min(chunk, ny), nx))
+        vol.data, _ = open_mrc(path, chunks=chunks)
+    elif vol.format == "tiff":
+        vol.data, _ = open_tiff(path, chunks=chunks)
     return vol
 
 
