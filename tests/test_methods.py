@@ -274,7 +274,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         "method": "supervised", "post_sigma": 0.5,
     }),
     "denoise-vem-n2n": (["in.zarr", "c.pt", "o.zarr"], "scnet_dask.denoise", "denoise", {
-        "method": "vem-n2n", "post_sigma": 0.5,
+        "method": "vem-n2n", "post_sigma": 0.5, "scale": "lattice",
     }),
     "denoise-lowpass": (["in.zarr", "o.zarr"], "scnet_dask.denoise", "denoise", {
         "method": "lowpass", "cutoff_angstrom": 30.0,

@@ -14,7 +14,8 @@ Patches must have (y, x) edges of twice the network's multiple (16 for 2.5-D, 32
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -22,9 +23,10 @@ import torch
 from pydantic import Field
 
 from scnet_dask.methods._vem import VemDenoiseOptions, VemMethod, VemNetOptions
-from scnet_dask.methods.base import TrainState
+from scnet_dask.methods.base import Geometry, PredictContext, TilePredictor, TrainState
 
-__all__ = ["VemN2nTrainOptions", "VemN2n", "sublattices"]
+__all__ = ["VemN2nTrainOptions", "VemN2nDenoiseOptions", "VemN2n", "LatticePredictor",
+           "sublattices"]  # fmt: skip
 
 
 class VemN2nTrainOptions(VemNetOptions):
@@ -35,6 +37,46 @@ class VemN2nTrainOptions(VemNetOptions):
         description="Sub-lattice pairs: main ((0,0) vs (1,1)), anti ((0,1) vs (1,0)) or both, "
         "drawn 50/50 per step (the seed's).",
     )
+
+
+class VemN2nDenoiseOptions(VemDenoiseOptions):
+    """Options of ``denoise --method vem-n2n``."""
+
+    scale: Literal["full", "lattice"] = Field(
+        "full",
+        description="full: the network on the full-resolution sections (the seed's); lattice: "
+        "on each of the four 2x2 pixel sub-lattices, at the scale it was trained on, "
+        "interleaved back.",
+    )
+
+
+@dataclass(frozen=True)
+class LatticePredictor:
+    """A tile predictor applied to the four (y, x) pixel sub-lattices of each tile separately.
+
+    Each sub-lattice (half the pixels along y and x) is what the network saw in training; the
+    four predictions are interleaved back into the full-resolution tile.
+    """
+
+    inner: Any
+
+    @property
+    def geometry(self) -> Geometry:
+        """The inner geometry with its (y, x) reach and tile multiple doubled."""
+        g = self.inner.geometry
+        mz, my, mx = g.margin
+        return replace(g, margin=(mz, 2 * my, 2 * mx), multiple=2 * g.multiple)
+
+    def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
+        """Denoise (B, z, y, x) tiles (even y, x) lattice by lattice; float32."""
+        b = tiles.shape[0]
+        offsets = ((0, 0), (0, 1), (1, 0), (1, 1))
+        parts = np.concatenate([tiles[..., i::2, j::2] for i, j in offsets])
+        out = np.empty(tiles.shape, dtype=np.float32)
+        pred = self.inner(np.ascontiguousarray(parts))
+        for k, (i, j) in enumerate(offsets):
+            out[..., i::2, j::2] = pred[k * b : (k + 1) * b]
+        return out
 
 
 def sublattices(x: torch.Tensor, diagonal: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +101,7 @@ class VemN2n(VemMethod):
     summary = "Self-supervised vEM: sub-lattice Noise2Noise on one fast-scan stack."
     inputs = ("noisy",)
     train_options = VemN2nTrainOptions
-    denoise_options = VemDenoiseOptions
+    denoise_options = VemN2nDenoiseOptions
 
     def patch_shape(self, options: Any, patch_size: int) -> tuple[int, int, int]:
         """As the vEM networks; (y, x) edges must halve to the network's multiple."""
@@ -90,3 +132,10 @@ class VemN2n(VemMethod):
         if train:
             state.update(terms["total"], "model")
         return terms
+
+    def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
+        """The network at full resolution, or on each sub-lattice (``--scale lattice``)."""
+        pred, details = super().predictor(options, ctx)
+        if options.scale == "lattice":
+            return LatticePredictor(pred), {**details, "scale": "lattice"}
+        return pred, {**details, "scale": "full"}
