@@ -11,37 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from skimage.registration import phase_cross_correlation
 
 from scnet_dask.errors import InputError
-from scnet_dask.io.omezarr import get_array
+from scnet_dask.io.omezarr import coarsest_level, pyramid_levels
 
-__all__ = ["coarsest_level", "check_registered"]
-
-
-def coarsest_level(path: str | Path) -> tuple[np.ndarray, int]:
-    """The coarsest pyramid level of an OME-Zarr written by scnet-dask, and its factor.
-
-    Returns
-    -------
-    level, factor
-        The (z', y', x') array (float64) and how many level-0 voxels one of its voxels spans
-        along x.
-
-    """
-    group = zarr.open_group(str(path), mode="r")
-    names = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
-    level0 = get_array(group, names[0])
-    arr = get_array(group, names[-1])
-    factor = max(1, int(round(level0.shape[-1] / arr.shape[-1])))
-    return np.asarray(arr[...], dtype=np.float64), factor
-
-
-def _level0_shape(path: str | Path) -> tuple[int, ...]:
-    group = zarr.open_group(str(path), mode="r")
-    names = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
-    return tuple(int(s) for s in get_array(group, names[0]).shape)
+__all__ = ["check_registered"]
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,8 +51,8 @@ def check_registered(
         ``min_correlation``, or correlate clearly better (by 0.05) at a non-zero shift.
 
     """
-    sa = _level0_shape(input_path)
-    sb = _level0_shape(target_path)
+    sa = tuple(pyramid_levels(input_path)[0].shape)
+    sb = tuple(pyramid_levels(target_path)[0].shape)
     if sa != sb:
         raise InputError(
             f"{target_path}: target shape {sb} differs from the input's {sa} ({input_path}); "

@@ -26,7 +26,7 @@ from scnet_dask._device import resolve_device
 from scnet_dask.config import TrainConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source, voxel_mismatch
-from scnet_dask.io.omezarr import get_array
+from scnet_dask.io.omezarr import coarsest_level, get_array
 from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
 from scnet_dask.rundir import log_fields, prepare_run_dir, truncate_log
@@ -56,12 +56,9 @@ def _open_level0(path: Path) -> tuple[zarr.Array, dict[str, Any]]:
     return get_array(group, name), {**stats, "voxel_size_angstrom": list(vol.voxel_size_angstrom)}
 
 
-def _mask_from_pyramid(path: Path, level0_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-    group = zarr.open_group(str(path), mode="r")
-    names = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
-    arr = get_array(group, names[-1])
-    factor = max(1, int(round(level0_shape[-1] / arr.shape[-1])))
-    return foreground_mask(np.asarray(arr[...])), factor
+def _mask_from_pyramid(path: Path) -> tuple[np.ndarray, int]:
+    level, factor = coarsest_level(path)
+    return foreground_mask(level), factor
 
 
 def augment_planes(
@@ -133,7 +130,7 @@ class _Run:
         )
         mask, factor = (None, 1)
         if cfg.foreground_mask:
-            mask, factor = _mask_from_pyramid(paths[primary], shape)
+            mask, factor = _mask_from_pyramid(paths[primary])
         self.sampler = PatchSampler(
             arrays,
             self.stats,

@@ -25,6 +25,8 @@ __all__ = [
     "write_pyramid",
     "is_zarr",
     "get_array",
+    "pyramid_levels",
+    "coarsest_level",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,28 @@ def get_array(group: zarr.Group, name: str) -> zarr.Array:
     if not isinstance(node, zarr.Array):
         raise InputError(f"{group.store_path}: {name!r} is not an array in this Zarr group")
     return node
+
+
+def pyramid_levels(path: str | Path) -> list[zarr.Array]:
+    """The pyramid levels ``0, 1, ...`` of an OME-Zarr written by scnet-dask, finest first."""
+    group = zarr.open_group(str(path), mode="r")
+    names = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
+    return [get_array(group, n) for n in names]
+
+
+def coarsest_level(path: str | Path) -> tuple[np.ndarray, int]:
+    """The coarsest pyramid level of an OME-Zarr written by scnet-dask, and its factor.
+
+    Returns
+    -------
+    level, factor
+        The (z', y', x') array (float64) and how many level-0 voxels one of its voxels spans
+        along x.
+
+    """
+    levels = pyramid_levels(path)
+    factor = max(1, int(round(levels[0].shape[-1] / levels[-1].shape[-1])))
+    return np.asarray(levels[-1][...], dtype=np.float64), factor
 
 
 def compressor() -> BloscCodec:
