@@ -52,6 +52,13 @@ class MethodSpec(StrictModel):
     name: str = Field(description="Row label.")
     method: str = Field(description="'none' or a registered method.")
     checkpoint: Path | None = Field(None, description="best.pt, for trained methods.")
+    checkpoint_even: Path | None = Field(
+        None, description="A model trained on the even half only, to denoise the odd half "
+        "for FSC_e/o (with checkpoint_odd); default: checkpoint for both (biased)."
+    )
+    checkpoint_odd: Path | None = Field(
+        None, description="A model trained on the odd half only, to denoise the even half."
+    )
     halo: int | Literal["auto"] = Field("auto", description="Tile halo in voxels, or auto.")
     chunks: int | None = Field(None, description="this method's tile core; default: the config's")
 
@@ -92,11 +99,14 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "method"
 
 
-def _run(m: MethodSpec, src: Path, out: Path, cfg: EvaluateConfig) -> Path:
+def _run(
+    m: MethodSpec, src: Path, out: Path, cfg: EvaluateConfig, checkpoint: Path | None = None
+) -> Path:
     if m.method == "none":
         return src
     dc = DenoiseConfig(
-        input=src, output=out, checkpoint=m.checkpoint, method=m.method, halo=m.halo,
+        input=src, output=out, checkpoint=checkpoint or m.checkpoint, method=m.method,
+        halo=m.halo,
         chunks=m.chunks or cfg.chunks, device=cfg.device, overwrite=True, **m.options(),
     )  # fmt: skip
     denoise(dc, show_progress=False)
@@ -144,6 +154,14 @@ def _validate(cfg: EvaluateConfig) -> tuple[float, float, float]:
             continue
         if get(m.method).trains and (m.checkpoint is None or not Path(m.checkpoint).is_file()):
             raise InputError(f"{m.checkpoint}: no such checkpoint for method row {m.name!r}")
+        halves = (m.checkpoint_even, m.checkpoint_odd)
+        if (halves[0] is None) != (halves[1] is None):
+            raise InputError(
+                f"method row {m.name!r}: give both checkpoint_even and checkpoint_odd, or neither"
+            )
+        for ck in halves:
+            if ck is not None and not Path(ck).is_file():
+                raise InputError(f"{ck}: no such checkpoint for method row {m.name!r}")
     return noisy.voxel_size_angstrom
 
 
@@ -186,13 +204,17 @@ def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, 
         vol = _lazy(den)
         mids[m.name] = _mid_slice(vol)
         row: dict[str, Any] = {"name": m.name, "method": m.method, "seconds": seconds}
+        row["fsc_note"] = _fsc_note(m)
         row["psnr_db"] = psnr(vol, ref) if ref is not None else float("nan")
         row["ssim"] = ssim(vol, ref) if ref is not None else float("nan")
         row["res_05_angstrom"] = row["res_0143_angstrom"] = float("nan")
         if cfg.even is not None and cfg.odd is not None:
-            e = _run(m, Path(cfg.even), out / "volumes" / f"{slug}_even.zarr", cfg)
+            # per-half models: each half is denoised by the model that never saw it
+            e = _run(m, Path(cfg.even), out / "volumes" / f"{slug}_even.zarr", cfg,
+                     m.checkpoint_odd)  # fmt: skip
             bar.update(1)
-            o = _run(m, Path(cfg.odd), out / "volumes" / f"{slug}_odd.zarr", cfg)
+            o = _run(m, Path(cfg.odd), out / "volumes" / f"{slug}_odd.zarr", cfg,
+                     m.checkpoint_even)  # fmt: skip
             bar.update(1)
             f, c = fsc(_lazy(e), _lazy(o), vox, region=region)
             ceo = fsc_eo(c)
@@ -206,8 +228,28 @@ def evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, 
     return rows
 
 
+def _fsc_note(m: MethodSpec) -> str:
+    """What the row's FSC_e/o can mean: ``""``, ``"linear"`` or ``"biased"``."""
+    if m.method in ("gaussian", "lowpass"):
+        return "linear"
+    if m.method != "none" and get(m.method).trains and m.checkpoint_even is None:
+        return "biased"
+    return ""
+
+
+_FSC_NOTES = {
+    "linear": "¹ a linear, isotropic filter multiplies both halves' spectra by the same "
+    "factor in each shell, so it cannot change FSC_e/o (differences come from the mask and "
+    "the borders).",
+    "biased": "² one model denoised both halves after training on data that holds both: "
+    "its FSC_e/o is biased upwards (shared noise can be learnt). Give checkpoint_even and "
+    "checkpoint_odd (one model per half) for an unbiased column.",
+}
+
+
 def _write_tables(rows: list[dict[str, Any]], out: Path, cfg: EvaluateConfig) -> None:
-    keys = ["name", "method", "seconds", "psnr_db", "ssim", "res_05_angstrom", "res_0143_angstrom"]
+    keys = ["name", "method", "seconds", "psnr_db", "ssim", "res_05_angstrom", "res_0143_angstrom",
+            "fsc_note"]  # fmt: skip
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
@@ -226,15 +268,21 @@ def _write_tables(rows: list[dict[str, Any]], out: Path, cfg: EvaluateConfig) ->
         "| method | PSNR (dB) | SSIM | FSC_e/o 0.5 (Å) | FSC_e/o 0.143 (Å) | time (s) |",
         "|---|---|---|---|---|---|",
     ]
+    marks = {"linear": " ¹", "biased": " ²", "": ""}
     for r in rows:
+        mark = marks[r.get("fsc_note", "")] if r["res_05_angstrom"] == r["res_05_angstrom"] else ""
         lines.append(
-            f"| {r['name']} | {fmt(r['psnr_db'], 2)} | {fmt(r['ssim'], 4)} | "
+            f"| {r['name']}{mark} | {fmt(r['psnr_db'], 2)} | {fmt(r['ssim'], 4)} | "
             f"{fmt(r['res_05_angstrom'], 1)} | {fmt(r['res_0143_angstrom'], 1)} | "
             f"{fmt(r['seconds'], 1)} |"
         )
     if any(r["res_05_angstrom"] == float("inf") or r["res_0143_angstrom"] == float("inf")
            for r in rows):  # fmt: skip
         lines += ["", 'FSC_e/o "none": the curve is below the threshold from its first shell.']
+    used = {r.get("fsc_note", "") for r in rows if r["res_05_angstrom"] == r["res_05_angstrom"]}
+    notes = [_FSC_NOTES[k] for k in ("linear", "biased") if k in used]
+    if notes:
+        lines += ["", *notes]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
@@ -278,8 +326,9 @@ def load_config(path: str | Path) -> EvaluateConfig:
         if data.get(key) and not Path(str(data[key])).is_absolute():
             data[key] = str(p.parent / str(data[key]))
     for m in data.get("methods", []) or []:
-        if isinstance(m, dict) and m.get("checkpoint") and not Path(m["checkpoint"]).is_absolute():
-            m["checkpoint"] = str(p.parent / m["checkpoint"])
+        for key in ("checkpoint", "checkpoint_even", "checkpoint_odd"):
+            if isinstance(m, dict) and m.get(key) and not Path(m[key]).is_absolute():
+                m[key] = str(p.parent / m[key])
     try:
         return EvaluateConfig(**data)
     except ValidationError as e:

@@ -15,6 +15,7 @@ __all__ = [
     "compute_statistics",
     "volume_statistics",
     "estimate_noise_sigma",
+    "affine_fit",
 ]
 
 _MAX_SAMPLE = 8_000_000
@@ -121,3 +122,36 @@ def estimate_noise_sigma(arr: da.Array, max_blocks: int = 64) -> float:
     if not vals.size:
         raise ValueError(f"no chunk of the {arr.shape} volume gives a noise estimate")
     return float(np.median(vals))
+
+
+def affine_fit(x: da.Array, y: da.Array) -> tuple[float, float]:
+    """Least-squares ``scale`` and ``offset`` of ``y ≈ scale * x + offset``, one Dask pass.
+
+    Parameters
+    ----------
+    x, y
+        (z, y, x) arrays of one shape, finite.
+
+    Returns
+    -------
+    scale, offset
+        ``cov(x, y) / var(x)`` and ``mean(y) - scale * mean(x)``, in ``y``'s units.
+
+    Raises
+    ------
+    ValueError
+        Different shapes, or ``x`` constant.
+
+    """
+    if tuple(x.shape) != tuple(y.shape):
+        raise ValueError(f"arrays must have one shape, got {x.shape} and {y.shape}")
+    a = x.astype(np.float64)
+    b = y.rechunk(x.chunks).astype(np.float64)
+    n = float(np.prod(x.shape))
+    sa, sb, saa, sab = dask.compute(a.sum(), b.sum(), (a * a).sum(), (a * b).sum())
+    ma, mb = float(sa) / n, float(sb) / n
+    var = float(saa) / n - ma * ma
+    if not var > 0:
+        raise ValueError(f"cannot fit a constant volume, got variance {var}")
+    scale = (float(sab) / n - ma * mb) / var
+    return scale, mb - scale * ma

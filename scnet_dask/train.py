@@ -118,6 +118,7 @@ class _Run:
                     f"{path}: {name} voxel size {tuple(va)} Å differs from the {primary} voxel "
                     f"size {tuple(vb)} Å of {paths[primary]}"
                 )
+        self.stats = self.method.input_statistics(cfg.options, self.stats, paths)
         z, y, x = (int(s) for s in arrays[primary].shape)
         shape = (z, y, x)
         patch = self.method.patch_shape(cfg.options, cfg.patch_size)

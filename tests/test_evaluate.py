@@ -20,6 +20,8 @@ def test_evaluate_tables_and_figures(tmp_path, capsys):
     for name, v in (("clean", clean), ("noisy", full), ("even", half[0]), ("odd", half[1])):
         paths[name] = str(write_mrc(tmp_path / f"{name}.mrc", v, voxel=10.0))
     make_checkpoint(tmp_path / "c.pt", features=2, voxel=10.0)
+    make_checkpoint(tmp_path / "ce.pt", features=2, voxel=10.0)
+    make_checkpoint(tmp_path / "co.pt", features=2, voxel=10.0)
     cfg = {
         "name": "synthetic",
         "noisy": "noisy.mrc",
@@ -34,12 +36,18 @@ def test_evaluate_tables_and_figures(tmp_path, capsys):
             {"name": "gaussian σ1", "method": "gaussian", "sigma": 1.0},
             {"name": "lowpass 30 Å", "method": "lowpass", "cutoff_angstrom": 30.0},
             {"name": "SC-Net (random weights)", "method": "scnet", "checkpoint": "c.pt"},
+            {"name": "per half", "method": "scnet", "checkpoint": "c.pt",
+             "checkpoint_even": "ce.pt", "checkpoint_odd": "co.pt"},
         ],
     }
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
     code, out, err = run_cli(["evaluate", tmp_path / "eval.yaml"], capsys)
     assert code == 0, err
-    assert "| gaussian σ1 |" in out and "FSC_e/o 0.5 (Å)" in out
+    assert "| gaussian σ1 ¹ |" in out and "FSC_e/o 0.5 (Å)" in out
+    # a linear filter cannot change FSC_e/o; one model for both halves is biased; per-half
+    # models are not
+    assert "| SC-Net (random weights) ² |" in out and "| per half |" in out
+    assert "cannot change FSC_e/o" in out and "biased upwards" in out
     with open(tmp_path / "eval" / "results.csv", newline="") as f:
         rows = {r["name"]: r for r in csv.DictReader(f)}
     assert set(rows) == {m["name"] for m in cfg["methods"]}

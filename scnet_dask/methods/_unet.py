@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,7 +46,18 @@ class BlindSpotOptions(UNetOptions):
     swap_window: int = Field(
         5, ge=3, description="Window (voxels, odd) the replacement values come from."
     )
-    swap_ratio: float = Field(0.1, gt=0, le=1, description="Blind-spot regions per voxel.")
+    swap_ratio: float = Field(
+        0.1, gt=0, le=1, description="Blind-spot regions per voxel, or the fraction of voxels "
+        "replaced (see --swap-ratio-unit)."
+    )
+    swap_ratio_unit: Literal["regions", "voxels"] = Field(
+        "regions", description="What --swap-ratio counts: regions per voxel (the public code) "
+        "or replaced voxels (the paper's '10 % of voxels')."
+    )
+    blind_spot_strict: bool = Field(
+        False, description="A truly blind spot: replacement values from outside the region, "
+        "loss only on voxels whose own value is nowhere in the input."
+    )
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,16 @@ class Method:
             paths[name] = Path(value)
         return paths
 
+    def input_statistics(
+        self, options: Any, stats: dict[str, dict[str, Any]], paths: Mapping[str, Path]
+    ) -> dict[str, dict[str, Any]]:
+        """The ``mean``/``std`` each input is normalised with (default: its own statistics).
+
+        ``stats`` holds each input's stored statistics by name; a method may return other
+        values for an input (e.g. SC-Net's prior in the noisy volume's units).
+        """
+        return stats
+
     def build(self, options: Any) -> dict[str, torch.nn.Module]:
         """The method's networks, freshly initialised (on the CPU, from torch's global RNG)."""
         raise NotImplementedError(f"method {self.name} is not trainable")

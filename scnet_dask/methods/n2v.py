@@ -55,7 +55,8 @@ class N2v(UNetMethod):
         n = torch.from_numpy(batch["noisy"])
         src, mask = blind_spot_replace(
             n, None, region=o.swap_size, window=o.swap_window, ratio=o.swap_ratio,
-            mode="internal", generator=generator,
+            mode="internal", generator=generator, unit=o.swap_ratio_unit,
+            strict=o.blind_spot_strict,
         )  # fmt: skip
         dev = state.device
         n, src, mask = (t.to(dev, non_blocking=True) for t in (n, src, mask))

@@ -8,6 +8,7 @@ on blended tiles, then a Gaussian of σ ``post_sigma`` (the paper's 0.5).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -16,11 +17,14 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from scnet_dask.errors import InputError
 from scnet_dask.methods._unet import BlindSpotOptions, UNetMethod
 from scnet_dask.methods.base import Options, TrainState
 from scnet_dask.model.blindspot import blind_spot_replace
 from scnet_dask.model.losses import LossWeights, scnet_losses
 from scnet_dask.model.unet import SCNetUNet
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ScnetTrainOptions",
@@ -52,6 +56,12 @@ class ScnetTrainOptions(BlindSpotOptions):
     )
     blind_spot_mode: Literal["internal", "cross"] = Field(
         "internal", description="Replacement values from the noisy patch or from the prior."
+    )
+    prior_normalisation: Literal["own", "noisy", "affine"] = Field(
+        "own",
+        description="How the prior is scaled for the losses: by its own mean and std, by the "
+        "noisy volume's, or affine-fitted to the noisy volume (least squares) and then by the "
+        "noisy volume's.",
     )
 
 
@@ -88,6 +98,37 @@ class Scnet(UNetMethod):
     denoise_options = ScnetDenoiseOptions
     log_terms = ("total", "rec", "smooth", "exp", "reg", "ramp")
 
+    def input_statistics(
+        self, options: Any, stats: dict[str, dict[str, Any]], paths: Mapping[str, Path]
+    ) -> dict[str, dict[str, Any]]:
+        """The prior's normalisation (``prior_normalisation``); the noisy volume's own.
+
+        The network's output lives in the noisy volume's normalised units. ``"own"`` z-scores
+        a smooth prior by its own (smaller) std, which scales its gradients up by
+        σ_noisy/σ_prior against that output; ``"noisy"`` uses the noisy volume's mean and std;
+        ``"affine"`` fits ``noisy ≈ a * prior + b`` (one Dask pass) and normalises
+        ``a * prior + b`` by the noisy volume's statistics, i.e. prior mean, std σ_noisy / a.
+        """
+        mode = getattr(options, "prior_normalisation", "own")
+        if mode == "own":
+            return stats
+        noisy = stats["noisy"]
+        if mode == "noisy":
+            prior = {"mean": noisy["mean"], "std": noisy["std"]}
+        else:
+            from scnet_dask.io import open_source
+            from scnet_dask.stats import affine_fit
+
+            a, b = affine_fit(open_source(paths["prior"]).data, open_source(paths["noisy"]).data)
+            if a <= 0:
+                raise InputError(
+                    f"{paths['prior']}: the prior anti-correlates with {paths['noisy']} "
+                    f"(fitted scale {a:.3g}); use --prior-normalisation own or noisy"
+                )
+            prior = {"mean": stats["prior"]["mean"], "std": float(noisy["std"]) / a}
+            log.info("prior affine fit to the noisy volume: scale %.4g, offset %.4g", a, b)
+        return {**stats, "prior": {**stats["prior"], **prior, "normalisation": mode}}
+
     def step(
         self, state: TrainState, batch: Mapping[str, np.ndarray], generator: torch.Generator,
         train: bool = True,
@@ -98,7 +139,8 @@ class Scnet(UNetMethod):
         p = torch.from_numpy(batch["prior"])
         src, mask = blind_spot_replace(
             n, p, region=o.swap_size, window=o.swap_window, ratio=o.swap_ratio,
-            mode=o.blind_spot_mode, generator=generator,
+            mode=o.blind_spot_mode, generator=generator, unit=o.swap_ratio_unit,
+            strict=o.blind_spot_strict,
         )  # fmt: skip
         dev = state.device
         n, p, src, mask = (t.to(dev, non_blocking=True) for t in (n, p, src, mask))
