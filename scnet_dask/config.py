@@ -332,6 +332,22 @@ class PriorConfig(StrictModel):
     angle_sign: Literal[1, -1] = Field(
         -1, description="--method tilt-series: tilt-angle sign convention of the back-projection."
     )
+    area_offset: float = Field(
+        0.0,
+        description="--method tilt-series: offset (detector pixels) of the tomogram's centre "
+        "from the detector's centre, perpendicular to the tilt axis, when the tomogram is "
+        "narrower than the images (a sub-area, IMOD's WIDTH/SHIFT).",
+    )
+    slice_start: int | None = Field(
+        None,
+        ge=0,
+        description="--method tilt-series: first image row/column along the tilt axis that the "
+        "tomogram starts at, when it is shorter than the images (IMOD's SLICE); default: "
+        "centred.",
+    )
+    z_offset: float = Field(
+        0.0, description="--method tilt-series: shift of the reconstruction along z (voxels)."
+    )
     tile: int = Field(96, ge=16, description="--method topaz-3d: tile edge in voxels.")
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
     overwrite: bool = Field(False, description="Replace an existing output.")
@@ -350,7 +366,8 @@ class PriorConfig(StrictModel):
         uses = {
             "gaussian": {"sigma"},
             "topaz-3d": {"model", "tile"},
-            "tilt-series": {"tilt_series", "tlt", "tilt_axis", "angle_sign"},
+            "tilt-series": {"tilt_series", "tlt", "tilt_axis", "angle_sign", "area_offset",
+                            "slice_start", "z_offset"},  # fmt: skip
             "file": {"prior_file"},
         }
         specific = set().union(*uses.values())

@@ -46,19 +46,40 @@ def _tilt_series(cfg: PriorConfig, nz: int, shape: tuple[int, ...], device: str)
         raise InputError(
             f"{cfg.tlt}: {angles.size} tilt angles for {ts.shape[0]} images in {cfg.tilt_series}"
         )
-    expect = (shape[1], shape[2])
-    if tuple(ts.shape[1:]) != expect:
+    # (across, along) the tilt axis, for the images and the tomogram
+    ax = (1, 2) if cfg.tilt_axis == "x" else (2, 1)
+    img = (int(ts.shape[ax[0]]), int(ts.shape[ax[1]]))
+    tomo = (int(shape[ax[0]]), int(shape[ax[1]]))
+    if img[0] < tomo[0] or img[1] < tomo[1]:
         raise InputError(
-            f"{cfg.tilt_series}: images of {tuple(ts.shape[1:])} do not match the tomogram's "
-            f"(y, x) = {expect}"
+            f"{cfg.tilt_series}: images of {tuple(ts.shape[1:])} are smaller than the tomogram's "
+            f"(y, x) = {(shape[1], shape[2])}; a tomogram can only be a sub-area of its images"
         )
+    half_room = (img[0] - tomo[0]) / 2
+    if abs(cfg.area_offset) > half_room:
+        raise InputError(
+            f"--area-offset {cfg.area_offset:g} puts the {tomo[0]}-voxel-wide tomogram outside "
+            f"the {img[0]}-pixel detector of {cfg.tilt_series} (|offset| <= {half_room:g})"
+        )
+    start = (img[1] - tomo[1]) // 2 if cfg.slice_start is None else cfg.slice_start
+    if start + tomo[1] > img[1]:
+        raise InputError(
+            f"--slice-start {start} + the tomogram's {tomo[1]} slices exceed the {img[1]} image "
+            f"rows/columns along the tilt axis of {cfg.tilt_series}"
+        )
+    if img != tomo:
+        log.info("tilt-series prior: sub-area %s of images %s, offset %g px, slices from %d",
+                 tomo, img, cfg.area_offset, start)  # fmt: skip
+    along = slice(start, start + tomo[1])
+    ts = ts[:, :, along] if cfg.tilt_axis == "x" else ts[:, along, :]
     topaz_2d_model(device)  # fail early if the weights are missing
     den = (
         ts.astype(np.float32)
         .rechunk((1, -1, -1))
         .map_blocks(topaz_denoise_2d, device=device, dtype=np.float32)
     )
-    return wbp(den, angles, nz, tilt_axis=cfg.tilt_axis, angle_sign=cfg.angle_sign)
+    return wbp(den, angles, nz, tilt_axis=cfg.tilt_axis, angle_sign=cfg.angle_sign,
+               z_offset=cfg.z_offset, width=tomo[0], offset=cfg.area_offset)  # fmt: skip
 
 
 def _gaussian(data: da.Array, sigma: float) -> da.Array:
@@ -139,9 +160,33 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
             show_progress,
             desc=f"prior {cfg.method}",
         )
-    return {
+    summary: dict[str, Any] = {
         "output": str(cfg.output),
         "method": cfg.method,
         "shape": list(data.shape),
         "statistics": stats,
     }
+    if cfg.method in ("tilt-series", "file") and vol.format == "zarr":
+        summary["registration"] = _warn_if_misregistered(cfg)
+    return summary
+
+
+def _warn_if_misregistered(cfg: PriorConfig) -> dict[str, Any]:
+    """Compare the written prior with the noisy volume (coarsest level); warn on an offset."""
+    from scnet_dask.registration import measure_registration, misregistered
+
+    m = measure_registration(cfg.noisy, cfg.output)
+    if misregistered(m):
+        hint = (
+            " (check --tilt-axis, --angle-sign, --area-offset, --slice-start and --z-offset "
+            "against the reconstruction's)"
+            if cfg.method == "tilt-series"
+            else ""
+        )
+        log.warning(
+            "%s: the prior matches %s best shifted by %s voxels (z, y, x): correlation %.2f "
+            "there vs %.2f in place; it is misregistered%s",
+            cfg.output, cfg.noisy, tuple(m["shift_voxels"]), m["best_correlation"],
+            m["correlation"], hint,
+        )  # fmt: skip
+    return m

@@ -49,7 +49,13 @@ def ramp_filter(proj: np.ndarray, axis: int = 1) -> np.ndarray:
 
 
 def wbp_slab(
-    tilts: np.ndarray, angles_deg: np.ndarray, nz: int, angle_sign: int = -1, z_offset: float = 0.0
+    tilts: np.ndarray,
+    angles_deg: np.ndarray,
+    nz: int,
+    angle_sign: int = -1,
+    z_offset: float = 0.0,
+    width: int | None = None,
+    offset: float = 0.0,
 ) -> np.ndarray:
     """Reconstruct a slab of a tomogram from the matching slab of a tilt series.
 
@@ -62,14 +68,20 @@ def wbp_slab(
         (n_tilts,) tilt angles in degrees.
     nz
         Thickness of the reconstruction in voxels.
+    z_offset
+        Shift of the reconstructed slab along z, in voxels.
+    width, offset
+        A sub-area (IMOD's WIDTH): ``width`` voxels along Y (default: the detector's ``Y``)
+        whose centre lies ``offset`` detector pixels from the detector's centre.
 
     Returns
     -------
     np.ndarray
-        (nz, Y, W) float32.
+        (nz, width, W) float32.
 
     """
     n, ny, w = tilts.shape
+    width = ny if width is None else int(width)
     if angles_deg.shape != (n,):
         raise ValueError(f"expected {n} tilt angles, got {angles_deg.shape[0]}")
     # remove each projection row's mean: the ramp filter removes the DC term anyway, and a
@@ -77,8 +89,8 @@ def wbp_slab(
     p = tilts.astype(np.float32)
     q = ramp_filter(p - p.mean(axis=1, keepdims=True), axis=1)
     zc = np.arange(nz, dtype=np.float32) - (nz - 1) / 2 + z_offset
-    yc = np.arange(ny, dtype=np.float32) - (ny - 1) / 2
-    out = np.zeros((nz, ny, w), dtype=np.float32)
+    yc = np.arange(width, dtype=np.float32) - (width - 1) / 2 + offset
+    out = np.zeros((nz, width, w), dtype=np.float32)
     for i, a in enumerate(np.deg2rad(angles_deg)):
         t = yc[None, :] * np.cos(a) + angle_sign * zc[:, None] * np.sin(a) + (ny - 1) / 2
         t0 = np.floor(t).astype(np.int64)
@@ -98,22 +110,29 @@ def wbp(
     angle_sign: int = -1,
     z_offset: float = 0.0,
     slab: int = 64,
+    width: int | None = None,
+    offset: float = 0.0,
 ) -> da.Array:
     """Lazy WBP of a (n_tilts, Y, X) tilt series into a (nz, Y, X) tomogram, slab by slab.
 
     Each task reconstructs ``slab`` slices along the tilt axis from the matching columns of
     the tilt series, so memory is bounded by ``n_tilts x Y x slab`` whatever the size.
+    ``width`` and ``offset`` reconstruct a sub-area perpendicular to the tilt axis (see
+    :func:`wbp_slab`); the output then has ``width`` voxels along that axis.
     """
     if tilt_axis == "y":
         tilt_series = tilt_series.transpose(0, 2, 1)
     ts = tilt_series.astype(np.float32).rechunk((-1, -1, slab))
+    out_width = int(ts.shape[1]) if width is None else int(width)
     rec = ts.map_blocks(
         wbp_slab,
         np.asarray(angles_deg, dtype=np.float64),
         nz,
         angle_sign,
         z_offset,
-        chunks=(nz, ts.shape[1], ts.chunks[2]),
+        out_width,
+        offset,
+        chunks=(nz, out_width, ts.chunks[2]),
         dtype=np.float32,
         meta=np.empty((0, 0, 0), np.float32),
     )

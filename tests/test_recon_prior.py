@@ -117,3 +117,41 @@ def test_projector_is_the_forward_model_of_wbp():
     assert np.corrcoef(rec.ravel(), vol.ravel())[0, 1] > 0.95
     wrong = wbp(project(da.from_array(vol), ang, angle_sign=1), ang, 48).compute()
     assert np.corrcoef(wrong.ravel(), vol.ravel())[0, 1] < 0.6  # the geometry test can fail
+
+
+def test_wbp_sub_area_equals_a_crop_of_the_full_reconstruction():
+    """IMOD's WIDTH/SHIFT: a narrower reconstruction off the detector centre is the same voxels."""
+    ts = mrcfile.read(shared("temsim/tilt_clean.mrc"))[:, :, :8]
+    angles = read_tilt_angles(str(shared("temsim/tilt.tlt")))
+    full = wbp_slab(ts, angles, 40)
+    sub = wbp_slab(ts, angles, 40, width=128, offset=20.0)  # rows 64 + 20 .. + 128 of 256
+    np.testing.assert_allclose(sub, full[:, 84:212], rtol=1e-5, atol=1e-5)
+    lazy = wbp(da.from_array(ts, chunks=(41, 256, 4)), angles, 40, slab=4, width=128, offset=20.0)
+    np.testing.assert_allclose(lazy.compute(), sub, rtol=1e-5, atol=1e-5)
+
+
+def test_tilt_series_prior_of_a_sub_area_and_the_misregistration_warning(tmp_path, caplog):
+    pytest.importorskip("topaz")
+    ts = mrcfile.read(shared("temsim/tilt_clean.mrc"))[:, :, :48]  # wider along the tilt axis
+    tomo = mrcfile.read(shared("temsim/rec_clean.mrc"))[:, 84:212, 8:40]  # a sub-area
+    write_mrc(tmp_path / "ts.mrc", ts, voxel=10.0)
+    write_mrc(tmp_path / "tomo.mrc", tomo, voxel=10.0)
+    n = tmp_path / "tomo.zarr"
+    convert(ConvertConfig(input=tmp_path / "tomo.mrc", output=n, chunks=32), show_progress=False)
+    common = dict(noisy=n, method="tilt-series", tilt_series=tmp_path / "ts.mrc",
+                  tlt=shared("temsim/tilt.tlt"), device="cpu", slice_start=8)  # fmt: skip
+    with caplog.at_level("WARNING", logger="scnet_dask.prior"):
+        s = make_prior(PriorConfig(output=tmp_path / "p.zarr", area_offset=20, **common),
+                       show_progress=False)  # fmt: skip
+    p = zarr.open_group(str(tmp_path / "p.zarr"))["0"][:]
+    assert p.shape == tomo.shape
+    assert np.corrcoef(p.ravel(), tomo.ravel())[0, 1] > 0.5
+    assert not any(s["registration"]["shift_voxels"]) and "misregistered" not in caplog.text
+    with caplog.at_level("WARNING", logger="scnet_dask.prior"):
+        s = make_prior(PriorConfig(output=tmp_path / "q.zarr", area_offset=-20, **common),
+                       show_progress=False)  # fmt: skip
+    assert "misregistered" in caplog.text and any(s["registration"]["shift_voxels"])
+    with pytest.raises(InputError, match="outside the 256-pixel detector"):
+        make_prior(PriorConfig(output=tmp_path / "r.zarr", area_offset=80, **common),
+                   show_progress=False)  # fmt: skip
+    assert not (tmp_path / "r.zarr").exists()
