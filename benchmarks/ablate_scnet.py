@@ -38,13 +38,13 @@ SINGLE = {
     "lr 1e-3": "lr=1e-3",
 }
 CAPACITY = {"64³ patches": "patch=64", "32 features": "features=32"}
-RECIPE = ("prior_normalisation=affine,swap_ratio_unit=voxels,blind_spot_strict=true,"
-          "augment_planes=yx")  # fmt: skip
+#: the factors that helped alone (docs/scnet_ablation.md): now scnet-dask's defaults
+RECIPE = "prior_normalisation=affine,lambda_smooth=0.01"
 COMBO = {
-    "affine + 10 % voxels + strict + yx": RECIPE,
-    "… + no up-sampling": RECIPE + ",upsample=false",
+    "affine prior + λ_smooth 0.01": RECIPE,
     "… + no post-filter": RECIPE + ",post_sigma=0",
     "… + Topaz-3D prior": RECIPE + ",prior=topaz-3d",
+    "… + λ_smooth 0.03": RECIPE.replace("0.01", "0.03"),
 }
 BUDGET = {f"recipe, {n} steps": RECIPE + f",steps={n}" for n in (200, 800, 1600)}
 

@@ -41,7 +41,9 @@ class ScnetTrainOptions(BlindSpotOptions):
 
     prior: Path = Field(description="Prior OME-Zarr (from 'scnet-dask prior'), same grid.")
     lambda_rec: float = Field(0.6, ge=0, description="Weight of L_rec.")
-    lambda_smooth: float = Field(0.1, ge=0, description="Weight of L_smooth (Sobel, vs prior).")
+    lambda_smooth: float = Field(
+        0.01, ge=0, description="Weight of L_smooth (Sobel, vs prior); the paper's is 0.1."
+    )
     lambda_exp: float = Field(0.2, ge=0, description="Weight of L_exp (local means, vs prior).")
     lambda_reg: float = Field(0.01, ge=0, description="Weight of L_reg (L1 of the gradients).")
     rec_warmup: float = Field(
@@ -58,7 +60,7 @@ class ScnetTrainOptions(BlindSpotOptions):
         "internal", description="Replacement values from the noisy patch or from the prior."
     )
     prior_normalisation: Literal["own", "noisy", "affine"] = Field(
-        "own",
+        "affine",
         description="How the prior is scaled for the losses: by its own mean and std, by the "
         "noisy volume's, or affine-fitted to the noisy volume (least squares) and then by the "
         "noisy volume's.",
@@ -109,7 +111,7 @@ class Scnet(UNetMethod):
         ``"affine"`` fits ``noisy ≈ a * prior + b`` (one Dask pass) and normalises
         ``a * prior + b`` by the noisy volume's statistics, i.e. prior mean, std σ_noisy / a.
         """
-        mode = getattr(options, "prior_normalisation", "own")
+        mode = getattr(options, "prior_normalisation", "affine")
         if mode == "own":
             return stats
         noisy = stats["noisy"]
