@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import mrcfile
 import numpy as np
 
 from scnet_dask.config import ConvertConfig, DenoiseConfig, PriorConfig, TrainConfig
@@ -49,17 +49,11 @@ from scnet_dask.simulate import simulate
 from scnet_dask.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
+
 RUN_KEYS = {"steps", "patch", "features", "lr", "batch", "epochs", "ckpt", "label", "prior",
             "post_sigma", "passes"}  # fmt: skip
-
-
-def _mean_mrc(a: Path, b: Path, out: Path) -> None:
-    with mrcfile.open(a, permissive=True) as ma, mrcfile.open(b, permissive=True) as mb:
-        data = (ma.data.astype(np.float32) + mb.data.astype(np.float32)) / 2
-        voxel = float(ma.voxel_size.x)
-    with mrcfile.new(out, overwrite=True) as m:
-        m.set_data(data)
-        m.voxel_size = voxel
 
 
 def _to_zarr(src: Path, out: Path) -> Path:
@@ -74,8 +68,8 @@ def dataset(work: Path, name: str) -> dict[str, Path]:
         t, d = SHARED / "temsim", work / "temsim"
         d.mkdir(parents=True, exist_ok=True)
         if not (d / "noisy.mrc").exists():
-            _mean_mrc(t / "rec_even.mrc", t / "rec_odd.mrc", d / "noisy.mrc")
-            _mean_mrc(t / "tilt_even.mrc", t / "tilt_odd.mrc", d / "tilt.mrc")
+            mean_mrc(t / "rec_even.mrc", t / "rec_odd.mrc", d / "noisy.mrc")
+            mean_mrc(t / "tilt_even.mrc", t / "tilt_odd.mrc", d / "tilt.mrc")
         return {"noisy": _to_zarr(d / "noisy.mrc", d / "noisy.zarr"),
                 "even": _to_zarr(t / "rec_even.mrc", d / "even.zarr"),
                 "odd": _to_zarr(t / "rec_odd.mrc", d / "odd.zarr"),
