@@ -214,7 +214,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     }),
     "prior-tilt": (["in.zarr", "p.zarr"], "scnet_dask.prior", "make_prior", {
         "method": "tilt-series", "tilt_series": "ts.mrc", "tlt": "a.tlt", "tilt_axis": "y",
-        "angle_sign": 1,
+        "angle_sign": 1, "area_offset": 12.0, "slice_start": 3, "z_offset": 2.0,
     }),
     "prior-file": (["in.zarr", "p.zarr"], "scnet_dask.prior", "make_prior", {
         "method": "file", "prior_file": "mine.mrc",
@@ -227,11 +227,13 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         "prior": "p.zarr", "features": 8, "upsample": False, "swap_size": 5, "swap_window": 7,
         "swap_ratio": 0.05, "lambda_rec": 0.9, "lambda_smooth": 0.0, "lambda_exp": 0.3,
         "lambda_reg": 0.02, "rec_warmup": 0.2, "rec_variant": "unreplaced",
-        "blind_spot_mode": "cross",
+        "blind_spot_mode": "cross", "prior_normalisation": "noisy", "swap_ratio_unit": "voxels",
+        "blind_spot_strict": True,
     }),
     "train-n2v": (["in.zarr"], "scnet_dask.train", "train", {
         "out": "run", "method": "n2v", "features": 8, "upsample": False, "swap_size": 3,
-        "swap_window": 7, "swap_ratio": 0.01,
+        "swap_window": 7, "swap_ratio": 0.01, "swap_ratio_unit": "voxels",
+        "blind_spot_strict": True,
     }),
     "train-n2n": (["in.zarr"], "scnet_dask.train", "train", {
         "out": "run", "method": "n2n", "odd": "odd.zarr", "features": 8, "upsample": True,

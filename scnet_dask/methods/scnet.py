@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from scnet_dask.errors import InputError
 from scnet_dask.methods._unet import BlindSpotOptions, UNetMethod
 from scnet_dask.methods.base import Options, TrainState
 from scnet_dask.model.blindspot import blind_spot_replace
@@ -121,14 +120,22 @@ class Scnet(UNetMethod):
             from scnet_dask.io import open_source
             from scnet_dask.stats import affine_fit
 
-            a, b = affine_fit(open_source(paths["prior"]).data, open_source(paths["noisy"]).data)
-            if a <= 0:
-                raise InputError(
-                    f"{paths['prior']}: the prior anti-correlates with {paths['noisy']} "
-                    f"(fitted scale {a:.3g}); use --prior-normalisation own or noisy"
+            try:
+                a, b = affine_fit(
+                    open_source(paths["prior"]).data, open_source(paths["noisy"]).data
                 )
-            prior = {"mean": stats["prior"]["mean"], "std": float(noisy["std"]) / a}
-            log.info("prior affine fit to the noisy volume: scale %.4g, offset %.4g", a, b)
+            except ValueError:  # a constant prior
+                a, b = 0.0, 0.0
+            if a > 0:
+                prior = {"mean": stats["prior"]["mean"], "std": float(noisy["std"]) / a}
+                log.info("prior affine fit to the noisy volume: scale %.4g, offset %.4g", a, b)
+            else:
+                log.warning(
+                    "%s does not correlate positively with %s (fitted scale %.3g): normalising "
+                    "the prior by the noisy volume's statistics instead",
+                    paths["prior"], paths["noisy"], a,
+                )  # fmt: skip
+                prior = {"mean": noisy["mean"], "std": noisy["std"]}
         return {**stats, "prior": {**stats["prior"], **prior, "normalisation": mode}}
 
     def step(
