@@ -26,18 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scnet_dask.config import ConvertConfig, DenoiseConfig, SimulateConfig, TrainConfig
 from scnet_dask.convert import convert
 from scnet_dask.denoise import denoise
-from scnet_dask.io import open_source
-from scnet_dask.metrics import psnr, ssim
 from scnet_dask.simulate import simulate
 from scnet_dask.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).parent))
+from quality import scores  # type: ignore[import-not-found]  # noqa: E402
 from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
 
 
@@ -45,13 +42,6 @@ def to_zarr(src: Path, out: Path) -> Path:
     if not out.exists():
         convert(ConvertConfig(input=src, output=out, chunks=64), show_progress=False)
     return out
-
-
-def scores(vol: Path, ref: Path) -> dict[str, float]:
-    a = open_source(vol).data.astype(np.float32)
-    b = open_source(ref).data.astype(np.float32)
-    x, y = np.asarray(a).ravel(), np.asarray(b).ravel()
-    return {"psnr": psnr(a, b), "ssim": ssim(a, b), "corr": float(np.corrcoef(x, y)[0, 1])}
 
 
 def datasets(work: Path, sigmas: list[float]) -> dict[str, dict[str, Path]]:
