@@ -12,6 +12,7 @@ from zarr.storage import LocalStore
 from scnet_dask.config import ConvertConfig, PriorConfig, TrainConfig
 from scnet_dask.convert import convert
 from scnet_dask.errors import InputError
+from scnet_dask.methods.scnet import ScnetTrainOptions
 from scnet_dask.prior import make_prior
 from scnet_dask.sampling import PatchSampler, split_regions
 from scnet_dask.train import TrainingDiverged, train
@@ -248,6 +249,7 @@ def test_rec_warmup_trains_on_rec_alone_then_ramps_in_the_prior_terms(volumes, t
     first = rows[0]
     assert float(first["total"]) == pytest.approx(0.6 * float(first["rec"]), rel=1e-4)
     last = rows[-1]
-    full = (0.6 * float(last["rec"]) + 0.1 * float(last["smooth"]) + 0.2 * float(last["exp"])
-            + 0.01 * float(last["reg"]))  # fmt: skip
+    lam = {k: ScnetTrainOptions.model_fields[f"lambda_{k}"].default
+           for k in ("rec", "smooth", "exp", "reg")}  # the defaults this run used
+    full = sum(lam[k] * float(last[k]) for k in lam)
     assert float(last["total"]) == pytest.approx(full, rel=1e-4)
