@@ -51,7 +51,13 @@ def rank_device(device: Any, rank: int) -> Any:
 
 
 def _rank_main(
-    rank: int, world: int, host: str, port: int, cfg_json: dict[str, Any], timeout_s: float
+    rank: int,
+    world: int,
+    host: str,
+    port: int,
+    cfg_json: dict[str, Any],
+    timeout_s: float,
+    stats: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Run on a Dask worker: join the process group and train as ``rank``."""
     import torch.distributed as dist
@@ -75,7 +81,7 @@ def _rank_main(
         timeout=_dt.timedelta(seconds=timeout_s),
     )
     try:
-        return train(cfg, show_progress=False, rank=rank, world=world)
+        return train(cfg, show_progress=False, rank=rank, world=world, stats=stats)
     finally:
         dist.destroy_process_group()
 
@@ -102,8 +108,11 @@ def train_distributed(
     from scnet_dask.methods import get
     from scnet_dask.rundir import prepare_run_dir
 
+    from scnet_dask.train import input_statistics
+
     prepare_run_dir(cfg)
     get(cfg.method).prepare(cfg, show_progress=False)
+    stats = input_statistics(cfg)  # once, here: not in every rank before the first collective
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     world = ranks or len(workers)
     if world < 1 or world > len(workers):
@@ -124,6 +133,7 @@ def train_distributed(
             port,
             cfg_json,
             timeout_s,
+            stats,
             workers=[w],
             allow_other_workers=False,
             pure=False,

@@ -89,36 +89,65 @@ def augment_planes(
     return "yx" if anisotropic or not cubic else "all"
 
 
+def _open_inputs(
+    cfg: TrainConfig, method: Method
+) -> tuple[dict[str, Path], dict[str, zarr.Array], dict[str, dict[str, Any]]]:
+    """The method's input paths, their level-0 arrays and stored statistics, checked to agree."""
+    paths = method.input_paths(cfg.noisy, cfg.options, Path(cfg.out))
+    arrays: dict[str, zarr.Array] = {}
+    stats: dict[str, dict[str, Any]] = {}
+    primary = next(iter(paths))
+    for name, path in paths.items():
+        arrays[name], stats[name] = _open_level0(path)
+        if arrays[name].shape != arrays[primary].shape:
+            raise InputError(
+                f"{path}: {name} grid {tuple(arrays[name].shape)} differs from the "
+                f"{primary} grid {tuple(arrays[primary].shape)} of {paths[primary]}"
+            )
+        va = stats[name]["voxel_size_angstrom"]
+        vb = stats[primary]["voxel_size_angstrom"]
+        if voxel_mismatch(va, vb) > 0.01:
+            raise InputError(
+                f"{path}: {name} voxel size {tuple(va)} Å differs from the {primary} voxel "
+                f"size {tuple(vb)} Å of {paths[primary]}"
+            )
+    return paths, arrays, stats
+
+
+def input_statistics(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The normalisation statistics of every input of ``cfg.method`` (its hook applied).
+
+    :func:`scnet_dask.ddp.train_distributed` computes them once, before starting the ranks,
+    and hands them to every rank, so that a method's full-volume pass (SC-Net's affine prior
+    fit) runs once and not inside every rank while the others wait at the first collective.
+    """
+    method = get(cfg.method)
+    paths, _, stats = _open_inputs(cfg, method)
+    return method.input_statistics(cfg.options, stats, paths)
+
+
 class _Run:
     """State of one training run (kept small so that checkpoints capture all of it)."""
 
-    def __init__(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        rank: int = 0,
+        world: int = 1,
+        stats: dict[str, dict[str, Any]] | None = None,
+    ):
         self.cfg = cfg
         self.rank = rank
         self.world = world
         self.out = Path(cfg.out)
         self.method: Method = get(cfg.method)
         self.device = resolve_device(cfg.device)
-        paths = self.method.input_paths(cfg.noisy, cfg.options, Path(cfg.out))
+        paths, arrays, own = _open_inputs(cfg, self.method)
         self.paths = paths
-        arrays: dict[str, zarr.Array] = {}
-        self.stats: dict[str, dict[str, Any]] = {}
         primary = next(iter(paths))
-        for name, path in paths.items():
-            arrays[name], self.stats[name] = _open_level0(path)
-            if arrays[name].shape != arrays[primary].shape:
-                raise InputError(
-                    f"{path}: {name} grid {tuple(arrays[name].shape)} differs from the "
-                    f"{primary} grid {tuple(arrays[primary].shape)} of {paths[primary]}"
-                )
-            va = self.stats[name]["voxel_size_angstrom"]
-            vb = self.stats[primary]["voxel_size_angstrom"]
-            if voxel_mismatch(va, vb) > 0.01:
-                raise InputError(
-                    f"{path}: {name} voxel size {tuple(va)} Å differs from the {primary} voxel "
-                    f"size {tuple(vb)} Å of {paths[primary]}"
-                )
-        self.stats = self.method.input_statistics(cfg.options, self.stats, paths)
+        self.stats = (
+            stats if stats is not None else self.method.input_statistics(cfg.options, own, paths)
+        )
         z, y, x = (int(s) for s in arrays[primary].shape)
         shape = (z, y, x)
         patch = self.method.patch_shape(cfg.options, cfg.patch_size)
@@ -296,7 +325,11 @@ def _plain(obj: Any) -> Any:
 
 
 def train(
-    cfg: TrainConfig, show_progress: bool = True, rank: int = 0, world: int = 1
+    cfg: TrainConfig,
+    show_progress: bool = True,
+    rank: int = 0,
+    world: int = 1,
+    stats: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.method`` on ``cfg.noisy`` (and its other inputs); checkpoints into ``cfg.out``.
 
@@ -308,6 +341,9 @@ def train(
         Data-parallel rank and number of ranks; with ``world > 1`` the default
         ``torch.distributed`` process group must already be initialised (see
         :func:`scnet_dask.ddp.train_distributed`). Rank 0 writes the run folder.
+    stats
+        The inputs' normalisation statistics from :func:`input_statistics`; computed here
+        when not given.
 
     Returns
     -------
@@ -324,7 +360,7 @@ def train(
     try:
         if world == 1:
             get(cfg.method).prepare(cfg, show_progress)
-        run = _Run(cfg, rank, world)
+        run = _Run(cfg, rank, world, stats)
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # bad input: leave nothing behind
