@@ -107,7 +107,6 @@ def train_distributed(
 
     from scnet_dask.methods import get
     from scnet_dask.rundir import prepare_run_dir
-
     from scnet_dask.train import input_statistics
 
     prepare_run_dir(cfg)
