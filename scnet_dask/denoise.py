@@ -212,7 +212,10 @@ def _run_on_cluster(client: Any, tasks: list[Delayed], bar: Any) -> None:
         except TimeoutError:
             done = set()
         for f in done:
-            f.result()
+            if f.status == "error":
+                f.result()  # raises the task's error
+            # not f.result() otherwise: a chunk task returns nothing we need, and fetching it
+            # from a worker that has just died would wait for a recomputation that never comes
             f.release()  # a finished chunk is never recomputed if its worker dies later
             bar.update(1)
         if done:
