@@ -307,9 +307,7 @@ def config_keys(*models: type[BaseModel]) -> set[str]:
 
 def config_aliases(*models: type[BaseModel]) -> dict[str, str]:
     """Alias -> field name of ``models`` (``json`` -> ``json_output``)."""
-    return {
-        info.alias: name for m in models for name, info in m.model_fields.items() if info.alias
-    }
+    return {info.alias: name for m in models for name, info in m.model_fields.items() if info.alias}
 
 
 def command_from_models(
@@ -393,7 +391,5 @@ def without_fields(model: type[BaseModel], *names: str) -> type[BaseModel]:
     """A copy of ``model`` without the fields ``names`` (for option generation only)."""
     from pydantic import create_model
 
-    fields = {
-        k: (v.annotation, v) for k, v in model.model_fields.items() if k not in names
-    }
+    fields = {k: (v.annotation, v) for k, v in model.model_fields.items() if k not in names}
     return create_model(model.__name__, **fields)  # type: ignore[call-overload,no-any-return]

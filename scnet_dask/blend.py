@@ -45,6 +45,8 @@ WINDOW_FLOOR = 1e-6
 
 Window = Literal["gaussian", "cosine"]
 Triple = tuple[int, int, int]
+
+
 def post_filter_radius(sigma: float) -> int:
     """Voxels a Gaussian post-filter of ``sigma`` (voxels) reaches, as scipy truncates it."""
     if sigma < 0:

@@ -101,8 +101,7 @@ def _prior() -> click.Command:
         with on_cluster(kwargs):
             summary = make_prior(build_config(PriorConfig, **kwargs))
         click.echo(
-            f"wrote {summary['output']}: {summary['method']} prior, "
-            f"shape {tuple(summary['shape'])}"
+            f"wrote {summary['output']}: {summary['method']} prior, shape {tuple(summary['shape'])}"
         )
 
     return command_from_models(

@@ -59,9 +59,7 @@ def parse_voxel_size(v: Any) -> Any:
         Not one or three positive finite numbers.
 
     """
-    if v is None or isinstance(v, tuple) and len(v) == 3 and all(
-        isinstance(x, float) for x in v
-    ):
+    if v is None or isinstance(v, tuple) and len(v) == 3 and all(isinstance(x, float) for x in v):
         return v
     items: list[Any]
     if isinstance(v, str):
@@ -366,8 +364,15 @@ class PriorConfig(StrictModel):
         uses = {
             "gaussian": {"sigma"},
             "topaz-3d": {"model", "tile"},
-            "tilt-series": {"tilt_series", "tlt", "tilt_axis", "angle_sign", "area_offset",
-                            "slice_start", "z_offset"},  # fmt: skip
+            "tilt-series": {
+                "tilt_series",
+                "tlt",
+                "tilt_axis",
+                "angle_sign",
+                "area_offset",
+                "slice_start",
+                "z_offset",
+            },  # fmt: skip
             "file": {"prior_file"},
         }
         specific = set().union(*uses.values())

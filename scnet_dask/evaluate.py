@@ -53,8 +53,9 @@ class MethodSpec(StrictModel):
     method: str = Field(description="'none' or a registered method.")
     checkpoint: Path | None = Field(None, description="best.pt, for trained methods.")
     checkpoint_even: Path | None = Field(
-        None, description="A model trained on the even half only, to denoise the odd half "
-        "for FSC_e/o (with checkpoint_odd); default: checkpoint for both (biased)."
+        None,
+        description="A model trained on the even half only, to denoise the odd half "
+        "for FSC_e/o (with checkpoint_odd); default: checkpoint for both (biased).",
     )
     checkpoint_odd: Path | None = Field(
         None, description="A model trained on the odd half only, to denoise the even half."

@@ -194,9 +194,7 @@ def _mask_block(
     return block * pool_mask_block(spec, grid, radius, loc)
 
 
-def masked_inverse(
-    spectrum: da.Array, spec: PoolSpec, scratch: Path, edge: int = 64
-) -> da.Array:
+def masked_inverse(spectrum: da.Array, spec: PoolSpec, scratch: Path, edge: int = 64) -> da.Array:
     """One pool member: ``irfftn(spectrum · mask(spec))``, float32, lazy (see module doc)."""
     grid, radius = spec.block_grid(), spec.radius()
     masked = da.map_blocks(

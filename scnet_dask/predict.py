@@ -140,7 +140,6 @@ class Trained:
     inputs: dict[str, str] = field(default_factory=dict)
 
 
-
 @lru_cache(maxsize=4)
 def load_trained(path: str, sha256: str = "", device: str = "cpu") -> Trained:
     """Load a training checkpoint's networks once per process (cached by path, hash, device).

@@ -35,6 +35,7 @@ __all__ = ["make_prior"]
 
 log = logging.getLogger(__name__)
 
+
 def _tilt_series(cfg: PriorConfig, nz: int, shape: tuple[int, ...], device: str) -> da.Array:
     from scnet_dask.recon import read_tilt_angles, wbp
 

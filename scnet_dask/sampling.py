@@ -158,8 +158,7 @@ class PatchSampler:
         self.arrays = dict(arrays)
         self.subset = subset
         self.norm = {
-            name: (float(stats[name]["mean"]), float(stats[name]["std"]) or 1.0)
-            for name in arrays
+            name: (float(stats[name]["mean"]), float(stats[name]["std"]) or 1.0) for name in arrays
         }
         self.shape = patch_shape_of(patch_size)
         if planes not in ("all", "yx"):

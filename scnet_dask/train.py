@@ -186,6 +186,8 @@ class _Run:
             device=self.device,
             total_steps=cfg.epochs * self.steps,
             update=self.update,
+            run_dir=self.out,
+            lead=rank == 0,
         )
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)
         self.epoch = 0
@@ -215,8 +217,12 @@ class _Run:
         return self.state.step
 
     # --- the update every method's step calls ------------------------------------------
-    def update(self, loss: torch.Tensor, optimizer: str) -> None:
-        """Stop on a non-finite loss (on every rank together), else zero-grad, backward, step."""
+    def update(self, loss: torch.Tensor, optimizer: str, sync: bool = False) -> None:
+        """Stop on a non-finite loss (on every rank together), else zero-grad, backward, step.
+
+        ``sync``: average the optimiser's gradients over the ranks before stepping (networks
+        used without their DDP wrapper).
+        """
         finite = torch.isfinite(loss.detach()).float()
         if self.world > 1:  # every rank stops together
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
@@ -229,6 +235,12 @@ class _Run:
         opt = self.state.optimizers[optimizer]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if sync and self.world > 1:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= self.world
         opt.step()
 
     # --- checkpoints ---------------------------------------------------------------------

@@ -54,9 +54,10 @@ def test_gpu_worker_launcher_pins_each_worker_it_starts(tmp_path):
     import subprocess
     import sys
 
-    with LocalCluster(n_workers=0, dashboard_address=":0", processes=True) as cluster, Client(
-        cluster
-    ) as client:
+    with (
+        LocalCluster(n_workers=0, dashboard_address=":0", processes=True) as cluster,
+        Client(cluster) as client,
+    ):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "4,9"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "scnet_dask.gpu_worker", cluster.scheduler_address,
@@ -169,6 +170,7 @@ def test_a_cluster_that_loses_all_workers_stops_the_run_and_resume_finishes(tmp_
         Client(cluster),
         dask.config.set({"scnet_dask.worker_timeout_s": 3.0}),
     ):  # fmt: skip
+
         def vanish():
             deadline = time.time() + 120
             while time.time() < deadline and len(list(done.glob("*"))) < 4:

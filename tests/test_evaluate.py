@@ -36,8 +36,13 @@ def test_evaluate_tables_and_figures(tmp_path, capsys):
             {"name": "gaussian σ1", "method": "gaussian", "sigma": 1.0},
             {"name": "lowpass 30 Å", "method": "lowpass", "cutoff_angstrom": 30.0},
             {"name": "SC-Net (random weights)", "method": "scnet", "checkpoint": "c.pt"},
-            {"name": "per half", "method": "scnet", "checkpoint": "c.pt",
-             "checkpoint_even": "ce.pt", "checkpoint_odd": "co.pt"},
+            {
+                "name": "per half",
+                "method": "scnet",
+                "checkpoint": "c.pt",
+                "checkpoint_even": "ce.pt",
+                "checkpoint_odd": "co.pt",
+            },
         ],
     }
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))

@@ -249,7 +249,9 @@ def test_rec_warmup_trains_on_rec_alone_then_ramps_in_the_prior_terms(volumes, t
     first = rows[0]
     assert float(first["total"]) == pytest.approx(0.6 * float(first["rec"]), rel=1e-4)
     last = rows[-1]
-    lam = {k: ScnetTrainOptions.model_fields[f"lambda_{k}"].default
-           for k in ("rec", "smooth", "exp", "reg")}  # the defaults this run used
+    lam = {
+        k: ScnetTrainOptions.model_fields[f"lambda_{k}"].default
+        for k in ("rec", "smooth", "exp", "reg")
+    }  # the defaults this run used
     full = sum(lam[k] * float(last[k]) for k in lam)
     assert float(last["total"]) == pytest.approx(full, rel=1e-4)

@@ -231,8 +231,7 @@ def open_ome_zarr(
             )
             axes = ms[0].get("axes", [])
             factor = [
-                _unit_to_angstrom(a.get("unit"), path) if isinstance(a, dict) else 1.0
-                for a in axes
+                _unit_to_angstrom(a.get("unit"), path) if isinstance(a, dict) else 1.0 for a in axes
             ]
             if len(factor) != len(scale):
                 factor = [1.0] * len(scale)

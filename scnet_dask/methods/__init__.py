@@ -113,6 +113,7 @@ def _register_builtin() -> None:
     from scnet_dask.methods.lowpass import Lowpass
     from scnet_dask.methods.n2n import N2n
     from scnet_dask.methods.n2v import N2v
+    from scnet_dask.methods.nmsg import Nmsg
     from scnet_dask.methods.s2s import S2s
     from scnet_dask.methods.scnet import Scnet
     from scnet_dask.methods.supervised import Supervised
@@ -120,7 +121,8 @@ def _register_builtin() -> None:
     from scnet_dask.methods.vem_n2n import VemN2n
 
     for cls in (
-        Scnet, N2v, N2n, S2s, FourierN2n, Supervised, VemN2n, Gaussian, Lowpass, Topaz3d, Bm4d,
+        Scnet, N2v, N2n, S2s, FourierN2n, Nmsg, Supervised, VemN2n, Gaussian, Lowpass, Topaz3d,
+        Bm4d,
     ):  # fmt: skip
         register(cls())
 

@@ -34,9 +34,7 @@ class UNetOptions(Options):
     """The network: SC-Net's ``UNet3DEM``."""
 
     features: int = Field(32, ge=1, description="Channels of every U-Net level (nch_ker).")
-    upsample: bool = Field(
-        True, description="SC-Net's 2x nearest up-sampling block along z and x."
-    )
+    upsample: bool = Field(True, description="SC-Net's 2x nearest up-sampling block along z and x.")
 
 
 class BlindSpotOptions(UNetOptions):
@@ -47,16 +45,21 @@ class BlindSpotOptions(UNetOptions):
         5, ge=3, description="Window (voxels, odd) the replacement values come from."
     )
     swap_ratio: float = Field(
-        0.1, gt=0, le=1, description="Blind-spot regions per voxel, or the fraction of voxels "
-        "replaced (see --swap-ratio-unit)."
+        0.1,
+        gt=0,
+        le=1,
+        description="Blind-spot regions per voxel, or the fraction of voxels "
+        "replaced (see --swap-ratio-unit).",
     )
     swap_ratio_unit: Literal["regions", "voxels"] = Field(
-        "regions", description="What --swap-ratio counts: regions per voxel (the public code) "
-        "or replaced voxels (the paper's '10 % of voxels')."
+        "regions",
+        description="What --swap-ratio counts: regions per voxel (the public code) "
+        "or replaced voxels (the paper's '10 % of voxels').",
     )
     blind_spot_strict: bool = Field(
-        False, description="A truly blind spot: replacement values from outside the region, "
-        "loss only on voxels whose own value is nowhere in the input."
+        False,
+        description="A truly blind spot: replacement values from outside the region, "
+        "loss only on voxels whose own value is nowhere in the input.",
     )
 
 

@@ -32,9 +32,7 @@ class VemNetOptions(Options):
     slices: int = Field(5, ge=1, le=15, description="2.5d: sections seen (odd).")
     depth: int = Field(3, ge=1, le=5, description="2.5d: pooling levels of the 2-D U-Net.")
     features: int = Field(32, ge=1, description="Channels of the first U-Net level.")
-    patch_depth: int = Field(
-        16, ge=16, description="3d: patch depth in sections (multiple of 16)."
-    )
+    patch_depth: int = Field(16, ge=16, description="3d: patch depth in sections (multiple of 16).")
     loss: Literal["l1+ssim", "l1", "mse"] = Field(
         "l1+ssim", description="Loss: L1 + (1 - SSIM per section) (the seed's), L1 or MSE."
     )
@@ -56,9 +54,7 @@ class VemNetOptions(Options):
 class VemDenoiseOptions(Options):
     """Options of ``denoise`` for the vEM methods."""
 
-    post_sigma: float = Field(
-        0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network."
-    )
+    post_sigma: float = Field(0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network.")
 
 
 class VemMethod(UNetMethod):

@@ -122,8 +122,13 @@ class TrainState:
     step, total_steps
         Optimiser steps taken so far and planned in all (for schedules such as warm-ups).
     update
-        ``update(loss, optimizer_name)``: checks that ``loss`` is finite on every rank (else
-        stops the run, keeping the last checkpoint), then zero-grad, backward and step.
+        ``update(loss, optimizer_name, sync=False)``: checks that ``loss`` is finite on every
+        rank (else stops the run, keeping the last checkpoint), then zero-grad, backward and
+        step. ``sync=True`` averages that optimiser's gradients over the ranks before the step,
+        for networks a step calls directly rather than through their DDP wrapper in
+        ``forward`` (e.g. a WGAN-GP critic, whose double backward DDP does not support).
+    run_dir
+        The run folder (for a method's own diagnostics); ``lead``: whether this rank writes.
 
     """
 
@@ -134,7 +139,9 @@ class TrainState:
     device: torch.device
     step: int = 0
     total_steps: int = 1
-    update: Callable[[torch.Tensor, str], None] = field(default=lambda loss, name: None)
+    update: Callable[..., None] = field(default=lambda loss, name, sync=False: None)
+    run_dir: Path | None = None
+    lead: bool = True
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,7 @@ class N2nTrainOptions(UNetOptions):
 class N2nDenoiseOptions(Options):
     """Options of ``denoise --method n2n``."""
 
-    post_sigma: float = Field(
-        0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network."
-    )
+    post_sigma: float = Field(0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network.")
     normalise: Literal["input", "checkpoint"] = Field(
         "input",
         description="Normalise tiles by the input volume's statistics (a half, the sum or the "

@@ -31,9 +31,7 @@ class N2vTrainOptions(BlindSpotOptions):
 class N2vDenoiseOptions(Options):
     """Options of ``denoise --method n2v``."""
 
-    post_sigma: float = Field(
-        0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network."
-    )
+    post_sigma: float = Field(0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network.")
 
 
 class N2v(UNetMethod):

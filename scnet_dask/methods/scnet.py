@@ -69,9 +69,7 @@ class ScnetTrainOptions(BlindSpotOptions):
 class ScnetDenoiseOptions(Options):
     """Options of ``denoise --method scnet``."""
 
-    post_sigma: float = Field(
-        0.5, ge=0, le=4, description="Gaussian σ (voxels) after the network."
-    )
+    post_sigma: float = Field(0.5, ge=0, le=4, description="Gaussian σ (voxels) after the network.")
 
 
 def ramp_weight(step: int, total_steps: int, warmup: float) -> float:
@@ -249,7 +247,10 @@ def import_public_checkpoint(
     }
     write_checkpoint(output, model, {"noisy": _plain(stats)}, provenance, {"prior": str(noisy)})
     return {
-        "output": str(output), "features": features, "upsample": upsample, "tensors": len(state)
+        "output": str(output),
+        "features": features,
+        "upsample": upsample,
+        "tensors": len(state),
     }
 
 

@@ -122,9 +122,7 @@ class TopazPredictor:
     device: str = "cpu"
     mean: float = 0.0
     std: float = 1.0
-    geometry: Geometry = field(
-        default=Geometry(margin=(TOPAZ_REACH,) * 3, multiple=TOPAZ_MULTIPLE)
-    )
+    geometry: Geometry = field(default=Geometry(margin=(TOPAZ_REACH,) * 3, multiple=TOPAZ_MULTIPLE))
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Return the denoised tiles, same shape, float32, in the input's units."""

@@ -137,9 +137,7 @@ def blind_spot_replace(
         shifts = torch.randint(-half, half + 1, (n, 3), generator=generator)
         zero = (shifts == 0).all(dim=1)
         while bool(zero.any()):  # a zero shift would not replace anything
-            shifts[zero] = torch.randint(
-                -half, half + 1, (int(zero.sum()), 3), generator=generator
-            )
+            shifts[zero] = torch.randint(-half, half + 1, (int(zero.sum()), 3), generator=generator)
             zero = (shifts == 0).all(dim=1)
         src = (centres[:, None, :] + shifts[:, None, :] + offs[None]).reshape(-1, 3)
     # where regions overlap, keep the last one: unique target voxels, last occurrence
