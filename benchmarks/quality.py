@@ -14,9 +14,9 @@ Rows (``--rows``, comma-separated; ``;`` separates rows that hold commas):
 - ``prior:KIND`` — a prior volume itself (``gaussian`` σ 1, ``topaz-3d``, ``tilt-series``);
 - a trained method with options: ``scnet:prior=topaz-3d,prior_normalisation=affine,steps=800``.
   Keys ``steps``, ``patch``, ``features``, ``lr``, ``batch``, ``epochs`` and ``ckpt`` (``last`` or
-  ``best``) set the run; ``post_sigma`` and ``passes`` the denoising; ``prior`` (scnet) picks the
-  prior kind; ``label`` names the row; every other key is a method option. Defaults: 400
-  steps of 2 x 32³ patches, 16 features, lr 4e-4 (the CLI's), the last checkpoint.
+  ``best``) set the run; ``post_sigma`` and ``passes`` the denoising; ``prior`` (scnet; optional
+  for nmsg) picks the prior kind; ``label`` names the row; every other key is a method option.
+  Defaults: 400 steps of 2 x 32³ patches, 16 features, lr 4e-4 (the CLI's), the last checkpoint.
 - ``--budget M`` (CPU minutes per training run) replaces ``steps`` by what fits: a 10-step probe
   measures the step time first.
 
@@ -182,7 +182,7 @@ def trained_row(method: str, kv: dict[str, str], data: dict[str, Path], d: Path,
                            "device": a.device, "overwrite": True, "plots": False, "seed": 0,
                            **opts}  # fmt: skip
     t_prior = 0.0
-    if method == "scnet":
+    if method == "scnet" or (method == "nmsg" and "prior" in run_kv):  # optional for nmsg
         cfg["prior"], t_prior = prior(str(run_kv.get("prior", "gaussian")), data, d, a.device)
     if method == "n2n":
         cfg["odd"] = data["odd"]
@@ -210,7 +210,7 @@ def trained_row(method: str, kv: dict[str, str], data: dict[str, Path], d: Path,
     skip = ("noisy", "odd", "out", "device", "overwrite", "plots", "prior")
     settings = {k: v for k, v in cfg.items() if k not in skip}
     settings.update(steps=s["steps"], **den)
-    if method == "scnet":
+    if "prior" in cfg:
         settings["prior"] = str(run_kv.get("prior", "gaussian"))
     return {**scores(out, data["reference"]), "train_s": t_train, "prior_s": t_prior,
             "infer_s": t_inf, "s_per_step": s["mean_step_seconds"], "volume": str(out),
