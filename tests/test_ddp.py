@@ -95,3 +95,23 @@ def test_every_gpu_rank_gets_an_indexed_device(monkeypatch):
     assert rank_device(torch.device("cpu"), 5) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a worker pinned to one GPU
     assert rank_device(torch.device("cuda"), 7) == torch.device("cuda", 0)
+
+
+def test_ddp_nmsg_keeps_the_noise_model_and_the_unet_identical(volumes, tmp_path, cluster2):  # noqa: F811
+    """NMSG's generator is stepped outside DDP, its gradients averaged by ``update(sync=True)``."""
+    from scnet_dask.methods import get
+
+    n, _ = volumes
+    opts = get("nmsg").train_options(
+        noise_cube=12, noise_min_cubes=8, gan_steps=6, gan_features=4, gan_batch=4,
+        features=4, lambda_adversarial=0.1, critic_steps=1,
+    )  # fmt: skip
+    cfg = TrainConfig(
+        noisy=n, out=tmp_path / "run", method="nmsg", options=opts, patch_size=16,
+        batch_size=1, epochs=2, steps_per_epoch=5, val_patches=1, plots=False, device="cpu",
+    )  # fmt: skip
+    s = train_distributed(cfg, cluster2)
+    assert s["world"] == 2 and len(set(s["replica_sha256"])) == 1  # all three networks agree
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["step"] == 10 and set(ck["networks"]) == {"model", "generator", "critic"}
+    assert (tmp_path / "run" / "noise_model.json").exists()  # written once, by rank 0
