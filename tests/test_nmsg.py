@@ -133,7 +133,8 @@ def test_noise_model_matches_a_known_spectrum(tomo, tmp_path, capsys):
 def test_nmsg_trains_resumes_and_denoises_through_the_cli(tomo, tmp_path, capsys):
     _, n, clean, noisy = tomo
     run = tmp_path / "run"
-    args = ("--steps-per-epoch", "30", "--gan-steps", "40", "--lr", "2e-3")
+    args = ("--steps-per-epoch", "30", "--gan-steps", "40", "--lr", "2e-3", "--pair-form",
+            "noisier2noise")  # fmt: skip
     code, _, err = _train(n, run, capsys, "--epochs", "1", *args)  # stops inside the GAN phase
     assert code == 0 and "trains the noise model only" in err, err
     assert not (run / "noise_model.json").exists()
