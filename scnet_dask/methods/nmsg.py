@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,7 +60,12 @@ import torch
 from pydantic import Field
 
 from scnet_dask.errors import InputError
-from scnet_dask.methods._unet import UNetMethod, UNetOptions, checkpoint_normalisation
+from scnet_dask.methods._unet import (
+    NetworkPredictor,
+    UNetMethod,
+    UNetOptions,
+    checkpoint_normalisation,
+)
 from scnet_dask.methods._unet import network_geometry as _network_geometry
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
 from scnet_dask.model.gan import (
@@ -398,27 +404,28 @@ class Nmsg(UNetMethod):
             geom = _network_geometry(tr.networks["model"], float(options.post_sigma))
         except ValueError as e:
             raise InputError(f"{ctx.checkpoint}: {e}") from None
-        n2n = topts.pair_form == "n2n"
-        geom = Geometry(
-            geom.margin, geom.multiple, geom.post_sigma, geom.upsample, stochastic=not n2n
-        )
         device = ctx.device
-        pred = NmsgPredictor(
-            tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, topts.pair_form,
-            float(topts.alpha), 1 if n2n else int(options.passes),
-        )  # fmt: skip
         details = self.details(tr, ctx, device)
-        details["passes"] = pred.passes
+        pred: TilePredictor
+        if topts.pair_form == "n2n":  # the U-Net on the tile, as every U-Net method
+            pred = NetworkPredictor(tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom)
+            details["passes"] = 1
+            return pred, details
+        geom = Geometry(geom.margin, geom.multiple, geom.post_sigma, geom.upsample, stochastic=True)
+        pred = NmsgPredictor(
+            tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, float(topts.alpha),
+            int(options.passes),
+        )  # fmt: skip
+        details["passes"] = int(options.passes)
         return pred, details
 
 
 @dataclass(frozen=True)
 class NmsgPredictor:
-    """NMSG's denoiser on (B, z, y, x) tiles in the input's units.
+    """NMSG's Noisier2Noise denoiser on (B, z, y, x) tiles in the input's units.
 
-    ``n2n``: the U-Net on the tile. ``noisier2noise``: per tile, ``passes`` draws of generated
-    noise (seeded by the tile's seed), each corrected as ``((1 + α²) f(y + α m) − y − α m) / α²``,
-    averaged.
+    Per tile, ``passes`` draws of generated noise ``m`` (seeded by the tile's seed), each
+    corrected as ``((1 + α²) f(y + α m) − y − α m) / α²``, averaged.
     """
 
     checkpoint: str
@@ -426,7 +433,6 @@ class NmsgPredictor:
     device: str
     amp: bool
     geometry: Geometry
-    pairs: str
     alpha: float
     passes: int
 
@@ -443,31 +449,26 @@ class NmsgPredictor:
             torch.inference_mode(),
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp),
         ):
-            import time
-
             t0 = time.perf_counter()
             x = x.to(self.device)
-            if self.pairs == "n2n":
-                out = net(x).float()
-            else:
-                shape = tuple(int(s) for s in x.shape[2:])
-                out = torch.zeros_like(x)
-                for k in range(self.passes):
-                    m = torch.cat(
-                        [
-                            gen.sample(
-                                1, shape,
-                                torch.Generator().manual_seed(
-                                    (int(seeds[b]) if seeds is not None else b) * 64 + k
-                                ),
-                                self.device,
-                            ).float()
-                            for b in range(x.shape[0])
-                        ]
-                    )  # fmt: skip
-                    z = x + self.alpha * m
-                    out += ((1 + a2) * net(z).float() - z) / a2
-                out /= self.passes
+            shape = tuple(int(s) for s in x.shape[2:])
+            out = torch.zeros_like(x)
+            for k in range(self.passes):
+                m = torch.cat(
+                    [
+                        gen.sample(
+                            1, shape,
+                            torch.Generator().manual_seed(
+                                (int(seeds[b]) if seeds is not None else b) * 64 + k
+                            ),
+                            self.device,
+                        ).float()
+                        for b in range(x.shape[0])
+                    ]
+                )  # fmt: skip
+                z = x + self.alpha * m
+                out += ((1 + a2) * net(z).float() - z) / a2
+            out /= self.passes
             res = out[:, 0].float().cpu().numpy()
             record_forward(time.perf_counter() - t0, res.size * self.passes)
         return res * std + mean
