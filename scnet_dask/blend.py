@@ -27,6 +27,8 @@ __all__ = [
     "Contribution",
     "post_filter_radius",
     "plan_halo",
+    "plan_halo_sides",
+    "HaloSides",
     "reflect_index",
     "window_profile",
     "axis_weights",
@@ -72,7 +74,7 @@ def plan_halo(
     post_sigma: float = 0.0,
     blend: int = DEFAULT_BLEND,
 ) -> tuple[Triple, Triple]:
-    """Halo and margin per axis, in input voxels (z, y, x).
+    """Halo and margin per axis, in input voxels (z, y, x), the same on both sides of a tile.
 
     Parameters
     ----------
@@ -95,18 +97,72 @@ def plan_halo(
         smaller than the receptive field still blends (approximately) instead of cutting.
 
     """
-    rf = _triple(receptive_margin, "receptive_margin")
+    sides = plan_halo_sides(halo, receptive_margin, receptive_margin, post_sigma, blend)
+    return sides.halo_lo, sides.margin_lo
+
+
+class HaloSides(NamedTuple):
+    """Halo and margin (voxels, z/y/x) at the low and the high end of every tile."""
+
+    halo_lo: Triple
+    halo_hi: Triple
+    margin_lo: Triple
+    margin_hi: Triple
+
+
+def plan_halo_sides(
+    halo: int | Sequence[int] | Literal["auto"],
+    reach_lo: int | Sequence[int],
+    reach_hi: int | Sequence[int] | None = None,
+    post_sigma: float = 0.0,
+    blend: int = DEFAULT_BLEND,
+) -> HaloSides:
+    """Halo and margin per axis and per side of a tile, in input voxels (z, y, x).
+
+    Parameters
+    ----------
+    halo
+        ``"auto"`` (each side's margin + ``blend``) or the halo in voxels (one int or a
+        (z, y, x) triple), the same on both sides.
+    reach_lo, reach_hi
+        How far below / above an output voxel the inputs it depends on lie (voxels, per
+        axis): the margin a tile needs at its low / high end for exact outputs. SC-Net's
+        U-Net reaches 48 voxels down and 33 up at its own resolution (strided convolutions
+        are not symmetric). ``reach_hi`` ``None``: the same as ``reach_lo``.
+    post_sigma
+        Gaussian post-filter sigma in voxels (0: none); its radius adds to both margins.
+    blend
+        Width of the blend zone for ``halo="auto"``.
+
+    Returns
+    -------
+    HaloSides
+        With an explicit halo each margin is what is left after reserving up to ``blend``
+        voxels for blending (at most the reach), so a halo smaller than the receptive field
+        still blends (approximately) instead of cutting.
+
+    """
+    lo = _triple(reach_lo, "receptive_margin")
+    hi = lo if reach_hi is None else _triple(reach_hi, "receptive_margin")
     if blend < 0:
         raise ValueError(f"blend must be >= 0, got {blend}")
-    need = tuple(r + post_filter_radius(post_sigma) for r in rf)
+    r = post_filter_radius(post_sigma)
+    need_lo = tuple(v + r for v in lo)
+    need_hi = tuple(v + r for v in hi)
     if isinstance(halo, str):
         if halo != "auto":
             raise ValueError(f"halo must be 'auto' or voxels, got {halo!r}")
-        h = tuple(n + blend for n in need)
-        return (h[0], h[1], h[2]), (need[0], need[1], need[2])
+        h_lo = tuple(n + blend for n in need_lo)
+        h_hi = tuple(n + blend for n in need_hi)
+        return HaloSides(_t(h_lo), _t(h_hi), _t(need_lo), _t(need_hi))
     h3 = _triple(halo, "halo")
-    m = tuple(min(n, max(0, hh - blend)) for n, hh in zip(need, h3, strict=True))
-    return h3, (m[0], m[1], m[2])
+    m_lo = tuple(min(n, max(0, hh - blend)) for n, hh in zip(need_lo, h3, strict=True))
+    m_hi = tuple(min(n, max(0, hh - blend)) for n, hh in zip(need_hi, h3, strict=True))
+    return HaloSides(h3, h3, _t(m_lo), _t(m_hi))
+
+
+def _t(v: Sequence[int]) -> Triple:
+    return (int(v[0]), int(v[1]), int(v[2]))
 
 
 def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -126,6 +182,7 @@ def window_profile(
     ramp_hi: int | None,
     margin: int,
     kind: Window = "gaussian",
+    margin_hi: int | None = None,
 ) -> np.ndarray:
     """1-D blending weights over ``length`` voxels of a tile.
 
@@ -137,9 +194,12 @@ def window_profile(
         Length of the blend zone after the margin at the low / high end, or ``None`` where the
         tile touches the volume border (weight 1 right up to it).
     margin
-        Voxels at a non-border end whose weight is :data:`WINDOW_FLOOR`.
+        Voxels at a non-border low end (and high end, unless ``margin_hi`` is given) whose
+        weight is :data:`WINDOW_FLOOR`.
     kind
         ``"gaussian"`` (``exp(-(1-t)^2 / (2 * (1/3)^2))``) or ``"cosine"`` (raised cosine).
+    margin_hi
+        The margin at the high end, when it differs from the low end's.
 
     Returns
     -------
@@ -150,44 +210,55 @@ def window_profile(
     if kind not in ("gaussian", "cosine"):
         raise ValueError(f"window must be 'gaussian' or 'cosine', got {kind!r}")
 
-    def side(d: np.ndarray, ramp: int | None) -> np.ndarray:
+    def side(d: np.ndarray, ramp: int | None, m: int) -> np.ndarray:
         if ramp is None:
             return np.ones_like(d, dtype=np.float64)
-        t = (d - margin + 1) / (ramp + 1)
+        t = (d - m + 1) / (ramp + 1)
         if kind == "gaussian":
             w = np.exp(-0.5 * ((1.0 - t) / (1.0 / 3.0)) ** 2)
         else:
             w = 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0.0, 1.0))
-        w = np.where(d < margin, 0.0, np.where(t >= 1.0, 1.0, w))
+        w = np.where(d < m, 0.0, np.where(t >= 1.0, 1.0, w))
         return np.asarray(w, dtype=np.float64)
 
     p = np.arange(length, dtype=np.float64)
-    w = np.minimum(side(p, ramp_lo), side(length - 1 - p, ramp_hi))
+    m_hi = margin if margin_hi is None else margin_hi
+    w = np.minimum(side(p, ramp_lo, margin), side(length - 1 - p, ramp_hi, m_hi))
     return np.maximum(w, WINDOW_FLOOR)
 
 
 @dataclass(frozen=True)
 class _Axis:
-    """Tile geometry along one axis (all in voxels, padded-grid coordinates)."""
+    """Tile geometry along one axis (all in voxels, padded-grid coordinates).
+
+    Tiles have *cores* that partition ``[0, n)`` (one per output chunk, or a regular grid of
+    the plan's tile edge, independent of the chunks); each tile is its core extended by the
+    halo on both sides and snapped outwards to ``multiple``.
+    """
 
     n: int
     starts: tuple[int, ...]  # chunk starts
     stops: tuple[int, ...]  # chunk stops
-    tiles: tuple[tuple[int, int], ...]  # [a, b) per chunk, multiples of `multiple`
-    margin: int
+    cores: tuple[tuple[int, int], ...]  # [s, e) per tile
+    tiles: tuple[tuple[int, int], ...]  # [a, b) per tile, multiples of `multiple`
+    margin: int  # at a tile's low end
+    margin_hi: int  # at a tile's high end
     kind: Window
 
-    def profile_spec(self, i: int) -> tuple[int, int | None, int | None, int, str]:
-        """``window_profile`` arguments of tile ``i``: (length, lo, hi, margin, kind)."""
+    def profile_spec(self, i: int) -> tuple[int, int | None, int | None, int, int, str]:
+        """Window arguments of tile ``i``: (length, lo, hi, margin, margin_hi, kind)."""
         a, b = self.tiles[i]
-        lo = None if a == 0 else self.starts[i] - a - self.margin
-        hi = None if b >= self.n else b - self.stops[i] - self.margin
-        return (b - a, lo, hi, self.margin, self.kind)
+        s, e = self.cores[i]
+        lo = None if a == 0 else s - a - self.margin
+        hi = None if b >= self.n else b - e - self.margin_hi
+        return (b - a, lo, hi, self.margin, self.margin_hi, self.kind)
 
     def profile(self, i: int) -> np.ndarray:
         """Window over the in-volume part ``[a, min(b, n))`` of tile ``i``."""
         a, b = self.tiles[i]
-        return window_profile(*self.profile_spec(i))[: min(b, self.n) - a]  # type: ignore[arg-type]
+        length, lo, hi, m, m_hi, kind = self.profile_spec(i)
+        w = window_profile(length, lo, hi, m, kind, m_hi)  # type: ignore[arg-type]
+        return w[: min(b, self.n) - a]
 
     def chunks_over(self, lo: int, hi: int) -> list[int]:
         """Chunks that overlap ``[lo, hi)``."""
@@ -196,9 +267,21 @@ class _Axis:
         return list(range(first, last))
 
     def tiles_over(self, i: int) -> list[int]:
-        """Tiles whose in-volume part overlaps chunk ``i``."""
+        """Tiles with weight above the floor somewhere in chunk ``i``.
+
+        A tile whose only overlap with the chunk lies inside its margin contributes nothing
+        exact (and only :data:`WINDOW_FLOOR` weight): it is left out. Every voxel keeps the
+        tile whose core holds it (weight 1).
+        """
         s, e = self.starts[i], self.stops[i]
-        return [j for j, (a, b) in enumerate(self.tiles) if a < e and min(b, self.n) > s]
+        out = []
+        for j, (a, b) in enumerate(self.tiles):
+            lo, hi = max(a, s), min(b, self.n, e)
+            if lo >= hi:
+                continue
+            if self.profile(j)[lo - a : hi - a].max() > WINDOW_FLOOR:
+                out.append(j)
+        return out
 
 
 @dataclass(frozen=True)
@@ -212,13 +295,20 @@ class TilePlan:
     chunks
         Dask chunks of the input (and of the output), any sizes.
     halo, margin
-        Per axis, voxels (see :func:`plan_halo`).
+        Per axis, voxels, at the low end of a tile (and at the high end unless ``halo_hi`` /
+        ``margin_hi`` are given; see :func:`plan_halo_sides`).
     multiple
         Tile edges and origins are multiples of this (16 for SC-Net's U-Net).
     window
         Blend profile, ``"gaussian"`` or ``"cosine"``.
     post_sigma
         Gaussian filter (voxels) applied to each prediction, inside the volume, before blending.
+    halo_hi, margin_hi
+        Per axis, voxels, at the high end of a tile (``None``: as at the low end).
+    tile
+        Edge of the tile cores per axis (voxels, multiples of ``multiple``): a regular grid
+        from the origin, independent of the chunks. ``None``: one tile per chunk (its core is
+        the chunk).
 
     """
 
@@ -229,6 +319,9 @@ class TilePlan:
     multiple: int = 16
     window: Window = "gaussian"
     post_sigma: float = 0.0
+    halo_hi: Triple | None = None
+    margin_hi: Triple | None = None
+    tile: Triple | None = None
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or min(self.shape) < 1:
@@ -237,11 +330,28 @@ class TilePlan:
             raise ValueError(f"chunks {self.chunks} do not add up to shape {self.shape}")
         if self.multiple < 1:
             raise ValueError(f"multiple must be >= 1, got {self.multiple}")
-        if any(m > h for m, h in zip(self.margin, self.halo, strict=True)):
-            raise ValueError(f"margin {self.margin} must not exceed halo {self.halo}")
+        for m, h in ((self.margin, self.halo), (self.margins_hi, self.halos_hi)):
+            if any(mm > hh for mm, hh in zip(m, h, strict=True)):
+                raise ValueError(f"margin {m} must not exceed halo {h}")
         if self.window not in ("gaussian", "cosine"):
             raise ValueError(f"window must be 'gaussian' or 'cosine', got {self.window!r}")
+        if self.tile is not None and (
+            len(self.tile) != 3 or any(t < 1 or t % self.multiple for t in self.tile)
+        ):
+            raise ValueError(
+                f"tile must be three positive multiples of {self.multiple}, got {self.tile}"
+            )
         post_filter_radius(self.post_sigma)
+
+    @property
+    def halos_hi(self) -> Triple:
+        """Halo at the high end of a tile (z, y, x)."""
+        return self.halo if self.halo_hi is None else self.halo_hi
+
+    @property
+    def margins_hi(self) -> Triple:
+        """Margin at the high end of a tile (z, y, x)."""
+        return self.margin if self.margin_hi is None else self.margin_hi
 
     @property
     def padded_shape(self) -> Triple:
@@ -250,16 +360,15 @@ class TilePlan:
         p = tuple(-(-n // m) * m for n in self.shape)
         return (p[0], p[1], p[2])
 
+    @property
+    def tile_grid(self) -> Triple:
+        """Number of tiles along z, y, x."""
+        g = tuple(len(self.axis(k).tiles) for k in range(3))
+        return (g[0], g[1], g[2])
+
     def axis(self, k: int) -> _Axis:
         """Geometry of axis ``k`` (0 = z, 1 = y, 2 = x)."""
-        m, n, padded = self.multiple, self.shape[k], self.padded_shape[k]
-        stops = tuple(int(s) for s in np.cumsum(self.chunks[k]))
-        starts = (0, *stops[:-1])
-        tiles = tuple(
-            (max(0, (s - self.halo[k]) // m * m), min(padded, -(-(e + self.halo[k]) // m) * m))
-            for s, e in zip(starts, stops, strict=True)
-        )
-        return _Axis(n, starts, stops, tiles, self.margin[k], self.window)
+        return _axis(self, k)
 
     def tile_voxels(self) -> int:
         """Voxels pushed through the predictor for the whole volume (all tiles)."""
@@ -269,9 +378,24 @@ class TilePlan:
         return total
 
 
-#: One axis of a piece's window: (tile length, low ramp start, high ramp start, margin, kind,
-#: first, stop) — ``window_profile(length, lo, hi, margin, kind)[first:stop]``.
-WeightSpec = tuple[int, int | None, int | None, int, str, int, int]
+@lru_cache(maxsize=64)
+def _axis(plan: TilePlan, k: int) -> _Axis:
+    m, n, padded = plan.multiple, plan.shape[k], plan.padded_shape[k]
+    stops = tuple(int(s) for s in np.cumsum(plan.chunks[k]))
+    starts = (0, *stops[:-1])
+    if plan.tile is None:
+        cores = tuple(zip(starts, stops, strict=True))
+    else:
+        t = plan.tile[k]
+        cores = tuple((s, min(s + t, n)) for s in range(0, n, t))
+    lo, hi = plan.halo[k], plan.halos_hi[k]
+    tiles = tuple((max(0, (s - lo) // m * m), min(padded, -(-(e + hi) // m) * m)) for s, e in cores)
+    return _Axis(n, starts, stops, cores, tiles, plan.margin[k], plan.margins_hi[k], plan.window)
+
+
+#: One axis of a piece's window: (tile length, low ramp, high ramp, low margin, high margin,
+#: kind, first, stop) — ``window_profile(length, lo, hi, margin, kind, margin_hi)[first:stop]``.
+WeightSpec = tuple[int, int | None, int | None, int, int, str, int, int]
 
 
 class Contribution(NamedTuple):
@@ -280,7 +404,7 @@ class Contribution(NamedTuple):
     Attributes
     ----------
     tile
-        Tile index (z, y, x) (tiles are numbered like the chunks they are centred on).
+        Tile index (z, y, x) in the plan's :attr:`~TilePlan.tile_grid`.
     src, dst
         Slices of that part in the tile's in-volume prediction and in the chunk.
     weights
@@ -297,8 +421,9 @@ class Contribution(NamedTuple):
 @lru_cache(maxsize=4096)
 def axis_weights(spec: WeightSpec) -> np.ndarray:
     """The 1-D window of a :data:`WeightSpec` (cached; read-only)."""
-    length, lo, hi, margin, kind, first, stop = spec
-    w = window_profile(length, lo, hi, margin, kind)[first:stop]  # type: ignore[arg-type]
+    length, lo, hi, margin, margin_hi, kind, first, stop = spec
+    w = window_profile(length, lo, hi, margin, kind, margin_hi)  # type: ignore[arg-type]
+    w = w[first:stop]
     w.setflags(write=False)
     return w
 
@@ -334,10 +459,11 @@ def contributions(plan: TilePlan) -> dict[Triple, list[Contribution]]:
     """For every output chunk (block index), the tile parts that land in it."""
     axes = [plan.axis(k) for k in range(3)]
     nblocks = tuple(len(c) for c in plan.chunks)
+    over = [[axes[k].tiles_over(i) for i in range(nblocks[k])] for k in range(3)]
     out: dict[Triple, list[Contribution]] = {}
     for cz, cy, cx in np.ndindex(*nblocks):
         cijk = (int(cz), int(cy), int(cx))
-        tile_lists = [axes[k].tiles_over(cijk[k]) for k in range(3)]
+        tile_lists = [over[k][cijk[k]] for k in range(3)]
         entries = []
         tiles = [(z, y, x) for z in tile_lists[0] for y in tile_lists[1] for x in tile_lists[2]]
         for t in tiles:

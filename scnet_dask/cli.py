@@ -163,8 +163,10 @@ def _denoise() -> click.Command:
             s = run(cfg)
         st = s["statistics"]
         click.echo(
-            f"wrote {s['output']}: {s['method']}, shape {tuple(s['shape'])}, halo "
-            f"{tuple(s['halo'])} voxels ({s['halo_overhead']:.2f} tile voxels per output voxel), "
+            f"wrote {s['output']}: {s['method']}, shape {tuple(s['shape'])}, "
+            f"tile {tuple(s['tile']) if s['tile'] else 'per chunk'}, halo "
+            f"{tuple(s['halo'])}/{tuple(s['halo_hi'])} voxels (low/high side; "
+            f"{s['halo_overhead']:.2f} tile voxels per output voxel), "
             f"{s['chunks_written']} chunks computed, {s['chunks_skipped']} resumed; "
             f"mean {st['mean']:.4g} std {st['std']:.4g}"
         )

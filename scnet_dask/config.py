@@ -393,12 +393,18 @@ class DenoiseConfig(StrictModel):
     checkpoint: Path | None = Field(None, description="best.pt of 'scnet-dask train'.")
     method: str = Field("scnet", description="Denoising method.")
     chunks: int = Field(
-        128, ge=16, le=1024, description="Tile core (output chunk) edge in voxels (multiple of 16)."
+        128, ge=16, le=1024, description="Output chunk edge in voxels (multiple of 16)."
+    )
+    tile: int | Literal["auto"] = Field(
+        "auto",
+        description="Tile core edge in voxels (a multiple of the network's 16), independent "
+        "of --chunks; auto = the largest (up to 256) whose forward fits the device's free "
+        "memory (one tile per chunk for methods without a network).",
     )
     halo: int | Literal["auto"] = Field(
         "auto",
-        description="Voxels added on each side of a chunk; auto = receptive field + "
-        "post-filter + blend.",
+        description="Voxels added on each side of a tile core; auto = the network's reach on "
+        "that side + post-filter + blend.",
     )
     window: Literal["gaussian", "cosine"] = Field("gaussian", description="Blending window.")
     batch_size: int = Field(1, ge=1, le=64, description="Tiles per forward.")
@@ -413,14 +419,21 @@ class DenoiseConfig(StrictModel):
     def _options(cls, data: Any) -> Any:
         return _split_method_options(cls, data, "denoise")
 
-    @field_validator("halo", mode="before")
+    @field_validator("halo", "tile", mode="before")
     @classmethod
-    def _halo_text(cls, v: Any) -> Any:
+    def _auto_or_int(cls, v: Any, info: Any) -> Any:
         if isinstance(v, str) and v != "auto":
             try:
                 return int(v)
             except ValueError:
-                raise ValueError(f"halo must be 'auto' or voxels, got {v!r}") from None
+                raise ValueError(f"{info.field_name} must be 'auto' or voxels, got {v!r}") from None
+        return v
+
+    @field_validator("tile")
+    @classmethod
+    def _tile(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and (v < 16 or v % 16):
+            raise ValueError(f"tile must be 'auto' or a multiple of 16 voxels (>= 16), got {v}")
         return v
 
     @field_validator("chunks")

@@ -25,7 +25,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from tqdm import tqdm
 
-from scnet_dask.blend import TilePlan, plan_halo
+from scnet_dask.blend import HaloSides, TilePlan, plan_halo_sides
 from scnet_dask.config import DenoiseConfig
 from scnet_dask.convert import finalise_store, source_signature
 from scnet_dask.errors import InputError, RunStopped, nonfinite_input
@@ -40,10 +40,17 @@ from scnet_dask.io._atomic import (
     stopped,
 )
 from scnet_dask.io.omezarr import create_level
-from scnet_dask.io.resume import done_folder, done_marker, finish_progress, open_progress
+from scnet_dask.io.resume import (
+    PROGRESS_KEY,
+    done_folder,
+    done_marker,
+    finish_progress,
+    open_progress,
+)
 from scnet_dask.methods import PredictContext, TilePredictor, get
 from scnet_dask.predict import file_sha256
 from scnet_dask.provenance import volume_attrs
+from scnet_dask.tilesize import choose_tile, device_memory_budget
 from scnet_dask.tiling import overlap_add, scratch_folder
 
 __all__ = ["denoise", "build_denoiser", "write_blocks"]
@@ -242,9 +249,54 @@ def _client() -> Any:
         return None
 
 
+def _resolve_tile(
+    cfg: DenoiseConfig,
+    geom: Any,
+    sides: HaloSides,
+    shape: tuple[int, int, int],
+    device: str,
+    annotations: dict[str, Any] | None,
+) -> tuple[int, int, int] | None:
+    """The tile core edge (z, y, x) for this run, or ``None`` for one tile per chunk.
+
+    ``--tile N`` is checked against the network's grid; ``auto`` sizes tiles for the device
+    (:func:`scnet_dask.tilesize.choose_tile`), and ``--resume`` keeps the tiling the
+    interrupted run recorded (free memory may differ now; chunks of two tilings never mix).
+    """
+    if isinstance(cfg.tile, int):
+        if cfg.tile % geom.multiple:
+            raise InputError(
+                f"--tile must be a multiple of {geom.multiple} for --method {cfg.method}, "
+                f"got {cfg.tile}"
+            )
+        return (cfg.tile, cfg.tile, cfg.tile)
+    if cfg.resume:
+        recorded = _recorded_tile(_store_path(Path(cfg.output)))
+        if recorded is not None:
+            return recorded or None
+    client = _client()
+    budget = device_memory_budget(device, client, annotations is not None)
+    return choose_tile(shape, sides, geom.multiple, geom.bytes_per_voxel, budget, cfg.batch_size)
+
+
+def _recorded_tile(store: Path) -> tuple[int, int, int] | tuple[()] | None:
+    """The tile an interrupted run at ``store`` used (``()``: per chunk; ``None``: no record)."""
+    if not (store / "zarr.json").exists():
+        return None
+    try:
+        group = zarr.open_group(str(store), mode="r")
+        tile: Any = group.attrs[PROGRESS_KEY]["signature"]["options"]["tile"]  # type: ignore[index,call-overload]
+        if tile is None:
+            return ()
+        return (int(tile[0]), int(tile[1]), int(tile[2]))
+    except (KeyError, TypeError, ValueError, IndexError, OSError):
+        return None
+
+
 def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
     opts = cfg.model_dump(mode="json", exclude={"resume", "overwrite", "output", "device"})
     opts["options"] = cfg.options.model_dump(mode="json")
+    opts["tile"] = details.get("tile_voxels")  # as resolved: never mix tilings in one output
     # the numbers a chunk holds depend on bf16 autocast: never mix fp32 and bf16 chunks
     opts["numerics"] = "bf16" if details.get("amp") else "fp32"
     return json.loads(
@@ -303,17 +355,23 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     with dask.config.set({"array.rechunk.method": "tasks"}):  # no p2p shuffle on clusters
         data = vol.data.astype(np.float32).rechunk(chunk)
     data = data.map_blocks(_check_finite, path=str(src), dtype=np.float32)
-    halo, margin = plan_halo(cfg.halo, geom.margin, post_sigma)
+    sides = plan_halo_sides(cfg.halo, geom.margin, geom.margin_hi, post_sigma)
+    halo, margin = sides.halo_lo, sides.margin_lo
+    annotations = _gpu_annotations()
+    shape3 = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+    tile = _resolve_tile(cfg, geom, sides, shape3, str(details.get("device", "cpu")), annotations)
     plan = TilePlan(
-        shape=(int(data.shape[0]), int(data.shape[1]), int(data.shape[2])),
+        shape=shape3,
         chunks=data.chunks,
         halo=halo,
         margin=margin,
         multiple=geom.multiple,
         window=cfg.window,
         post_sigma=post_sigma,
+        halo_hi=sides.halo_hi,
+        margin_hi=sides.margin_hi,
+        tile=tile,
     )
-    annotations = _gpu_annotations()
     scratch = _scratch_dir(target)
     remove_path(scratch)  # pieces of an interrupted run are recomputed, never trusted
     out = overlap_add(
@@ -332,8 +390,11 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         {
             "method": cfg.method,
             "chunks": cfg.chunks,
+            "tile_voxels": list(tile) if tile else None,
             "halo_voxels": list(halo),
             "margin_voxels": list(margin),
+            "halo_hi_voxels": list(sides.halo_hi),
+            "margin_hi_voxels": list(sides.margin_hi),
             "window": cfg.window,
             "post_sigma_voxels": post_sigma,
             "batch_size": cfg.batch_size,
@@ -414,6 +475,9 @@ def _write(
         "voxel_size_angstrom": list(vol.voxel_size_angstrom),
         "halo": list(halo),
         "margin": list(margin),
+        "halo_hi": list(plan.halos_hi),
+        "margin_hi": list(plan.margins_hi),
+        "tile": list(plan.tile) if plan.tile else None,
         "chunks_written": written,
         "chunks_skipped": skipped,
         "halo_overhead": plan.tile_voxels() / float(np.prod(shape)),

@@ -1,11 +1,14 @@
 """Tiled prediction over a dask array with blended halos (an out-of-core overlap-add).
 
-Every chunk of the input is extended by a halo on each side, snapped outwards to the network's
-grid (multiples of 16 from the volume origin, so every tile sees the same stride phase as a
-whole-volume prediction) and predicted **once**. Each prediction is weighted by a smooth window
-and added into every output chunk it overlaps; the output is the weighted sum divided by the
-summed windows (MONAI's ``sliding_window_inference`` idea, but lazy: no task ever holds more
-than one tile or one output chunk, so the output is never materialised).
+The volume is cut into tile *cores* (one per chunk, or a regular grid of ``plan.tile`` voxels
+chosen for the device's memory, independent of the storage chunks); each core is extended by a
+halo on each side (asymmetric: the network's measured reach below and above a voxel differ),
+snapped outwards to the network's grid (multiples of 16 from the volume origin, so every tile
+sees the same stride phase as a whole-volume prediction) and predicted **once**. Each
+prediction is weighted by a smooth window and added into every output chunk it overlaps; the
+output is the weighted sum divided by the summed windows (MONAI's ``sliding_window_inference``
+idea, but lazy: no task ever holds more than one tile or one output chunk, so the output is
+never materialised).
 
 The halo has two parts, both computed here in one checked place:
 
@@ -259,13 +262,13 @@ def overlap_add(
     positional = bool(getattr(geometry_of, "positional", False))
     piece_name, out_name = f"{name}-piece-{token}", f"{name}-blend-{token}"
     axes = [plan.axis(k) for k in range(3)]
-    nblocks = tuple(len(c) for c in plan.chunks)
+    ntiles = plan.tile_grid
 
     def in_key(ijk: tuple[int, int, int]) -> Any:
         return (data.name, *ijk)
 
     read: dict[Any, Any] = {}
-    for ijk in np.ndindex(*nblocks):
+    for ijk in np.ndindex(*ntiles):
         spans = read_spans(plan, ijk)
         if reader is not None:
             read[(read_name, *ijk)] = (_read_tile_direct, reader, spans, source_name)
@@ -299,9 +302,9 @@ def overlap_add(
 
     pred: dict[Any, Any] = {}
     group_of: dict[tuple[int, ...], tuple[Any, int]] = {}
-    for i, j in np.ndindex(nblocks[0], nblocks[1]):
-        for g0 in range(0, nblocks[2], batch_size):
-            members = [(i, j, k) for k in range(g0, min(g0 + batch_size, nblocks[2]))]
+    for i, j in np.ndindex(ntiles[0], ntiles[1]):
+        for g0 in range(0, ntiles[2], batch_size):
+            members = [(i, j, k) for k in range(g0, min(g0 + batch_size, ntiles[2]))]
             key = (pred_name, i, j, g0 // batch_size)
             crops = [
                 tuple(
@@ -321,7 +324,7 @@ def overlap_add(
                 [read_spans(plan, m) for m in members] if positional else None,
             )
             if scratch is not None:
-                spill = [[(piece_path(c, m), sl) for c, sl in targets[m]] for m in members]
+                spill = [[(piece_path(c, m), sl) for c, sl in targets.get(m, [])] for m in members]
                 task = (_spill, task, spill)
             pred[key] = task
             for pos, m in enumerate(members):

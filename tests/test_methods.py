@@ -427,6 +427,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         {
             "method": "scnet",
             "chunks": 64,
+            "tile": 32,
             "halo": 12,
             "window": "cosine",
             "batch_size": 3,

@@ -42,7 +42,7 @@ def test_denoise_resumes_after_a_predictor_error(suffix, tmp_path, capsys, monke
     ck = make_checkpoint(tmp_path / "c.pt")
     args = ["--chunks", "16", "--device", "cpu"]
     ref = tmp_path / f"ref{suffix}"
-    assert run_cli(["denoise", vol, ck, ref, *args], capsys)[0] == 0
+    assert run_cli(["denoise", vol, ck, ref, *args, "--tile", "16"], capsys)[0] == 0
     import scnet_dask.methods._unet as unet
 
     real, calls = unet.forward_normalised, {"n": 0}
@@ -55,13 +55,14 @@ def test_denoise_resumes_after_a_predictor_error(suffix, tmp_path, capsys, monke
 
     monkeypatch.setattr(unet, "forward_normalised", oom_late)
     out = tmp_path / f"out{suffix}"
-    code, _, err = run_cli(["denoise", vol, ck, out, *args], capsys)
+    code, _, err = run_cli(["denoise", vol, ck, out, *args, "--tile", "16"], capsys)
     assert code == 1 and "stopped by RuntimeError" in err and "--resume" in err
     assert not out.exists()
     monkeypatch.setattr(unet, "forward_normalised", real)
+    # --tile auto would choose larger tiles here; --resume keeps the interrupted run's tiling
     code, stdout, err = run_cli(["denoise", vol, ck, out, *args, "--resume"], capsys)
     assert code == 0, err
-    assert " 0 resumed" not in stdout
+    assert " 0 resumed" not in stdout and "tile (16, 16, 16)" in stdout
     a, b = np.asarray(open_source(ref).data), np.asarray(open_source(out).data)
     np.testing.assert_array_equal(a, b)
     assert not list(tmp_path.glob(".out*"))  # markers, work store and scratch cleaned up

@@ -125,8 +125,9 @@ def network_predictor(
 def network_geometry(net: torch.nn.Module, post_sigma: float = 0.0) -> Geometry:
     """The tiling geometry of a network that declares its reach.
 
-    The network declares ``receptive_margin`` (z, y, x) and, optionally, ``upsample_factors``
-    and ``tile_multiple`` (SC-Net's U-Net, the 2.5-D slice U-Net).
+    The network declares ``receptive_margin`` (z, y, x) and, optionally,
+    ``receptive_margin_hi`` (when the two sides differ), ``forward_bytes_per_voxel``,
+    ``upsample_factors`` and ``tile_multiple`` (SC-Net's U-Net, the 2.5-D slice U-Net).
 
     Raises
     ------
@@ -137,11 +138,14 @@ def network_geometry(net: torch.nn.Module, post_sigma: float = 0.0) -> Geometry:
     margin = getattr(net, "receptive_margin", None)
     if margin is None:
         raise ValueError(f"network {type(net).__name__} declares no receptive_margin")
+    hi = getattr(net, "receptive_margin_hi", None)
     return Geometry(
         margin=tuple(int(m) for m in margin),  # type: ignore[arg-type]
         multiple=int(getattr(net, "tile_multiple", TILE_MULTIPLE)),
         post_sigma=float(post_sigma),
         upsample=tuple(getattr(net, "upsample_factors", (1, 1, 1))),  # type: ignore[arg-type]
+        margin_hi=None if hi is None else tuple(int(m) for m in hi),  # type: ignore[arg-type]
+        bytes_per_voxel=float(getattr(net, "forward_bytes_per_voxel", 0.0)),
     )
 
 

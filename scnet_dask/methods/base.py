@@ -71,6 +71,12 @@ class Geometry:
         Whether the predictor reads other volumes at the tile's place (the Fourier pool); the
         tiling then passes ``spans``: per tile and axis ``(a, b, n)``, the padded coordinates
         ``[a, b)`` of an axis of ``n`` voxels (see :func:`scnet_dask.blend.read_box`).
+    margin_hi
+        The reach towards higher indices when it differs from ``margin`` (which is then the
+        reach towards lower indices: what a tile needs at its low end); ``None``: symmetric.
+    bytes_per_voxel
+        Peak memory of one float32 forward per tile voxel (bytes); lets ``denoise --tile auto``
+        size tiles for the device. 0: unknown (one tile per output chunk).
 
     """
 
@@ -80,6 +86,8 @@ class Geometry:
     upsample: Triple = (1, 1, 1)
     stochastic: bool = False
     positional: bool = False
+    margin_hi: Triple | None = None
+    bytes_per_voxel: float = 0.0
 
 
 @runtime_checkable

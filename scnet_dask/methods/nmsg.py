@@ -50,7 +50,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -411,7 +411,7 @@ class Nmsg(UNetMethod):
             pred = NetworkPredictor(tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom)
             details["passes"] = 1
             return pred, details
-        geom = Geometry(geom.margin, geom.multiple, geom.post_sigma, geom.upsample, stochastic=True)
+        geom = replace(geom, stochastic=True)
         pred = NmsgPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, float(topts.alpha),
             int(options.passes),

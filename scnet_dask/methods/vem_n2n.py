@@ -65,7 +65,9 @@ class LatticePredictor:
         """The inner geometry with its (y, x) reach and tile multiple doubled."""
         g = self.inner.geometry
         mz, my, mx = g.margin
-        return replace(g, margin=(mz, 2 * my, 2 * mx), multiple=2 * g.multiple)
+        h = g.margin_hi
+        hi = None if h is None else (h[0], 2 * h[1], 2 * h[2])
+        return replace(g, margin=(mz, 2 * my, 2 * mx), margin_hi=hi, multiple=2 * g.multiple)
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Denoise (B, z, y, x) tiles (even y, x) lattice by lattice; float32."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SCNetUNet", "TILE_MULTIPLE", "NET_REACH"]
+__all__ = ["SCNetUNet", "TILE_MULTIPLE", "NET_REACH", "NET_REACH_HI"]
 
 #: Input edges must be multiples of this (four stride-2 convolutions).
 TILE_MULTIPLE = 16
@@ -19,6 +19,10 @@ TILE_MULTIPLE = 16
 #: 1/4 resolution and the nearest up-sampling. Measured by an impulse probe (tests/test_tiling.py)
 #: on tiles aligned to 16: 33 voxels on one side, 48 on the other.
 NET_REACH = 48
+#: The two sides: an output voxel depends on inputs up to :data:`NET_REACH` voxels *below* it
+#: and up to ``NET_REACH_HI`` voxels *above* it (so a tile needs 48 voxels of margin at its low
+#: end and 33 at its high end).
+NET_REACH_HI = 33
 
 
 def _down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
@@ -87,6 +91,28 @@ class SCNetUNet(nn.Module):
         """
         r = tuple(-(-NET_REACH // f) for f in self.upsample_factors)
         return (r[0], r[1], r[2])
+
+    @property
+    def receptive_margin_hi(self) -> tuple[int, int, int]:
+        """Reach towards higher indices in input voxels (z, y, x): what a tile's high end needs.
+
+        :attr:`receptive_margin` is the reach towards lower indices (the larger one).
+        """
+        r = tuple(-(-NET_REACH_HI // f) for f in self.upsample_factors)
+        return (r[0], r[1], r[2])
+
+    @property
+    def forward_bytes_per_voxel(self) -> float:
+        """Peak memory of a float32 forward per input voxel of a tile, in bytes.
+
+        The full-resolution decoder holds about ``5 f + 2`` channels at once; the measured
+        peak RSS of CPU forwards (64³–128³ tiles, 4 to 32 features, with and without the
+        up-sampling block) was 167 / 326 / 550 / 1029 bytes per voxel for 4 / 8 / 16 / 32
+        features, which ``4 (8 f + 28)`` bytes per voxel of the (up-sampled) network input
+        bounds from above (``tests/test_tilesize.py`` checks it).
+        """
+        up = self.upsample_factors
+        return 4.0 * (8 * self.features + 28) * up[0] * up[1] * up[2]
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         enc1 = self.enc1_1(x)

@@ -1,0 +1,83 @@
+"""Tile size for the device: memory estimate, choice, and its use by denoise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scnet_dask.blend import plan_halo_sides
+from scnet_dask.model.unet import SCNetUNet
+from scnet_dask.tilesize import TILE_CANDIDATES, choose_tile, tile_edges, tile_memory_bytes
+
+
+def _sides(model: SCNetUNet):
+    return plan_halo_sides("auto", model.receptive_margin, model.receptive_margin_hi, 0.5)
+
+
+def test_tile_edges_cover_core_and_both_halos_on_the_grid():
+    model = SCNetUNet(features=4, upsample=True)
+    sides = _sides(model)  # halo (34, 58, 34) below, (27, 43, 27) above
+    edges = tile_edges(128, (512, 1024, 1024), sides, 16)
+    assert all(e % 16 == 0 for e in edges)
+    assert edges == (128 + 48 + 32, 128 + 64 + 48, 128 + 48 + 32)
+    # never more than the padded volume
+    assert tile_edges(256, (40, 1024, 1024), sides, 16) == (48, 256 + 112, 256 + 80)
+
+
+def test_choose_tile_takes_the_largest_core_that_fits():
+    model = SCNetUNet(features=32, upsample=True)
+    sides, shape = _sides(model), (512, 1024, 1024)
+    bpv = model.forward_bytes_per_voxel
+    assert choose_tile(shape, sides, 16, 0.0, 1e12) is None  # no memory model: per chunk
+    need = {c: tile_memory_bytes(c, shape, sides, 16, bpv) for c in TILE_CANDIDATES}
+    assert all(
+        need[a] > need[b] for a, b in zip(TILE_CANDIDATES[:-1], TILE_CANDIDATES[1:], strict=True)
+    )
+    assert choose_tile(shape, sides, 16, bpv, need[256]) == (256,) * 3
+    assert choose_tile(shape, sides, 16, bpv, need[256] - 1) == (224,) * 3
+    assert choose_tile(shape, sides, 16, bpv, need[128] * 1.01) == (128,) * 3
+    # a batch of two needs twice the memory
+    assert choose_tile(shape, sides, 16, bpv, need[128] * 1.01, batch_size=2) < (128,) * 3
+    # nothing fits: the smallest, with a warning
+    assert choose_tile(shape, sides, 16, bpv, 1.0) == (16,) * 3
+
+
+_PROBE = """
+import sys, torch
+from scnet_dask.model.unet import SCNetUNet
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+f, up, n = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
+m = SCNetUNet(features=f, upsample=up).eval()
+x = torch.randn(1, 1, n, n, n)
+with torch.inference_mode():
+    m(x[..., :16, :16, :16])  # warm up thread pools and kernels
+    r0 = status("VmRSS:")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    m(x)
+print(status("VmHWM:") - r0)
+"""
+
+
+@pytest.mark.parametrize(("features", "upsample", "edge"), [(8, False, 96), (4, True, 64)])
+def test_forward_memory_estimate_bounds_the_measured_peak(features, upsample, edge):
+    """The declared bytes per voxel cover a real CPU forward's peak RSS, within 2x."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(features), str(int(upsample)), str(edge)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    measured = float(out.stdout.strip().splitlines()[-1])
+    model = SCNetUNet(features=features, upsample=upsample)
+    estimate = model.forward_bytes_per_voxel * edge**3
+    assert 0.5 * estimate < measured <= 1.1 * estimate, (measured, estimate)
+    assert np.isfinite(estimate)
