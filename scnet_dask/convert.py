@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import zarr
@@ -19,9 +20,11 @@ from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.io.mrc import open_mrc
 from scnet_dask.io.omezarr import (
     ATTRS_KEY,
+    coarsen_by,
     create_level,
     get_array,
     multiscales_metadata,
+    pyramid_shapes,
     write_pyramid,
 )
 from scnet_dask.io.resume import (
@@ -33,7 +36,12 @@ from scnet_dask.io.resume import (
 )
 from scnet_dask.io.tiff import open_tiff
 from scnet_dask.provenance import volume_attrs
-from scnet_dask.stats import finalise_statistics, lazy_statistics
+from scnet_dask.stats import (
+    combine_statistics,
+    finalise_statistics,
+    lazy_statistics,
+    sample_step,
+)
 
 __all__ = [
     "convert",
@@ -83,8 +91,10 @@ def write_volume_zarr(
 
     Level 0 is written in slabs one chunk thick; each finished slab leaves a marker
     (:mod:`scnet_dask.io.resume`) so an interrupted write resumes where it stopped (when
-    ``signature`` matches). The pyramid and the statistics are then computed in one more pass
-    over level 0.
+    ``signature`` matches). The pyramid levels and the statistics are computed from each slab
+    as it is written (one read of the source, no second pass over level 0), except after a
+    resume or for chunks that are not a multiple of ``2 ** (pyramid_levels - 1)``: then they
+    are computed in one more pass over level 0.
 
     Parameters
     ----------
@@ -113,23 +123,69 @@ def write_volume_zarr(
     markers = done_folder(tmp)
     data = data.rechunk(ch)
     starts = list(range(0, shape[0], ch[0]))
+    fresh = not any(done_marker(markers, (z0,)).exists() for z0 in starts)
+    # one read pass: each slab's pyramid levels and statistics come with its level-0 write
+    # (a resumed run has no statistics of the slabs written before: it takes a second pass)
+    shapes = pyramid_shapes(shape, pyramid_levels)
+    one_pass = fresh and ch[0] % 2 ** (len(shapes) - 1) == 0
+    levels = [level0]
+    if one_pass:
+        for k in range(1, len(shapes)):
+            levels.append(create_level(group, k, shapes[k], ch, np.dtype(np.float32)))
+    step = sample_step(shape)
+    partial: list[dict[str, Any]] = []
     with tqdm(
         total=shape[0], desc=desc, unit="sect", file=sys.stderr, disable=not show_progress
     ) as bar:
         for z0 in starts:
             z1 = min(z0 + ch[0], shape[0])
             if not done_marker(markers, (z0,)).exists():
-                da.store(
-                    data[z0:z1],
-                    level0,  # type: ignore[arg-type]
-                    regions=(slice(z0, z1), slice(None), slice(None)),
-                    lock=False,
-                )
+                slab = data[z0:z1]
+                stores = [_store(slab, level0, z0)]
+                extra: dict[str, Any] = {}
+                if one_pass:
+                    stores += _pyramid_slab(slab, levels, shapes, z0)
+                    extra = lazy_statistics(slab, step=step, offset=(-z0) % step)
+                done = dask.compute(stores, extra)
+                if one_pass:
+                    partial.append(done[1])
                 mark_done(tmp, (z0,))
             bar.update(z1 - z0)
-    stats = finalise_store(group, voxel_size_angstrom, attrs, pyramid_levels)
+    if one_pass:
+        stats = finalise_statistics(combine_statistics(partial))
+        write_metadata(group, voxel_size_angstrom, attrs, stats)
+    else:
+        stats = finalise_store(group, voxel_size_angstrom, attrs, pyramid_levels)
     finish_progress(group, tmp)
     return stats
+
+
+def _store(block: da.Array, target: zarr.Array, z0: int) -> Any:
+    """A lazy write of ``block`` into ``target`` from section ``z0`` on."""
+    region = (slice(z0, z0 + int(block.shape[0])), slice(None), slice(None))
+    return da.store(block, target, regions=region, lock=False, compute=False)  # type: ignore[arg-type]
+
+
+def _pyramid_slab(
+    slab: da.Array, levels: list[zarr.Array], shapes: list[tuple[int, int, int]], z0: int
+) -> list[Any]:
+    """Lazy writes of a level-0 slab's share of every coarser level (2x mean pooling).
+
+    The slab starts at a multiple of ``2 ** (levels - 1)`` sections, so its pooled sections
+    are exactly those of the whole volume; the blocks are merged to the level's (y, x)
+    chunks so that no two tasks write one chunk.
+    """
+    out = []
+    prev = slab
+    for k in range(1, len(levels)):
+        factors = {i: 2 if shapes[k][i] < shapes[k - 1][i] else 1 for i in range(3)}
+        prev = coarsen_by(prev, factors)
+        if prev.shape[0] == 0:
+            break
+        c = levels[k].chunks
+        prev = prev.rechunk((int(prev.shape[0]), c[1], c[2]))
+        out.append(_store(prev, levels[k], z0 // 2**k))
+    return out
 
 
 def finalise_store(
@@ -151,6 +207,17 @@ def finalise_store(
     stats = finalise_statistics(
         write_pyramid(group, pyramid_levels, (c[0], c[1], c[2]), extra=lazy)
     )
+    write_metadata(group, voxel_size_angstrom, attrs, stats)
+    return stats
+
+
+def write_metadata(
+    group: zarr.Group,
+    voxel_size_angstrom: tuple[float, float, float],
+    attrs: dict[str, Any],
+    stats: dict[str, Any],
+) -> None:
+    """Write the OME multiscales metadata (of the levels present) and our attributes."""
     n_levels = len([k for k in group.array_keys() if k.isdigit()])
     group.attrs.update(
         {
@@ -158,7 +225,6 @@ def finalise_store(
             ATTRS_KEY: {**attrs, "statistics": stats},
         }
     )
-    return stats
 
 
 def _open_for_convert(path: Path, chunk: int) -> Volume:

@@ -170,21 +170,23 @@ def test_resume_after_interruption_matches_uninterrupted(small_mrc, tmp_path, ca
     assert run_cli(["convert", small_mrc, ref, "--chunks", "8"], capsys)[0] == 0
     out = tmp_path / "r.zarr"
     real_store = da.store
-    calls = {"n": 0}
+    import scnet_dask.convert as convert_mod
 
-    def flaky_store(*a, **k):
+    real_mark, calls = convert_mod.mark_done, {"n": 0}
+
+    def killed_after_slab_1(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # a kill: the partial output is left for --resume
-        return real_store(*a, **k)
+        if calls["n"] == 2:  # slab 1 is written, its marker not: a kill at the worst moment
+            raise KeyboardInterrupt
+        return real_mark(*a, **k)
 
-    monkeypatch.setattr(da, "store", flaky_store)
+    monkeypatch.setattr(convert_mod, "mark_done", killed_after_slab_1)
     from scnet_dask.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(small_mrc), str(out), "--chunks", "8"])
     assert exc.value.code == 130
-    monkeypatch.setattr(da, "store", real_store)
+    monkeypatch.setattr(convert_mod, "mark_done", real_mark)
     partial = tmp_path / ".r.zarr.partial"
     assert partial.exists() and not out.exists()
     written = {}
@@ -195,9 +197,11 @@ def test_resume_after_interruption_matches_uninterrupted(small_mrc, tmp_path, ca
     )
     assert run_cli(["convert", small_mrc, out, "--chunks", "8", "--resume"], capsys)[0] == 0
     assert len([k for k in written if k != "None"]) == 2  # only slabs 1 and 2 of 3 rewritten
-    np.testing.assert_array_equal(
-        zarr.open_group(str(out))["0"][:], zarr.open_group(str(ref))["0"][:]
-    )
+    got, want = zarr.open_group(str(out)), zarr.open_group(str(ref))
+    for level in ("0", "1", "2"):  # the resumed run's second pass gives the same pyramid
+        np.testing.assert_allclose(got[level][:], want[level][:], rtol=1e-6, err_msg=level)
+    s_got, s_want = got.attrs[ATTRS_KEY]["statistics"], want.attrs[ATTRS_KEY]["statistics"]
+    assert s_got == pytest.approx(s_want, rel=1e-9)
     assert not partial.exists()
 
 
@@ -210,3 +214,29 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     den = open_source(tmp_path / "demo" / "denoised.ome.zarr")
     assert den.data.shape == (48, 128, 128) and den.voxel_size_angstrom == (10.0, 10.0, 10.0)
     assert den.attrs["provenance"][-1]["step"] == "denoise"
+
+
+@pytest.mark.parametrize(("shape", "chunks"), [((45, 40, 36), 8), ((33, 20, 18), 16)])
+def test_one_pass_pyramid_and_statistics_equal_a_second_pass(shape, chunks, tmp_path, capsys):
+    """convert writes the pyramid and statistics with level 0 (one read of the source); they
+    equal what a separate pass over level 0 computes (odd and one-section last slabs too)."""
+    from scnet_dask.convert import finalise_store
+
+    rng = np.random.default_rng(3)
+    vol = rng.standard_normal(shape).astype(np.float32)
+    vol[0, 0, 0] = np.nan
+    src = write_mrc(tmp_path / "v.mrc", vol, voxel=5.0)
+    out = tmp_path / "v.zarr"
+    args = ["convert", src, out, "--chunks", str(chunks), "--nan-policy", "zero"]
+    assert run_cli(args, capsys)[0] == 0
+    group = zarr.open_group(str(out), mode="r")
+    levels = {k: group[k][...] for k in sorted(group.array_keys())}
+    stats = dict(group.attrs[ATTRS_KEY]["statistics"])
+    assert len(levels) == 3 and levels["1"].shape == tuple(s // 2 for s in shape)
+    again = zarr.open_group(str(tmp_path / "again.zarr"), mode="w", zarr_format=3)
+    again.create_array("0", data=levels["0"], chunks=(chunks,) * 3)
+    want = finalise_store(again, (5.0,) * 3, {}, 3)
+    for k, arr in levels.items():
+        np.testing.assert_allclose(arr, again[k][...], rtol=1e-6, atol=1e-6, err_msg=k)
+    for key, value in want.items():
+        assert stats[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key

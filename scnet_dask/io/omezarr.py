@@ -23,6 +23,8 @@ __all__ = [
     "open_ome_zarr",
     "read_attrs",
     "write_pyramid",
+    "coarsen_by",
+    "pyramid_shapes",
     "is_zarr",
     "get_array",
     "pyramid_levels",
@@ -67,7 +69,7 @@ def coarsest_level(path: str | Path) -> tuple[np.ndarray, int]:
 
 def compressor() -> BloscCodec:
     """The codec used for every array: Blosc with zstd and byte shuffling."""
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 
 
 def is_zarr(path: str | os.PathLike[str]) -> bool:
@@ -128,9 +130,42 @@ def create_level(
 
 def _coarsen(arr: da.Array) -> da.Array:
     """Mean-pool a (z, y, x) array by 2 along each axis of length >= 2."""
-    factors = {i: (2 if s >= 2 else 1) for i, s in enumerate(arr.shape)}
-    out = da.coarsen(np.mean, arr.astype(np.float32), factors, trim_excess=True)
+    return coarsen_by(arr, {i: (2 if s >= 2 else 1) for i, s in enumerate(arr.shape)})
+
+
+def coarsen_by(arr: da.Array, factors: dict[int, int]) -> da.Array:
+    """Mean-pool a (z, y, x) array by ``factors`` (axis -> 1 or 2), trimming an odd end."""
+    if any(int(arr.shape[i]) < f for i, f in factors.items()):  # a one-section slab
+        shape = tuple(int(s) // factors.get(i, 1) for i, s in enumerate(arr.shape))
+        return da.zeros(shape, dtype=np.float32)
+    out = da.coarsen(_mean_pairs, arr.astype(np.float32), factors, trim_excess=True)
     return out.astype(np.float32)
+
+
+def _mean_pairs(x: np.ndarray, axis: tuple[int, ...] = ()) -> np.ndarray:
+    """``x.mean(axis)`` for the short pooling axes of :func:`dask.array.coarsen`, faster.
+
+    Sums the views along each pooled axis (2 elements each) instead of numpy's strided
+    multi-axis reduction (1 GiB: 1.2 s -> 0.5 s on two cores).
+    """
+    out = x
+    n = 1
+    for ax in sorted(axis, reverse=True):
+        parts = [out[(slice(None),) * ax + (i,)] for i in range(out.shape[ax])]
+        n *= len(parts)
+        total = parts[0].astype(np.float32, copy=True)
+        for p in parts[1:]:
+            total += p
+        out = total
+    return out * np.float32(1.0 / n)
+
+
+def pyramid_shapes(shape: tuple[int, ...], n_levels: int) -> list[tuple[int, int, int]]:
+    """Shapes (z, y, x) of the levels :func:`write_pyramid` writes (level 0 first)."""
+    out = [(int(shape[0]), int(shape[1]), int(shape[2]))]
+    while len(out) < n_levels and min(out[-1]) >= 2:
+        out.append((out[-1][0] // 2, out[-1][1] // 2, out[-1][2] // 2))
+    return out
 
 
 def write_pyramid(
