@@ -50,14 +50,12 @@ class N2v(UNetMethod):
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Replace, forward, masked MSE, one Adam step."""
         o: N2vTrainOptions = state.options
-        n = torch.from_numpy(batch["noisy"])
+        n = torch.from_numpy(batch["noisy"]).to(state.device, non_blocking=True)
         src, mask = blind_spot_replace(
             n, None, region=o.swap_size, window=o.swap_window, ratio=o.swap_ratio,
             mode="internal", generator=generator, unit=o.swap_ratio_unit,
             strict=o.blind_spot_strict,
         )  # fmt: skip
-        dev = state.device
-        n, src, mask = (t.to(dev, non_blocking=True) for t in (n, src, mask))
         out = self.forward(state, src, train).float()
         terms = n2v_losses(out, n, mask)
         if train:

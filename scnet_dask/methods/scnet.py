@@ -142,15 +142,14 @@ class Scnet(UNetMethod):
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Blind-spot replace, forward, the four losses (ramped), one Adam step."""
         o: ScnetTrainOptions = state.options
-        n = torch.from_numpy(batch["noisy"])
-        p = torch.from_numpy(batch["prior"])
+        dev = state.device  # the blind spot runs where the batch is (no sort; see blindspot.py)
+        n = torch.from_numpy(batch["noisy"]).to(dev, non_blocking=True)
+        p = torch.from_numpy(batch["prior"]).to(dev, non_blocking=True)
         src, mask = blind_spot_replace(
             n, p, region=o.swap_size, window=o.swap_window, ratio=o.swap_ratio,
             mode=o.blind_spot_mode, generator=generator, unit=o.swap_ratio_unit,
             strict=o.blind_spot_strict,
         )  # fmt: skip
-        dev = state.device
-        n, p, src, mask = (t.to(dev, non_blocking=True) for t in (n, p, src, mask))
         out = self.forward(state, src, train).float()
         ramp = ramp_weight(state.step, state.total_steps, o.rec_warmup) if train else 1.0
         w = LossWeights(

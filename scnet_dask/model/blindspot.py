@@ -126,12 +126,15 @@ def blind_spot_replace(
     n = max(1, int(round(per_voxel * noisy.numel())))
     lo = torch.full((3,), margin)
     centres = lo + (torch.rand((n, 3), generator=generator) * (shape - 2 * margin)).long()
-    offs = _region_offsets(region)  # (region³, 3)
-    dst = (centres[:, None, :] + offs[None]).reshape(-1, 3)
+    # all positions as linear indices into the flattened patch (the draws are unchanged)
+    strides = torch.tensor([noisy.shape[1] * noisy.shape[2], noisy.shape[2], 1])
+    c_lin = (centres * strides).sum(dim=1)  # (n,)
+    offs = (_region_offsets(region) * strides).sum(dim=1)  # (region³,)
+    dst = (c_lin[:, None] + offs[None]).reshape(-1)
     if strict:  # each voxel from a random voxel of the window outside the region
-        ring = _ring_offsets(region, window)
+        ring = (_ring_offsets(region, window) * strides).sum(dim=1)
         pick = torch.randint(0, len(ring), (n * len(offs),), generator=generator)
-        src = centres.repeat_interleave(len(offs), dim=0) + ring[pick]
+        src = c_lin.repeat_interleave(len(offs)) + ring[pick]
     else:
         half = (window - region) // 2
         shifts = torch.randint(-half, half + 1, (n, 3), generator=generator)
@@ -139,21 +142,20 @@ def blind_spot_replace(
         while bool(zero.any()):  # a zero shift would not replace anything
             shifts[zero] = torch.randint(-half, half + 1, (int(zero.sum()), 3), generator=generator)
             zero = (shifts == 0).all(dim=1)
-        src = (centres[:, None, :] + shifts[:, None, :] + offs[None]).reshape(-1, 3)
-    # where regions overlap, keep the last one: unique target voxels, last occurrence
-    strides = torch.tensor([noisy.shape[1] * noisy.shape[2], noisy.shape[2], 1])
-    lin = (dst * strides).sum(dim=1).flip(0)
-    uniq, inv = torch.unique(lin, return_inverse=True)
-    order = torch.arange(lin.numel())
-    first = torch.full((uniq.numel(),), lin.numel(), dtype=torch.long).scatter_reduce(
-        0, inv, order, reduce="amin"
-    )
-    keep = lin.numel() - 1 - first
-    dst, src = dst[keep].to(dev), src[keep].to(dev)
+        src = ((c_lin + (shifts * strides).sum(dim=1))[:, None] + offs[None]).reshape(-1)
+    # where regions overlap, keep the last one: a dense scatter of each entry's order on the
+    # patch's device keeps, per target voxel, the last entry that writes it (no sort: the
+    # torch.unique this replaces took ~0.5 s per 128³ patch on a CPU)
+    dst, src = dst.to(dev), src.to(dev)
+    order = torch.arange(dst.numel(), device=dev)
+    last = torch.full((noisy.numel(),), -1, dtype=torch.long, device=dev)
+    last = last.scatter_reduce(0, dst, order, reduce="amax")
+    keep = last[dst] == order
+    dst, src = dst[keep], src[keep]
     out = noisy.clone()
-    out[dst[:, 0], dst[:, 1], dst[:, 2]] = source[src[:, 0], src[:, 1], src[:, 2]]
+    out.view(-1)[dst] = source.reshape(-1)[src]
     mask = torch.zeros_like(noisy)
-    mask[dst[:, 0], dst[:, 1], dst[:, 2]] = 1.0
+    mask.view(-1)[dst] = 1.0
     if strict and mode == "internal":  # a voxel whose value shows elsewhere is not blind
-        mask[src[:, 0], src[:, 1], src[:, 2]] = 0.0
+        mask.view(-1)[src] = 0.0
     return out, mask
