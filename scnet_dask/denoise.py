@@ -385,6 +385,8 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         source_name=str(src),
         delete_pieces=False,
         done_markers=done_folder(_store_path(target)),
+        # a GPU worker runs one annotated task at a time: read tiles in tasks of their own
+        separate_reads=annotations is not None,
     )
     details.update(
         {

@@ -196,6 +196,7 @@ def overlap_add(
     source_name: str = "input",
     delete_pieces: bool = True,
     done_markers: str | os.PathLike[str] | None = None,
+    separate_reads: bool = False,
 ) -> da.Array:
     """Lazily predict ``data`` tile by tile and blend the tiles into an output of the same chunks.
 
@@ -228,6 +229,12 @@ def overlap_add(
         Remove a chunk's pieces once blended. A caller that must survive the loss of a blended
         chunk before it is stored (a cluster worker dying) passes ``False`` and removes
         :func:`scratch_folder` itself after storing the chunk.
+    separate_reads
+        With ``reader``: read each tile in a task of its own instead of inside the prediction
+        task, so that an accelerator's task (annotated, one at a time per GPU worker) only runs
+        the network while the next tiles are read by other threads. For ``distributed``, whose
+        scheduler queues root tasks (``worker-saturation``) so reads do not run far ahead; the
+        threaded scheduler keeps reads inside (its forwards already overlap others' reads).
     done_markers
         With ``scratch``: the caller's folder of per-chunk completion markers (see
         :func:`done_marker`). A blend task whose chunk is already marked returns ``None`` instead of
@@ -255,6 +262,7 @@ def overlap_add(
         delete_pieces,
         str(done_markers),
         reader is not None,
+        separate_reads,
     )
     read_name, pred_name = f"{name}-tile-{token}", f"{name}-net-{token}"
     geometry_of = getattr(predict, "geometry", None)  # plain callables have none
@@ -267,6 +275,7 @@ def overlap_add(
     def in_key(ijk: tuple[int, int, int]) -> Any:
         return (data.name, *ijk)
 
+    inline_reads = reader is not None and not separate_reads
     read: dict[Any, Any] = {}
     for ijk in np.ndindex(*ntiles):
         spans = read_spans(plan, ijk)
@@ -319,7 +328,7 @@ def overlap_add(
                 crops,
                 float(plan.post_sigma),
                 # direct reads run inside the prediction task: no tile waits in memory
-                [read[(read_name, *m)] if reader is not None else (read_name, *m) for m in members],
+                [read[(read_name, *m)] if inline_reads else (read_name, *m) for m in members],
                 [tile_seed(m) for m in members] if stochastic else None,
                 [read_spans(plan, m) for m in members] if positional else None,
             )
@@ -358,11 +367,14 @@ def overlap_add(
 
     layers = dict(data.dask.layers) if reader is None else {}
     deps = dict(data.dask.dependencies) if reader is None else {}
+    if reader is not None and not inline_reads:
+        layers[read_name] = MaterializedLayer(read)
+        deps[read_name] = set()
     if reader is None:
         layers[read_name] = MaterializedLayer(read)
         deps[read_name] = set(data.__dask_layers__())
     layers[pred_name] = MaterializedLayer(pred, annotations=annotations)
-    deps[pred_name] = {read_name} if reader is None else set()
+    deps[pred_name] = set() if inline_reads else {read_name}
     if pieces:
         layers[piece_name] = MaterializedLayer(pieces)
         deps[piece_name] = {pred_name}

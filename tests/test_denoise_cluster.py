@@ -44,6 +44,8 @@ def test_threads_and_two_worker_cluster_agree_and_gpu_annotation_survives(tmp_pa
         gpu_addr = next(a for a, w in workers.items() if (w.get("resources") or {}).get("GPU"))
     assert res["annotations"] == {"resources": {"GPU": 1}}
     net = [t for t in ts.data if "predict-net" in str(t["key"])]
+    reads = [t for t in ts.data if "predict-tile" in str(t["key"])]
+    assert len(reads) == 2 * 3 * 3  # tiles read in tasks of their own, off the GPU's task
     other = [t for t in ts.data if "predict-net" not in str(t["key"])]
     assert res["chunks_written"] == 2 * 3 * 3
     assert len(net) == 2 * 3 * 2  # rows of 3 tiles along x in batches of 2

@@ -300,6 +300,10 @@ def test_direct_reads_and_spilled_pieces_give_the_same_result(tmp_path):
     out = overlap_add(data, net, plan, reader=store, scratch=scratch).compute(scheduler="threads")
     np.testing.assert_array_equal(out, ref)
     assert not any(scratch.iterdir())  # every chunk's pieces were removed after blending
+    apart = overlap_add(data, net, plan, reader=store, scratch=scratch, separate_reads=True)
+    reads = [k for k in dict(apart.dask) if isinstance(k, tuple) and "-tile-" in k[0]]
+    assert len(reads) == int(np.prod(plan.tile_grid))  # one read task per tile
+    np.testing.assert_array_equal(apart.compute(scheduler="threads"), ref)
     ident = overlap_add(data, identity, make_plan(data, (3, 3, 3)), reader=store, scratch=scratch)
     np.testing.assert_array_equal(ident.compute(scheduler="threads"), vol)
 
