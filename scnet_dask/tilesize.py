@@ -1,13 +1,14 @@
-"""Tile size for the device: the largest tile core whose forward fits the memory at hand.
+"""Tile size for the device: the tile core whose forward fits the memory at hand.
 
 Tiles are decoupled from storage chunks (:class:`scnet_dask.blend.TilePlan` ``tile``): the
 halo a tile needs is fixed by the network's reach, so larger cores push fewer voxels through
 the network per output voxel (a 512 x 1024 x 1024 tomogram with SC-Net's up-sampling block:
-4.0 network voxels per output voxel with 128³ cores, 1.9 with 256³; ``benchmarks/bench_speed.py``),
-but the forward's memory grows with the tile. ``--tile auto`` picks, among the cores of
-:data:`TILE_CANDIDATES` whose estimated peak (the network's declared bytes per voxel times the
-tile's voxels, including its halo) fits a fraction of the free memory of the device that runs
-the forward, the one with the least halo overhead on the volume at hand.
+4.0 network voxels per output voxel with 128³ cores, 1.9 with 256³;
+``benchmarks/bench_denoise.py --part overhead``), but the forward's memory grows with the
+tile. ``--tile auto`` picks, among the cores of :data:`TILE_CANDIDATES` whose estimated peak
+(the network's declared bytes per voxel times the tile's voxels, including its halo) fits a
+fraction of the free memory of the device that runs the forward, the one with the least halo
+overhead on the volume at hand.
 """
 
 from __future__ import annotations
