@@ -183,7 +183,7 @@ def overhead(features: int) -> None:
         sd = plan_halo_sides("auto", model.receptive_margin, model.receptive_margin_hi, 0.5)
         old, two = _overhead(model, None, True), _overhead(model, None, False)
         for dev, budget in budgets.items():
-            tile = choose_tile(big, sd, 16, model.forward_bytes_per_voxel, budget)
+            tile = choose_tile(big, sd, 16, model.forward_memory, budget)
             print(
                 f"| {f} features{', up-sampling' if up else ''} | {old:.2f} | {two:.2f} | {dev} "
                 f"| {tile[0] if tile else '-'} | {_overhead(model, tile, False):.2f} |"

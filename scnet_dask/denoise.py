@@ -276,7 +276,7 @@ def _resolve_tile(
             return recorded or None
     client = _client()
     budget = device_memory_budget(device, client, annotations is not None)
-    return choose_tile(shape, sides, geom.multiple, geom.bytes_per_voxel, budget, cfg.batch_size)
+    return choose_tile(shape, sides, geom.multiple, geom.memory, budget, cfg.batch_size)
 
 
 def _recorded_tile(store: Path) -> tuple[int, int, int] | tuple[()] | None:

@@ -6,7 +6,7 @@ the network per output voxel (a 512 x 1024 x 1024 tomogram with SC-Net's up-samp
 4.0 network voxels per output voxel with 128³ cores, 1.9 with 256³;
 ``benchmarks/bench_denoise.py --part overhead``), but the forward's memory grows with the
 tile. ``--tile auto`` picks, among the cores of :data:`TILE_CANDIDATES` whose estimated peak
-(the network's declared bytes per voxel times the tile's voxels, including its halo) fits a
+(from the network's declared memory model and the tile's size, halo included) fits a
 fraction of the free memory of the device that runs the forward, the one with the least halo
 overhead on the volume at hand.
 """
@@ -78,11 +78,16 @@ def tile_memory_bytes(
     shape: Sequence[int],
     halo: HaloSides,
     multiple: int,
-    bytes_per_voxel: float,
+    memory: tuple[float, float, float],
     batch_size: int = 1,
 ) -> float:
-    """Estimated peak memory of one forward of ``batch_size`` tiles of core ``core`` (bytes)."""
-    return float(np.prod(tile_edges(core, shape, halo, multiple))) * bytes_per_voxel * batch_size
+    """Estimated peak memory of one forward of ``batch_size`` tiles of core ``core`` (bytes).
+
+    ``memory``: the network's (bytes per voxel, bytes per (y, x) plane, fixed bytes).
+    """
+    z, y, x = tile_edges(core, shape, halo, multiple)
+    per_voxel, per_plane, fixed = memory
+    return batch_size * (z * y * x * per_voxel + y * x * per_plane) + fixed
 
 
 def device_memory_budget(device: str, client: Any = None, gpu_workers: bool = False) -> float:
@@ -133,7 +138,7 @@ def choose_tile(
     shape: Sequence[int],
     halo: HaloSides,
     multiple: int,
-    bytes_per_voxel: float,
+    memory: tuple[float, float, float] | None,
     budget_bytes: float,
     batch_size: int = 1,
 ) -> Triple | None:
@@ -143,24 +148,24 @@ def choose_tile(
     network for this volume (:func:`halo_overhead`; the larger on a tie): a core that does not
     divide the volume can cost more than a smaller one that does.
 
-    Returns ``None`` when the predictor declares no memory use (``bytes_per_voxel`` 0): then
+    Returns ``None`` when the predictor declares no memory use (``memory`` ``None``): then
     one tile per output chunk, as for the classical filters. When even the smallest candidate
     does not fit, the smallest is returned (and a warning logged): the forward may then run
     out of memory, and ``--tile`` sets it by hand.
     """
-    if bytes_per_voxel <= 0:
+    if memory is None:
         return None
     cands = [c for c in TILE_CANDIDATES if c % multiple == 0] or [multiple]
     fits = [
         c
         for c in cands
-        if tile_memory_bytes(c, shape, halo, multiple, bytes_per_voxel, batch_size) <= budget_bytes
+        if tile_memory_bytes(c, shape, halo, multiple, memory, batch_size) <= budget_bytes
     ]
     if fits:
         best = min(fits, key=lambda c: (halo_overhead(c, shape, halo, multiple), -c))
         return (best, best, best)
     c = cands[-1]
-    need = tile_memory_bytes(c, shape, halo, multiple, bytes_per_voxel, batch_size)
+    need = tile_memory_bytes(c, shape, halo, multiple, memory, batch_size)
     log.warning(
         "the smallest tile (%d voxels) needs about %.1f GiB per forward, more than the %.1f GiB "
         "at hand; set --tile or --batch-size by hand if it runs out of memory",

@@ -26,7 +26,12 @@ def test_threads_and_two_worker_cluster_agree_and_gpu_annotation_survives(tmp_pa
 
     def cfg(name):
         return DenoiseConfig(
-            input=vol, checkpoint=ck, output=tmp_path / name, chunks=16, tile=16, device="cpu",
+            input=vol,
+            checkpoint=ck,
+            output=tmp_path / name,
+            chunks=16,
+            tile=16,
+            device="cpu",
             batch_size=2,
         )
 

@@ -31,8 +31,8 @@ def test_tile_edges_cover_core_and_both_halos_on_the_grid():
 def test_choose_tile_takes_the_largest_core_that_fits():
     model = SCNetUNet(features=32, upsample=True)
     sides, shape = _sides(model), (512, 1024, 1024)
-    bpv = model.forward_bytes_per_voxel
-    assert choose_tile(shape, sides, 16, 0.0, 1e12) is None  # no memory model: per chunk
+    bpv = model.forward_memory
+    assert choose_tile(shape, sides, 16, None, 1e12) is None  # no memory model: per chunk
     need = {c: tile_memory_bytes(c, shape, sides, 16, bpv) for c in TILE_CANDIDATES}
     assert all(
         need[a] > need[b] for a, b in zip(TILE_CANDIDATES[:-1], TILE_CANDIDATES[1:], strict=True)
@@ -67,9 +67,11 @@ print(status("VmHWM:") - r0)
 """
 
 
-@pytest.mark.parametrize(("features", "upsample", "edge"), [(8, False, 96), (4, True, 64)])
+@pytest.mark.parametrize(
+    ("features", "upsample", "edge"), [(8, False, 96), (4, True, 64), (16, False, 128)]
+)
 def test_forward_memory_estimate_bounds_the_measured_peak(features, upsample, edge):
-    """The declared bytes per voxel cover a real CPU forward's peak RSS, within 2x."""
+    """The declared memory model covers a real CPU inference forward's peak RSS, within 2x."""
     if not os.path.exists("/proc/self/clear_refs"):
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
     out = subprocess.run(
@@ -78,6 +80,10 @@ def test_forward_memory_estimate_bounds_the_measured_peak(features, upsample, ed
     )  # fmt: skip
     measured = float(out.stdout.strip().splitlines()[-1])
     model = SCNetUNet(features=features, upsample=upsample)
-    estimate = model.forward_bytes_per_voxel * edge**3
+    up = model.upsample_factors
+    tile = (edge, edge, edge)
+    per_voxel, per_plane, fixed = model.forward_memory
+    estimate = edge**3 * per_voxel + tile[1] * tile[2] * per_plane + fixed
+    assert up in ((1, 1, 1), (2, 1, 2))
     assert 0.5 * estimate < measured <= 1.1 * estimate, (measured, estimate)
     assert np.isfinite(estimate)

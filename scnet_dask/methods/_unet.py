@@ -126,7 +126,7 @@ def network_geometry(net: torch.nn.Module, post_sigma: float = 0.0) -> Geometry:
     """The tiling geometry of a network that declares its reach.
 
     The network declares ``receptive_margin`` (z, y, x) and, optionally,
-    ``receptive_margin_hi`` (when the two sides differ), ``forward_bytes_per_voxel``,
+    ``receptive_margin_hi`` (when the two sides differ), ``forward_memory``,
     ``upsample_factors`` and ``tile_multiple`` (SC-Net's U-Net, the 2.5-D slice U-Net).
 
     Raises
@@ -145,7 +145,7 @@ def network_geometry(net: torch.nn.Module, post_sigma: float = 0.0) -> Geometry:
         post_sigma=float(post_sigma),
         upsample=tuple(getattr(net, "upsample_factors", (1, 1, 1))),  # type: ignore[arg-type]
         margin_hi=None if hi is None else tuple(int(m) for m in hi),  # type: ignore[arg-type]
-        bytes_per_voxel=float(getattr(net, "forward_bytes_per_voxel", 0.0)),
+        memory=getattr(net, "forward_memory", None),
     )
 
 

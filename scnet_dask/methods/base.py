@@ -74,9 +74,10 @@ class Geometry:
     margin_hi
         The reach towards higher indices when it differs from ``margin`` (which is then the
         reach towards lower indices: what a tile needs at its low end); ``None``: symmetric.
-    bytes_per_voxel
-        Peak memory of one float32 forward per tile voxel (bytes); lets ``denoise --tile auto``
-        size tiles for the device. 0: unknown (one tile per output chunk).
+    memory
+        Peak memory of one float32 forward of a tile, as bytes (per voxel, per (y, x) plane,
+        fixed) (see :func:`scnet_dask.tilesize.tile_memory_bytes`); lets ``denoise --tile auto``
+        size tiles for the device. ``None``: unknown (one tile per output chunk).
 
     """
 
@@ -87,7 +88,7 @@ class Geometry:
     stochastic: bool = False
     positional: bool = False
     margin_hi: Triple | None = None
-    bytes_per_voxel: float = 0.0
+    memory: tuple[float, float, float] | None = None
 
 
 @runtime_checkable

@@ -6,6 +6,8 @@ Layer names match the public code so that its checkpoints load unchanged (after 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,9 @@ __all__ = ["SCNetUNet", "TILE_MULTIPLE", "NET_REACH", "NET_REACH_HI"]
 
 #: Input edges must be multiples of this (four stride-2 convolutions).
 TILE_MULTIPLE = 16
+#: Sections of the full-resolution stage computed at once in inference (see
+#: :meth:`SCNetUNet._last_stage_in_slabs`).
+SLAB = 16
 #: Farthest reach (voxels at the network's own resolution) of one input voxel on the output, and
 #: of the output on the input: the four stride-2 encoders, the decoder's 3x3x3 convolutions at
 #: 1/4 resolution and the nearest up-sampling. Measured by an impulse probe (tests/test_tiling.py)
@@ -102,17 +107,22 @@ class SCNetUNet(nn.Module):
         return (r[0], r[1], r[2])
 
     @property
-    def forward_bytes_per_voxel(self) -> float:
-        """Peak memory of a float32 forward per input voxel of a tile, in bytes.
+    def forward_memory(self) -> tuple[float, float, float]:
+        """Peak memory of a float32 inference forward: bytes per voxel, per plane, fixed.
 
-        The full-resolution decoder holds about ``5 f + 2`` channels at once; the measured
-        peak RSS of CPU forwards (64³–128³ tiles, 4 to 32 features, with and without the
-        up-sampling block) was 167 / 326 / 550 / 1029 bytes per voxel for 4 / 8 / 16 / 32
-        features, which ``4 (8 f + 28)`` bytes per voxel of the (up-sampled) network input
-        bounds from above (``tests/test_tilesize.py`` checks it).
+        A tile of ``(z, y, x)`` input voxels needs about ``z y x * per_voxel + y x * per_plane
+        + fixed`` bytes. The encoder holds ~``f / 2`` channels per input voxel at its peak; the
+        full-resolution stage runs in slabs of :data:`SLAB` sections (+4 of overlap) holding
+        ~``5 f + 4`` channels per (y, x) plane. Coefficients fitted above the measured peak RSS
+        of CPU forwards (64³–128³ tiles, 4 to 32 features, with and without the up-sampling
+        block: measured / estimated 0.61–0.93; ``tests/test_tilesize.py`` checks two cases).
+        Before the slabbed stage the paper's network needed ~1.1 KB per network voxel.
         """
-        up = self.upsample_factors
-        return 4.0 * (8 * self.features + 28) * up[0] * up[1] * up[2]
+        uz, uy, ux = self.upsample_factors
+        f = self.features
+        per_voxel = 4.0 * (f / 2 + 16) * uz * uy * ux
+        per_plane = 4.0 * (SLAB + 4) * (5 * f + 4) * uy * ux
+        return per_voxel, per_plane, 160.0 * 2**20
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         enc1 = self.enc1_1(x)
@@ -123,8 +133,44 @@ class SCNetUNet(nn.Module):
         up3 = F.interpolate(enc4, size=enc2.shape[2:], mode="nearest")
         dec3 = self.dec3_1(torch.cat([up3, enc2], dim=1))
         dec2 = self.dec2_1(torch.cat([dec3, enc2], dim=1))
+        del enc1, enc2, enc3, enc4, up3, dec3
+        if not (self.training or torch.is_grad_enabled()) and x.shape[2] > SLAB:
+            return self._last_stage_in_slabs(dec2, x)
         up1 = F.interpolate(dec2, size=x.shape[2:], mode="nearest")
         return self.dec1_1(torch.cat([up1, x], dim=1))
+
+    def _last_stage_in_slabs(self, dec2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The full-resolution stage (``dec1_1`` on [up-sampled dec2, input]) in z-slabs.
+
+        Eval mode only (BatchNorm then applies stored statistics, pointwise). The same
+        arithmetic as the one-piece stage (its two 3³ convolutions reach 2 sections; each slab
+        takes 2 more on each side, the rows past the tile's ends are the zeros of the
+        convolutions' padding), without holding ``2 f + 1`` full-resolution channels for the
+        whole tile: that stage is most of a forward's memory. Inference only (no autograd).
+        """
+        conv1, conv2 = cast(nn.Conv3d, self.dec1_1[0]), cast(nn.Conv3d, self.dec1_1[3])
+        bn, act = self.dec1_1[1], self.dec1_1[2]
+        zdim, (fy, fx) = x.shape[2], (x.shape[3] // dec2.shape[3], x.shape[4] // dec2.shape[4])
+        fz = zdim // dec2.shape[2]
+        out = x.new_empty((x.shape[0], 1, *x.shape[2:]))
+        pad = (1, 1, 1, 1, 0, 0)  # y and x padded by the convolutions, z by hand
+        for z0 in range(0, zdim, SLAB):
+            z1 = min(z0 + SLAB, zdim)
+            a, b = max(0, z0 - 2), min(zdim, z1 + 2)
+            rows = torch.arange(a, b, device=x.device) // fz
+            up = dec2.index_select(2, rows).repeat_interleave(fy, 3).repeat_interleave(fx, 4)
+            cat = torch.cat([up, x[:, :, a:b]], dim=1)
+            cat = F.pad(cat, (0, 0, 0, 0, a - (z0 - 2), (z1 + 2) - b))  # zeros past the ends
+            h = F.conv3d(F.pad(cat, pad), conv1.weight, conv1.bias)
+            del cat, up
+            h = act(bn(h))
+            # rows of h outside the tile are the zero padding of the second convolution
+            lo, hi = max(0, -(z0 - 1)), h.shape[2] - max(0, (z1 + 1) - zdim)
+            if lo or hi < h.shape[2]:
+                h[:, :, :lo] = 0
+                h[:, :, hi:] = 0
+            out[:, :, z0:z1] = F.conv3d(F.pad(h, pad), conv2.weight, conv2.bias)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Denoise a batch of (batch, 1, z, y, x) patches; returns the same shape."""
