@@ -68,10 +68,11 @@ print(status("VmHWM:") - r0)
 
 
 @pytest.mark.parametrize(
-    ("features", "upsample", "edge"), [(8, False, 96), (4, True, 64), (16, False, 128)]
+    ("features", "upsample", "edge"), [(4, True, 64), (16, False, 128), (32, False, 128)]
 )
 def test_forward_memory_estimate_bounds_the_measured_peak(features, upsample, edge):
-    """The declared memory model covers a real CPU inference forward's peak RSS, within 2x."""
+    """The declared memory model covers a real CPU inference forward's peak RSS (measured /
+    estimated 0.74-0.88 for these; 0.34-0.88 over 4-32 features, 64³-128³ tiles)."""
     if not os.path.exists("/proc/self/clear_refs"):
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
     out = subprocess.run(
@@ -85,5 +86,5 @@ def test_forward_memory_estimate_bounds_the_measured_peak(features, upsample, ed
     per_voxel, per_plane, fixed = model.forward_memory
     estimate = edge**3 * per_voxel + tile[1] * tile[2] * per_plane + fixed
     assert up in ((1, 1, 1), (2, 1, 2))
-    assert 0.5 * estimate < measured <= 1.1 * estimate, (measured, estimate)
+    assert 0.5 * estimate < measured <= estimate, (measured, estimate)
     assert np.isfinite(estimate)

@@ -17,8 +17,10 @@ __all__ = ["SCNetUNet", "TILE_MULTIPLE", "NET_REACH", "NET_REACH_HI"]
 #: Input edges must be multiples of this (four stride-2 convolutions).
 TILE_MULTIPLE = 16
 #: Sections of the full-resolution stage computed at once in inference (see
-#: :meth:`SCNetUNet._last_stage_in_slabs`).
-SLAB = 16
+#: :meth:`SCNetUNet._last_stage_in_slabs`). Measured on the CPU (4 features, up-sampling
+#: block): 64 costs 1.25 s on a 128³ tile (one piece 1.05 s, 16 or 32 sections 2.1 s) and
+#: 5.6 s on a 208 x 240 x 208 tile (one piece 11.5 s: its large allocations are slow).
+SLAB = 64
 #: Farthest reach (voxels at the network's own resolution) of one input voxel on the output, and
 #: of the output on the input: the four stride-2 encoders, the decoder's 3x3x3 convolutions at
 #: 1/4 resolution and the nearest up-sampling. Measured by an impulse probe (tests/test_tiling.py)
@@ -113,16 +115,16 @@ class SCNetUNet(nn.Module):
         A tile of ``(z, y, x)`` input voxels needs about ``z y x * per_voxel + y x * per_plane
         + fixed`` bytes. The encoder holds ~``f / 2`` channels per input voxel at its peak; the
         full-resolution stage runs in slabs of :data:`SLAB` sections (+4 of overlap) holding
-        ~``5 f + 4`` channels per (y, x) plane. Coefficients fitted above the measured peak RSS
+        ~``4 f + 4`` channels per (y, x) plane. Coefficients fitted above the measured peak RSS
         of CPU forwards (64³–128³ tiles, 4 to 32 features, with and without the up-sampling
-        block: measured / estimated 0.61–0.93; ``tests/test_tilesize.py`` checks two cases).
+        block: measured / estimated 0.34–0.88; ``tests/test_tilesize.py`` checks three cases).
         Before the slabbed stage the paper's network needed ~1.1 KB per network voxel.
         """
         uz, uy, ux = self.upsample_factors
         f = self.features
-        per_voxel = 4.0 * (f / 2 + 16) * uz * uy * ux
-        per_plane = 4.0 * (SLAB + 4) * (5 * f + 4) * uy * ux
-        return per_voxel, per_plane, 160.0 * 2**20
+        per_voxel = 4.0 * (0.6 * f + 16) * uz * uy * ux
+        per_plane = 4.0 * (SLAB + 4) * (4 * f + 4) * uy * ux
+        return per_voxel, per_plane, 224.0 * 2**20
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         enc1 = self.enc1_1(x)
@@ -149,27 +151,29 @@ class SCNetUNet(nn.Module):
         whole tile: that stage is most of a forward's memory. Inference only (no autograd).
         """
         conv1, conv2 = cast(nn.Conv3d, self.dec1_1[0]), cast(nn.Conv3d, self.dec1_1[3])
-        bn, act = self.dec1_1[1], self.dec1_1[2]
+        bn, act = cast(nn.BatchNorm3d, self.dec1_1[1]), cast(nn.LeakyReLU, self.dec1_1[2])
         zdim, (fy, fx) = x.shape[2], (x.shape[3] // dec2.shape[3], x.shape[4] // dec2.shape[4])
         fz = zdim // dec2.shape[2]
         out = x.new_empty((x.shape[0], 1, *x.shape[2:]))
-        pad = (1, 1, 1, 1, 0, 0)  # y and x padded by the convolutions, z by hand
         for z0 in range(0, zdim, SLAB):
             z1 = min(z0 + SLAB, zdim)
             a, b = max(0, z0 - 2), min(zdim, z1 + 2)
             rows = torch.arange(a, b, device=x.device) // fz
             up = dec2.index_select(2, rows).repeat_interleave(fy, 3).repeat_interleave(fx, 4)
             cat = torch.cat([up, x[:, :, a:b]], dim=1)
-            cat = F.pad(cat, (0, 0, 0, 0, a - (z0 - 2), (z1 + 2) - b))  # zeros past the ends
-            h = F.conv3d(F.pad(cat, pad), conv1.weight, conv1.bias)
-            del cat, up
-            h = act(bn(h))
+            del up
+            if a > z0 - 2 or b < z1 + 2:  # zeros past the tile's ends (the convolution's padding)
+                cat = F.pad(cat, (0, 0, 0, 0, a - (z0 - 2), (z1 + 2) - b))
+            h = F.conv3d(cat, conv1.weight, conv1.bias, padding=(0, 1, 1))
+            del cat
+            h = bn(h)
+            F.leaky_relu(h, act.negative_slope, inplace=True)
             # rows of h outside the tile are the zero padding of the second convolution
             lo, hi = max(0, -(z0 - 1)), h.shape[2] - max(0, (z1 + 1) - zdim)
             if lo or hi < h.shape[2]:
                 h[:, :, :lo] = 0
                 h[:, :, hi:] = 0
-            out[:, :, z0:z1] = F.conv3d(F.pad(h, pad), conv2.weight, conv2.bias)
+            out[:, :, z0:z1] = F.conv3d(h, conv2.weight, conv2.bias, padding=(0, 1, 1))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
