@@ -285,7 +285,7 @@ def _recorded_tile(store: Path) -> tuple[int, int, int] | tuple[()] | None:
         return None
     try:
         group = zarr.open_group(str(store), mode="r")
-        tile: Any = group.attrs[PROGRESS_KEY]["signature"]["options"]["tile"]  # type: ignore[index,call-overload]
+        tile: Any = group.attrs[PROGRESS_KEY]["tile"]  # type: ignore[index,call-overload]
         if tile is None:
             return ()
         return (int(tile[0]), int(tile[1]), int(tile[2]))
@@ -296,7 +296,9 @@ def _recorded_tile(store: Path) -> tuple[int, int, int] | tuple[()] | None:
 def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
     opts = cfg.model_dump(mode="json", exclude={"resume", "overwrite", "output", "device"})
     opts["options"] = cfg.options.model_dump(mode="json")
-    opts["tile"] = details.get("tile_voxels")  # as resolved: never mix tilings in one output
+    # exact tilings agree to float rounding (2e-7), so a resume may change the tile (e.g. a
+    # smaller --tile after running out of memory); a stochastic predictor's draws depend on it
+    opts["tile"] = details.get("tile_voxels") if details.get("stochastic") else "any exact"
     # the numbers a chunk holds depend on bf16 autocast: never mix fp32 and bf16 chunks
     opts["numerics"] = "bf16" if details.get("amp") else "fp32"
     return json.loads(
@@ -323,9 +325,13 @@ def _scratch_dir(target: Path) -> Path:
     return target.with_name(f".{target.name}.scratch")
 
 
-def _work_store(tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any]) -> zarr.Array:
+def _work_store(
+    tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any], tile: Any = None
+) -> zarr.Array:
     group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
     open_progress(group, tmp, sig)
+    # the tiling in use, for a later --resume with --tile auto (free memory may differ then)
+    group.attrs[PROGRESS_KEY] = {**dict(group.attrs[PROGRESS_KEY]), "tile": tile}  # type: ignore[arg-type]
     ch = tuple(min(chunks, s) for s in shape)
     return create_level(group, 0, shape, ch, np.dtype(np.float32))
 
@@ -393,6 +399,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
             "method": cfg.method,
             "chunks": cfg.chunks,
             "tile_voxels": list(tile) if tile else None,
+            "stochastic": bool(geom.stochastic),
             "halo_voxels": list(halo),
             "margin_voxels": list(margin),
             "halo_hi_voxels": list(sides.halo_hi),
@@ -435,7 +442,7 @@ def _write(
             target, overwrite=cfg.overwrite, resume=cfg.resume, keep_on_error=True
         ) as tmp:
             try:
-                arr = _work_store(tmp, shape, cfg.chunks, sig)
+                arr = _work_store(tmp, shape, cfg.chunks, sig, list(plan.tile or []) or None)
                 written, skipped = write_blocks(
                     out, arr, done_folder(tmp), show_progress, desc, _scratch_dir(target)
                 )
@@ -450,7 +457,7 @@ def _write(
         if not cfg.resume:
             remove_path(work)  # open_progress then removes its markers
         try:
-            arr = _work_store(work, shape, cfg.chunks, sig)
+            arr = _work_store(work, shape, cfg.chunks, sig, list(plan.tile or []) or None)
             written, skipped = write_blocks(
                 out, arr, done_folder(work), show_progress, desc, _scratch_dir(target)
             )

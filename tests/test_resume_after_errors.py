@@ -176,3 +176,42 @@ def test_an_unwritable_output_midway_reports_the_real_error(tmp_path, capsys, mo
     assert code == 1
     line = [ln for ln in err.splitlines() if "error" in ln][-1]
     assert "PermissionError" in line and "Operation not permitted" in line and "--resume" in line
+
+
+def test_denoise_resumes_with_another_tile_after_running_out_of_memory(
+    tmp_path, capsys, monkeypatch
+):
+    """A smaller --tile after an out-of-memory stop continues the run (exact tilings agree)."""
+    vol = write_mrc(tmp_path / "v.mrc", structured((16, 96, 96)), voxel=7.5)
+    ck = make_checkpoint(tmp_path / "c.pt")
+    args = ["--chunks", "16", "--device", "cpu"]
+    import scnet_dask.methods._unet as unet
+
+    real, calls = unet.forward_normalised, {"n": 0}
+
+    def oom_late(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:  # the last of 9 tiles of 32
+            import time
+
+            time.sleep(2.0)  # meanwhile the other threads store the chunks it is not needed for
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(unet, "forward_normalised", oom_late)
+    out = tmp_path / "out.zarr"
+    code, _, err = run_cli(["denoise", vol, ck, out, *args, "--tile", "32"], capsys)
+    assert code == 1 and "stopped by RuntimeError" in err
+    done = len(list((tmp_path / ".out.zarr.partial.done").glob("*")))
+    assert done > 0  # chunks that did not need the failing tile were stored
+    monkeypatch.setattr(unet, "forward_normalised", real)
+    code, stdout, err = run_cli(
+        ["denoise", vol, ck, out, *args, "--tile", "16", "--resume"], capsys
+    )
+    assert code == 0, err
+    assert f"{36 - done} chunks computed, {done} resumed" in stdout  # not started over
+    assert "tile (16, 16, 16)" in stdout
+    ref = tmp_path / "ref.zarr"
+    assert run_cli(["denoise", vol, ck, ref, *args, "--tile", "16"], capsys)[0] == 0
+    a, b = np.asarray(open_source(ref).data), np.asarray(open_source(out).data)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(a).max()))
