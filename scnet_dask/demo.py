@@ -139,7 +139,9 @@ def run_demo(out_dir: Path) -> str:
         f"data wait {100 * summary['wait_fraction']:.1f} %",
         f"  loss total {float(first['total']):.4g} -> {float(last['total']):.4g}; "
         f"validation {summary['best_val']:.4g}; checkpoints and curves.png in {run_dir}/",
-        f"denoise (tiled, halo {tuple(den['halo'])}, {den['chunks_written']} chunks): "
+        f"denoise (tiles {den['tile'][0] if den['tile'] else 'per chunk'}, halo "
+        f"{tuple(den['halo'])} below / {tuple(den['halo_hi'])} above, "
+        f"{den['chunks_written']} chunks): "
         f"{t5 - t4:.1f} s",
         "vs the clean simulation (correlation r, PSNR after a least-squares scale + offset fit;",
         " a negative r means an inverted contrast, which a run this short can produce):",
