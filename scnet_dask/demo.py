@@ -139,7 +139,7 @@ def run_demo(out_dir: Path) -> str:
         f"data wait {100 * summary['wait_fraction']:.1f} %",
         f"  loss total {float(first['total']):.4g} -> {float(last['total']):.4g}; "
         f"validation {summary['best_val']:.4g}; checkpoints and curves.png in {run_dir}/",
-        f"denoise (tiles {den['tile'][0] if den['tile'] else 'per chunk'}, halo "
+        f"denoise (tiled: tiles {den['tile'][0] if den['tile'] else 'per chunk'}, halo "
         f"{tuple(den['halo'])} below / {tuple(den['halo_hi'])} above, "
         f"{den['chunks_written']} chunks): "
         f"{t5 - t4:.1f} s",
