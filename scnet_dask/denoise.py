@@ -41,11 +41,11 @@ from scnet_dask.io._atomic import (
 )
 from scnet_dask.io.omezarr import create_level
 from scnet_dask.io.resume import (
-    PROGRESS_KEY,
     done_folder,
     done_marker,
     finish_progress,
     open_progress,
+    progress_record,
 )
 from scnet_dask.methods import PredictContext, TilePredictor, get
 from scnet_dask.predict import file_sha256
@@ -261,7 +261,8 @@ def _resolve_tile(
 
     ``--tile N`` is checked against the network's grid; ``auto`` sizes tiles for the device
     (:func:`scnet_dask.tilesize.choose_tile`), and ``--resume`` keeps the tiling the
-    interrupted run recorded (free memory may differ now; chunks of two tilings never mix).
+    interrupted run recorded (free memory may differ now; see :func:`_signature` for when a
+    resume may change the tile).
     """
     if isinstance(cfg.tile, int):
         if cfg.tile % geom.multiple:
@@ -281,16 +282,11 @@ def _resolve_tile(
 
 def _recorded_tile(store: Path) -> tuple[int, int, int] | tuple[()] | None:
     """The tile an interrupted run at ``store`` used (``()``: per chunk; ``None``: no record)."""
-    if not (store / "zarr.json").exists():
+    record = progress_record(store)
+    if not isinstance(record, dict) or "tile" not in record:
         return None
-    try:
-        group = zarr.open_group(str(store), mode="r")
-        tile: Any = group.attrs[PROGRESS_KEY]["tile"]  # type: ignore[index,call-overload]
-        if tile is None:
-            return ()
-        return (int(tile[0]), int(tile[1]), int(tile[2]))
-    except (KeyError, TypeError, ValueError, IndexError, OSError):
-        return None
+    tile = record["tile"]
+    return () if tile is None else (int(tile[0]), int(tile[1]), int(tile[2]))
 
 
 def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
@@ -326,12 +322,11 @@ def _scratch_dir(target: Path) -> Path:
 
 
 def _work_store(
-    tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any], tile: Any = None
+    tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any], tile: list[int] | None
 ) -> zarr.Array:
     group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
-    open_progress(group, tmp, sig)
     # the tiling in use, for a later --resume with --tile auto (free memory may differ then)
-    group.attrs[PROGRESS_KEY] = {**dict(group.attrs[PROGRESS_KEY]), "tile": tile}  # type: ignore[arg-type]
+    open_progress(group, tmp, sig, record={"tile": tile})
     ch = tuple(min(chunks, s) for s in shape)
     return create_level(group, 0, shape, ch, np.dtype(np.float32))
 
@@ -437,12 +432,13 @@ def _write(
     src, target = Path(cfg.input), Path(cfg.output)
     is_zarr = str(target).lower().endswith(".zarr")
     desc = f"denoise {src.name}"
+    tile = list(plan.tile) if plan.tile else None
     if is_zarr:  # without --resume a stale partial store goes, and open_progress its markers
         with atomic_output(
             target, overwrite=cfg.overwrite, resume=cfg.resume, keep_on_error=True
         ) as tmp:
             try:
-                arr = _work_store(tmp, shape, cfg.chunks, sig, list(plan.tile or []) or None)
+                arr = _work_store(tmp, shape, cfg.chunks, sig, tile)
                 written, skipped = write_blocks(
                     out, arr, done_folder(tmp), show_progress, desc, _scratch_dir(target)
                 )
@@ -457,7 +453,7 @@ def _write(
         if not cfg.resume:
             remove_path(work)  # open_progress then removes its markers
         try:
-            arr = _work_store(work, shape, cfg.chunks, sig, list(plan.tile or []) or None)
+            arr = _work_store(work, shape, cfg.chunks, sig, tile)
             written, skipped = write_blocks(
                 out, arr, done_folder(work), show_progress, desc, _scratch_dir(target)
             )
@@ -486,7 +482,7 @@ def _write(
         "margin": list(margin),
         "halo_hi": list(plan.halos_hi),
         "margin_hi": list(plan.margins_hi),
-        "tile": list(plan.tile) if plan.tile else None,
+        "tile": tile,
         "chunks_written": written,
         "chunks_skipped": skipped,
         "halo_overhead": plan.tile_voxels() / float(np.prod(shape)),

@@ -5,7 +5,8 @@ each finished unit of work (a slab of ``convert``, a chunk of ``denoise``) leave
 *marker file* in a folder beside the store (``NAME.done``, never inside it, so the store stays a
 valid Zarr). ``--resume`` with the same signature skips the marked units; another signature
 starts over. Markers are written after their unit's data, so a kill between the two only
-redoes that unit.
+redoes that unit. A job may also keep a *record* beside its signature: facts of the run that do
+not decide whether it resumes (``denoise``: the tile size it chose).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "done_folder",
     "done_marker",
     "open_progress",
+    "progress_record",
     "mark_done",
     "finish_progress",
 ]
@@ -47,23 +49,38 @@ def done_marker(folder: str | os.PathLike[str], unit: Sequence[int]) -> Path:
     return Path(folder) / ".".join(str(int(c)) for c in unit)
 
 
-def open_progress(group: zarr.Group, store: str | os.PathLike[str], signature: Any) -> bool:
+def open_progress(
+    group: zarr.Group, store: str | os.PathLike[str], signature: Any, record: Any = None
+) -> bool:
     """Start or continue writing ``group`` (at ``store``) for the job ``signature``.
 
     Returns whether earlier work of the same job is continued. For another (or no) recorded
     signature, the group's arrays and the markers are removed and ``signature`` is recorded.
+    ``record`` (JSON) is stored beside the signature either way, not compared (see
+    :func:`progress_record`).
     """
     sig = json.loads(json.dumps(signature))
     value = group.attrs.get(PROGRESS_KEY, {})
-    if isinstance(value, dict) and value.get("signature") == sig:
-        return True
-    if value:
-        log.info("%s: partial output is from other settings; starting over", store)
-    for name in list(group.array_keys()):
-        del group[name]
-    remove_path(done_folder(store))
-    group.attrs[PROGRESS_KEY] = {"signature": sig}
-    return False
+    same = isinstance(value, dict) and value.get("signature") == sig
+    if not same:
+        if value:
+            log.info("%s: partial output is from other settings; starting over", store)
+        for name in list(group.array_keys()):
+            del group[name]
+        remove_path(done_folder(store))
+    group.attrs[PROGRESS_KEY] = {"signature": sig, "record": json.loads(json.dumps(record))}
+    return same
+
+
+def progress_record(store: str | os.PathLike[str]) -> Any:
+    """The ``record`` an unfinished write at ``store`` kept (``None``: no such write)."""
+    if not (Path(store) / "zarr.json").exists():
+        return None
+    try:
+        value = zarr.open_group(str(store), mode="r").attrs.get(PROGRESS_KEY, {})
+    except (OSError, ValueError):
+        return None
+    return value.get("record") if isinstance(value, dict) else None
 
 
 def mark_done(store: str | os.PathLike[str], unit: Sequence[int]) -> None:
