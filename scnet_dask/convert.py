@@ -20,6 +20,7 @@ from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.io.mrc import open_mrc
 from scnet_dask.io.omezarr import (
     ATTRS_KEY,
+    HALVE,
     coarsen_by,
     create_level,
     get_array,
@@ -144,7 +145,7 @@ def write_volume_zarr(
                 stores = [_store(slab, level0, z0)]
                 extra: dict[str, Any] = {}
                 if one_pass:
-                    stores += _pyramid_slab(slab, levels, shapes, z0)
+                    stores += _pyramid_slab(slab, levels, z0)
                     extra = lazy_statistics(slab, step=step, offset=(-z0) % step)
                 done = dask.compute(stores, extra)
                 if one_pass:
@@ -166,9 +167,7 @@ def _store(block: da.Array, target: zarr.Array, z0: int) -> Any:
     return da.store(block, target, regions=region, lock=False, compute=False)  # type: ignore[arg-type]
 
 
-def _pyramid_slab(
-    slab: da.Array, levels: list[zarr.Array], shapes: list[tuple[int, int, int]], z0: int
-) -> list[Any]:
+def _pyramid_slab(slab: da.Array, levels: list[zarr.Array], z0: int) -> list[Any]:
     """Lazy writes of a level-0 slab's share of every coarser level (2x mean pooling).
 
     The slab starts at a multiple of ``2 ** (levels - 1)`` sections, so its pooled sections
@@ -178,8 +177,7 @@ def _pyramid_slab(
     out = []
     prev = slab
     for k in range(1, len(levels)):
-        factors = {i: 2 if shapes[k][i] < shapes[k - 1][i] else 1 for i in range(3)}
-        prev = coarsen_by(prev, factors)
+        prev = coarsen_by(prev, HALVE)
         if prev.shape[0] == 0:
             break
         c = levels[k].chunks

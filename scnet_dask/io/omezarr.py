@@ -25,6 +25,7 @@ __all__ = [
     "write_pyramid",
     "coarsen_by",
     "pyramid_shapes",
+    "HALVE",
     "is_zarr",
     "get_array",
     "pyramid_levels",
@@ -128,9 +129,9 @@ def create_level(
     )
 
 
-def _coarsen(arr: da.Array) -> da.Array:
-    """Mean-pool a (z, y, x) array by 2 along each axis of length >= 2."""
-    return coarsen_by(arr, {i: (2 if s >= 2 else 1) for i, s in enumerate(arr.shape)})
+#: Pooling factors between pyramid levels (every level halves every axis; see
+#: :func:`pyramid_shapes`).
+HALVE = {0: 2, 1: 2, 2: 2}
 
 
 def coarsen_by(arr: da.Array, factors: dict[int, int]) -> da.Array:
@@ -161,7 +162,11 @@ def _mean_pairs(x: np.ndarray, axis: tuple[int, ...] = ()) -> np.ndarray:
 
 
 def pyramid_shapes(shape: tuple[int, ...], n_levels: int) -> list[tuple[int, int, int]]:
-    """Shapes (z, y, x) of the levels :func:`write_pyramid` writes (level 0 first)."""
+    """Shapes (z, y, x) of the levels :func:`write_pyramid` writes (level 0 first).
+
+    Each level halves every axis (an odd end is trimmed); levels stop at ``n_levels`` or
+    before an axis would fall below one voxel.
+    """
     out = [(int(shape[0]), int(shape[1]), int(shape[2]))]
     while len(out) < n_levels and min(out[-1]) >= 2:
         out.append((out[-1][0] // 2, out[-1][1] // 2, out[-1][2] // 2))
@@ -191,10 +196,8 @@ def write_pyramid(
     extra = dict(extra or {})
     results: dict[str, Any] = {}
     prev = da.from_zarr(group["0"])
-    for level in range(1, n_levels):
-        if min(prev.shape) < 2:
-            break
-        down = _coarsen(prev)
+    for level in range(1, len(pyramid_shapes(prev.shape, n_levels))):
+        down = coarsen_by(prev, HALVE)
         down = down.rechunk(tuple(min(c, s) for c, s in zip(chunks, down.shape, strict=True)))
         target = create_level(group, level, down.shape, chunks, np.float32)
         store = da.store(down, target, lock=False, compute=False)  # type: ignore[arg-type]
