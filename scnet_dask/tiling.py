@@ -367,12 +367,9 @@ def overlap_add(
 
     layers = dict(data.dask.layers) if reader is None else {}
     deps = dict(data.dask.dependencies) if reader is None else {}
-    if reader is not None and not inline_reads:
+    if not inline_reads:  # reads are tasks of their own (from dask chunks, or from the store)
         layers[read_name] = MaterializedLayer(read)
-        deps[read_name] = set()
-    if reader is None:
-        layers[read_name] = MaterializedLayer(read)
-        deps[read_name] = set(data.__dask_layers__())
+        deps[read_name] = set(data.__dask_layers__()) if reader is None else set()
     layers[pred_name] = MaterializedLayer(pred, annotations=annotations)
     deps[pred_name] = set() if inline_reads else {read_name}
     if pieces:
