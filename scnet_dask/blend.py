@@ -78,23 +78,15 @@ def plan_halo(
 
     Parameters
     ----------
-    halo
-        ``"auto"`` (margin + ``blend``) or the halo in voxels (one int or a (z, y, x) triple).
+    halo, post_sigma, blend
+        As for :func:`plan_halo_sides`.
     receptive_margin
-        How far (voxels, per axis) an input voxel can influence the predictor's output; for
-        SC-Net's U-Net it depends on the up-sampling factor (see
-        :attr:`scnet_dask.model.unet.SCNetUNet.receptive_margin`).
-    post_sigma
-        Gaussian post-filter sigma in voxels (0: none); its radius adds to the margin.
-    blend
-        Width of the blend zone for ``halo="auto"``.
+        The reach (voxels, per axis) on both sides.
 
     Returns
     -------
     halo, margin
-        ``margin`` is the part of the halo where the window is ~0. With an explicit halo the
-        margin is what is left after reserving up to ``blend`` voxels for blending, so a halo
-        smaller than the receptive field still blends (approximately) instead of cutting.
+        ``margin`` is the part of the halo where the window is ~0.
 
     """
     sides = plan_halo_sides(halo, receptive_margin, receptive_margin, post_sigma, blend)

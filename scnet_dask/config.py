@@ -398,8 +398,9 @@ class DenoiseConfig(StrictModel):
     tile: int | Literal["auto"] = Field(
         "auto",
         description="Tile core edge in voxels (a multiple of the network's 16), independent "
-        "of --chunks; auto = the largest (up to 256) whose forward fits the device's free "
-        "memory (one tile per chunk for methods without a network).",
+        "of --chunks; auto = of the cores up to 256 whose forward fits the device's free "
+        "memory, the one with the least halo overhead (one tile per chunk for predictors "
+        "without a memory model).",
     )
     halo: int | Literal["auto"] = Field(
         "auto",

@@ -18,8 +18,9 @@ __all__ = ["SCNetUNet", "TILE_MULTIPLE", "NET_REACH", "NET_REACH_HI"]
 TILE_MULTIPLE = 16
 #: Sections of the full-resolution stage computed at once in inference (see
 #: :meth:`SCNetUNet._last_stage_in_slabs`). Measured on the CPU (4 features, up-sampling
-#: block): 64 costs 1.25 s on a 128³ tile (one piece 1.05 s, 16 or 32 sections 2.1 s) and
-#: 5.6 s on a 208 x 240 x 208 tile (one piece 11.5 s: its large allocations are slow).
+#: block): 64 sections cost 1.18 s on a 128³ tile (one piece 1.04 s; 16 or 32 sections were
+#: ~2.1 s) and 4.8 s on a 208 x 240 x 208 tile (one piece 11.5 s: its large allocations are
+#: slow).
 SLAB = 64
 #: Farthest reach (voxels at the network's own resolution) of one input voxel on the output, and
 #: of the output on the input: the four stride-2 encoders, the decoder's 3x3x3 convolutions at
