@@ -145,8 +145,8 @@ def write_volume_zarr(
                 stores = [_store(slab, level0, z0)]
                 extra: dict[str, Any] = {}
                 if one_pass:
-                    stores += _pyramid_slab(slab, levels, z0)
-                    extra = lazy_statistics(slab, step=step, offset=(-z0) % step)
+                    pyramid, extra = _slab_products(slab, levels, z0, step)
+                    stores += pyramid
                 done = dask.compute(stores, extra)
                 if one_pass:
                     partial.append(done[1])
@@ -165,6 +165,18 @@ def _store(block: da.Array, target: zarr.Array, z0: int) -> Any:
     """A lazy write of ``block`` into ``target`` from section ``z0`` on."""
     region = (slice(z0, z0 + int(block.shape[0])), slice(None), slice(None))
     return da.store(block, target, regions=region, lock=False, compute=False)  # type: ignore[arg-type]
+
+
+def _slab_products(
+    slab: da.Array, levels: list[zarr.Array], z0: int, step: int
+) -> tuple[list[Any], dict[str, Any]]:
+    """Lazy writes of a level-0 slab's share of the pyramid, and its lazy statistics.
+
+    ``step`` is the whole volume's sampling step (:func:`scnet_dask.stats.sample_step`): the
+    slabs' statistics merge with :func:`scnet_dask.stats.combine_statistics` into the volume's.
+    """
+    stats = lazy_statistics(slab, step=step, offset=(-z0) % step)
+    return _pyramid_slab(slab, levels, z0), stats
 
 
 def _pyramid_slab(slab: da.Array, levels: list[zarr.Array], z0: int) -> list[Any]:
@@ -194,17 +206,33 @@ def finalise_store(
 ) -> dict[str, Any]:
     """(Re)build the pyramid and statistics from level 0, and write the OME and our attributes.
 
-    Level 0 is read once: the statistics are reduced in the same pass that writes level 1.
+    Level 0 is read once, one chunk-thick z-slab at a time: each slab's share of the coarser
+    levels and its statistics are computed together (as convert's one pass does), so memory is
+    bounded by one slab's tasks whatever the volume's depth. Chunks whose depth is not a
+    multiple of ``2 ** (pyramid_levels - 1)`` take one whole-array pass instead.
     """
     for name in list(group.array_keys()):
         if name != "0":
             del group[name]
     level0 = get_array(group, "0")
-    lazy = lazy_statistics(da.from_zarr(level0))
+    shape = tuple(int(s) for s in level0.shape)
     c = level0.chunks
-    stats = finalise_statistics(
-        write_pyramid(group, pyramid_levels, (c[0], c[1], c[2]), extra=lazy)
-    )
+    shapes = pyramid_shapes(shape, pyramid_levels)
+    src = da.from_zarr(level0)
+    if c[0] % 2 ** (len(shapes) - 1):
+        lazy = lazy_statistics(src)
+        computed = write_pyramid(group, pyramid_levels, (c[0], c[1], c[2]), extra=lazy)
+    else:
+        levels = [level0]
+        for k in range(1, len(shapes)):
+            levels.append(create_level(group, k, shapes[k], c, np.dtype(np.float32)))
+        step = sample_step(shape)
+        parts = []
+        for z0 in range(0, shape[0], c[0]):
+            _, extra = dask.compute(*_slab_products(src[z0 : z0 + c[0]], levels, z0, step))
+            parts.append(extra)
+        computed = combine_statistics(parts)
+    stats = finalise_statistics(computed)
     write_metadata(group, voxel_size_angstrom, attrs, stats)
     return stats
 
