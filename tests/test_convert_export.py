@@ -265,5 +265,3 @@ def test_one_pass_pyramid_and_statistics_equal_a_second_pass(shape, chunks, tmp_
     again.create_array("0", data=levels["0"], chunks=(chunks,) * 3)
     slabbed = finalise_store(again, (5.0,) * 3, {}, 3)
     _assert_same({k: again[k][...] for k in again.array_keys()}, slabbed, want_levels, want_stats)
-
-
