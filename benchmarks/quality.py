@@ -14,8 +14,10 @@ Rows (``--rows``, comma-separated; ``;`` separates rows that hold commas):
 - ``prior:KIND`` — a prior volume itself (``gaussian`` σ 1, ``topaz-3d``, ``tilt-series``);
 - a trained method with options: ``scnet:prior=topaz-3d,prior_normalisation=affine,steps=800``.
   Keys ``steps``, ``patch``, ``features``, ``lr``, ``batch``, ``epochs`` and ``ckpt`` (``last`` or
-  ``best``) set the run; ``post_sigma`` and ``passes`` the denoising; ``prior`` (scnet; optional
-  for nmsg) picks the prior kind; ``label`` names the row; every other key is a method option.
+  ``best``) set the run; ``post_sigma`` and ``passes`` the denoising; ``apply=halves`` (n2n)
+  denoises each half with the model and averages them, instead of denoising the full volume;
+  ``prior`` (scnet; optional for nmsg) picks the prior kind; ``label`` names the row; every
+  other key is a method option.
   Defaults: 400 steps of 2 x 32³ patches, 16 features, lr 4e-4 (the CLI's), the last checkpoint.
 - ``--budget M`` (CPU minutes per training run) replaces ``steps`` by what fits: a 10-step probe
   measures the step time first.
@@ -37,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 
 from scnet_dask.config import ConvertConfig, DenoiseConfig, PriorConfig, TrainConfig
@@ -53,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
 
 RUN_KEYS = {"steps", "patch", "features", "lr", "batch", "epochs", "ckpt", "label", "prior",
-            "post_sigma", "passes"}  # fmt: skip
+            "post_sigma", "passes", "apply"}  # fmt: skip
 
 
 def _to_zarr(src: Path, out: Path) -> Path:
@@ -169,7 +172,8 @@ def trained_row(method: str, kv: dict[str, str], data: dict[str, Path], d: Path,
     run_kv = {k: _value(v) for k, v in kv.items() if k in RUN_KEYS}
     opts = {k: _value(v) for k, v in kv.items() if k not in RUN_KEYS}
     tag = "_".join(f"{k}-{v}" for k, v in sorted(kv.items()) if k != "label") or "default"
-    den_only = ("label", "post_sigma", "passes", "ckpt")  # a run differing only so is reused
+    # a run differing only in these is reused
+    den_only = ("label", "post_sigma", "passes", "ckpt", "apply")
     run_tag = "_".join(f"{k}-{v}" for k, v in sorted(kv.items()) if k not in den_only)
     run = d / f"run_{method}_{run_tag or 'default'}"
     steps = int(run_kv.get("steps", a.steps))
@@ -206,7 +210,19 @@ def trained_row(method: str, kv: dict[str, str], data: dict[str, Path], d: Path,
         den["passes"] = int(run_kv["passes"])
     out = d / f"{method}_{tag}.zarr"
     ckpt = run / f"{run_kv.get('ckpt', 'last')}.pt"
-    t_inf = _denoise(data["noisy"], out, method, a.device, checkpoint=ckpt, **den)
+    if run_kv.get("apply") == "halves":  # n2n: denoise each half, then average them
+        if method != "n2n":
+            raise SystemExit(f"apply=halves is for n2n rows, got {method}")
+        t_inf, halves = 0.0, []
+        for half in ("even", "odd"):
+            p = d / f"{method}_{tag}_{half}.zarr"
+            t_inf += _denoise(data[half], p, method, a.device, checkpoint=ckpt, **den)
+            halves.append(open_source(p).data.astype(np.float32))
+        t0 = time.perf_counter()
+        da.to_zarr((halves[0] + halves[1]) / 2, str(out), overwrite=True)
+        t_inf += time.perf_counter() - t0
+    else:  # the full volume (for n2n: the mean of the halves)
+        t_inf = _denoise(data["noisy"], out, method, a.device, checkpoint=ckpt, **den)
     skip = ("noisy", "odd", "out", "device", "overwrite", "plots", "prior")
     settings = {k: v for k, v in cfg.items() if k not in skip}
     settings.update(steps=s["steps"], **den)
