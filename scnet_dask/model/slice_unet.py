@@ -15,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SliceUNet", "slice_reach"]
+__all__ = ["SliceUNet", "slice_reach", "SECTIONS_PER_PASS"]
+
+#: Sections denoised per 2-D pass of an inference forward (bounds its memory).
+SECTIONS_PER_PASS = 16
 
 
 def slice_reach(depth: int) -> int:
@@ -90,6 +93,22 @@ class SliceUNet(nn.Module):
         return (self.slices // 2, r, r)
 
     @property
+    def forward_memory(self) -> tuple[float, float, float]:
+        """Peak memory of a float32 inference forward: bytes per voxel, per plane, fixed.
+
+        A tile of ``(z, y, x)`` input voxels needs about ``z y x * per_voxel + y x * per_plane
+        + fixed`` bytes: the tile's k-section stacks (k + 4 floats per voxel with the padded
+        copy and the output) and one pass of :data:`SECTIONS_PER_PASS` sections through the
+        2-D U-Net (~11.5 f floats per pixel and section, most of it at full resolution).
+        Fitted above the measured peak RSS of CPU forwards (4 to 32 features, k 1 to 5, 256² to
+        512² sections, 32 to 128 of them: measured / estimated 0.71-0.88;
+        ``tests/test_tilesize.py`` checks two cases).
+        """
+        per_voxel = 4.0 * (self.slices + 4)
+        per_plane = 4.0 * SECTIONS_PER_PASS * 11.5 * self.features
+        return per_voxel, per_plane, 128.0 * 2**20
+
+    @property
     def upsample_factors(self) -> tuple[int, int, int]:
         """No up-sampling."""
         return (1, 1, 1)
@@ -119,7 +138,10 @@ class SliceUNet(nn.Module):
         return x[:, mid : mid + 1] + self.head(h)
 
     def forward(
-        self, x: torch.Tensor, centre_only: bool = False, sections_per_pass: int = 16
+        self,
+        x: torch.Tensor,
+        centre_only: bool = False,
+        sections_per_pass: int = SECTIONS_PER_PASS,
     ) -> torch.Tensor:
         """Denoise every section of (batch, 1, z, y, x); returns the same shape.
 
