@@ -82,7 +82,7 @@ def learning_curve(fast: np.ndarray, slow: np.ndarray, a: argparse.Namespace) ->
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     m, s = float(fast.mean()), float(fast.std())
-    fn, sn = (fast - m) / s, (slow - m) / s
+    fn, sn = ((fast - m) / s).astype(np.float32), ((slow - m) / s).astype(np.float32)
     tr_f, tr_s = fn[:, :SPLIT_Y], sn[:, :SPLIT_Y]
     nz, h, p = fast.shape[0], a.slices // 2, a.patch
     net = SliceUNet(slices=a.slices, features=a.features)
