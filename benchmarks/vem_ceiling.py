@@ -124,7 +124,8 @@ def learning_curve(fast: np.ndarray, slow: np.ndarray, a: argparse.Namespace) ->
             curve.append((time.perf_counter() - t0, step, score()))
             print(f"  {curve[-1][0]:.0f} s, step {step}: {curve[-1][2]:.2f} dB", flush=True)
             nxt += 60.0
-    curve.append((time.perf_counter() - t0, step, score()))
+    if not curve or curve[-1][1] != step:
+        curve.append((time.perf_counter() - t0, step, score()))
     return curve
 
 
