@@ -129,10 +129,7 @@ def write_volume_zarr(
     # (a resumed run has no statistics of the slabs written before: it takes a second pass)
     shapes = pyramid_shapes(shape, pyramid_levels)
     one_pass = fresh and ch[0] % 2 ** (len(shapes) - 1) == 0
-    levels = [level0]
-    if one_pass:
-        for k in range(1, len(shapes)):
-            levels.append(create_level(group, k, shapes[k], ch, np.dtype(np.float32)))
+    levels = _with_coarser_levels(group, level0, shapes) if one_pass else [level0]
     step = sample_step(shape)
     partial: list[dict[str, Any]] = []
     with tqdm(
@@ -165,6 +162,16 @@ def _store(block: da.Array, target: zarr.Array, z0: int) -> Any:
     """A lazy write of ``block`` into ``target`` from section ``z0`` on."""
     region = (slice(z0, z0 + int(block.shape[0])), slice(None), slice(None))
     return da.store(block, target, regions=region, lock=False, compute=False)  # type: ignore[arg-type]
+
+
+def _with_coarser_levels(
+    group: zarr.Group, level0: zarr.Array, shapes: list[tuple[int, int, int]]
+) -> list[zarr.Array]:
+    """Level 0 and new float32 arrays for the coarser ``shapes[1:]``, in level 0's chunks."""
+    return [level0] + [
+        create_level(group, k, shapes[k], level0.chunks, np.dtype(np.float32))
+        for k in range(1, len(shapes))
+    ]
 
 
 def _slab_products(
@@ -223,9 +230,7 @@ def finalise_store(
         lazy = lazy_statistics(src)
         computed = write_pyramid(group, pyramid_levels, (c[0], c[1], c[2]), extra=lazy)
     else:
-        levels = [level0]
-        for k in range(1, len(shapes)):
-            levels.append(create_level(group, k, shapes[k], c, np.dtype(np.float32)))
+        levels = _with_coarser_levels(group, level0, shapes)
         step = sample_step(shape)
         parts = []
         for z0 in range(0, shape[0], c[0]):
