@@ -216,6 +216,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "value-exact: True" in out and "loss total" in out
     assert (tmp_path / "demo" / "run" / "best.pt").exists()
     assert "denoise (tiled" in out and "SC-Net" in out and "PSNR" in out
+    assert (tmp_path / "demo" / "slices.png").stat().st_size > 10_000
+    # the demo shows SC-Net improving over the noisy input and the Gaussian baseline
+    r = {
+        line.split("r =")[0].strip(): float(line.split("r =")[1].split()[0])
+        for line in out.splitlines()
+        if " r = " in line
+    }
+    assert r["SC-Net"] > r["gaussian σ1"] > r["noisy"], r
     den = open_source(tmp_path / "demo" / "denoised.ome.zarr")
     assert den.data.shape == (48, 128, 128) and den.voxel_size_angstrom == (10.0, 10.0, 10.0)
     assert den.attrs["provenance"][-1]["step"] == "denoise"
