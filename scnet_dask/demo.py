@@ -44,7 +44,7 @@ def _fit_scores(output: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
 
 
 def run_demo(out_dir: Path) -> str:
-    """Run convert, export, prior, a tiny training and denoising on the embedded sample.
+    """Run convert, export, prior, a short training and denoising on the embedded sample.
 
     The MRC → OME-Zarr → MRC round trip is compared value by value; the training is 80 CPU
     steps of SC-Net's default recipe (about half a minute); the denoised volume and a Gaussian
