@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,16 +48,17 @@ def test_choose_tile_takes_the_largest_core_that_fits():
 
 
 _PROBE = """
-import sys, torch
+import json, sys, torch
+from scnet_dask.model.slice_unet import SliceUNet
 from scnet_dask.model.unet import SCNetUNet
 
 def status(key):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
 
-f, up, n = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
-m = SCNetUNet(features=f, upsample=up).eval()
-x = torch.randn(1, 1, n, n, n)
+net = {"SCNetUNet": SCNetUNet, "SliceUNet": SliceUNet}[sys.argv[1]]
+m = net(**json.loads(sys.argv[2])).eval()
+x = torch.randn(1, 1, *json.loads(sys.argv[3]))
 with torch.inference_mode():
     m(x[..., :16, :16, :16])  # warm up thread pools and kernels
     r0 = status("VmRSS:")
@@ -67,42 +69,36 @@ print(status("VmHWM:") - r0)
 """
 
 
+def _measured_peak(net: str, kwargs: dict, tile: tuple[int, int, int]) -> float:
+    """Peak RSS growth (bytes) of one CPU inference forward of ``net(**kwargs)`` on a tile."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
+    args = [net, json.dumps(kwargs), json.dumps(list(tile))]
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _estimate(memory: tuple[float, float, float], tile: tuple[int, int, int]) -> float:
+    per_voxel, per_plane, fixed = memory
+    return tile[0] * tile[1] * tile[2] * per_voxel + tile[1] * tile[2] * per_plane + fixed
+
+
 @pytest.mark.parametrize(
     ("features", "upsample", "edge"), [(4, True, 64), (16, False, 128), (32, False, 128)]
 )
 def test_forward_memory_estimate_bounds_the_measured_peak(features, upsample, edge):
     """The declared memory model covers a real CPU inference forward's peak RSS (measured /
     estimated 0.74-0.88 for these; 0.34-0.88 over 4-32 features, 64³-128³ tiles)."""
-    if not os.path.exists("/proc/self/clear_refs"):
-        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(features), str(int(upsample)), str(edge)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    measured = float(out.stdout.strip().splitlines()[-1])
-    model = SCNetUNet(features=features, upsample=upsample)
-    up = model.upsample_factors
+    kwargs = {"features": features, "upsample": upsample}
     tile = (edge, edge, edge)
-    per_voxel, per_plane, fixed = model.forward_memory
-    estimate = edge**3 * per_voxel + tile[1] * tile[2] * per_plane + fixed
-    assert up in ((1, 1, 1), (2, 1, 2))
+    measured = _measured_peak("SCNetUNet", kwargs, tile)
+    model = SCNetUNet(**kwargs)
+    estimate = _estimate(model.forward_memory, tile)
+    assert model.upsample_factors in ((1, 1, 1), (2, 1, 2))
     assert 0.5 * estimate < measured <= estimate, (measured, estimate)
     assert np.isfinite(estimate)
-
-
-_SLICE_PROBE = (
-    _PROBE.replace(
-        "from scnet_dask.model.unet import SCNetUNet",
-        "from scnet_dask.model.slice_unet import SliceUNet",
-    )
-    .replace(
-        'f, up, n = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])',
-        "f, k, z, n = (int(a) for a in sys.argv[1:5])",
-    )
-    .replace("SCNetUNet(features=f, upsample=up)", "SliceUNet(slices=k, features=f)")
-    .replace("torch.randn(1, 1, n, n, n)", "torch.randn(1, 1, z, n, n)")
-    .replace("x[..., :16, :16, :16]", "x[..., :16, :16]")
-)
 
 
 @pytest.mark.parametrize(
@@ -111,20 +107,13 @@ _SLICE_PROBE = (
 def test_slice_unet_memory_estimate_bounds_the_measured_peak(features, slices, depth, edge):
     """The 2.5-D network's memory model covers a real CPU forward's peak RSS (measured /
     estimated 0.79-0.82 for these), so ``--tile auto`` applies to the vEM methods too."""
+    from scnet_dask.methods._unet import network_geometry
     from scnet_dask.model.slice_unet import SliceUNet
 
-    if not os.path.exists("/proc/self/clear_refs"):
-        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
-    assert "SliceUNet(slices=k" in _SLICE_PROBE and "(1, 1, z, n, n)" in _SLICE_PROBE
-    args = [str(features), str(slices), str(depth), str(edge)]
-    out = subprocess.run(
-        [sys.executable, "-c", _SLICE_PROBE, *args], capture_output=True, text=True, check=True
-    )
-    measured = float(out.stdout.strip().splitlines()[-1])
-    from scnet_dask.methods._unet import network_geometry
-
-    net = SliceUNet(slices=slices, features=features)
-    per_voxel, per_plane, fixed = net.forward_memory
+    kwargs = {"slices": slices, "features": features}
+    tile = (depth, edge, edge)
+    measured = _measured_peak("SliceUNet", kwargs, tile)
+    net = SliceUNet(**kwargs)
     assert network_geometry(net).memory == net.forward_memory  # what --tile auto reads
-    estimate = depth * edge * edge * per_voxel + edge * edge * per_plane + fixed
+    estimate = _estimate(net.forward_memory, tile)
     assert 0.5 * estimate < measured <= estimate, (measured, estimate)
