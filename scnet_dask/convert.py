@@ -128,7 +128,7 @@ def write_volume_zarr(
     # one read pass: each slab's pyramid levels and statistics come with its level-0 write
     # (a resumed run has no statistics of the slabs written before: it takes a second pass)
     shapes = pyramid_shapes(shape, pyramid_levels)
-    one_pass = fresh and ch[0] % 2 ** (len(shapes) - 1) == 0
+    one_pass = fresh and _slabs_pool_alone(ch[0], shapes)
     levels = _with_coarser_levels(group, level0, shapes) if one_pass else [level0]
     step = sample_step(shape)
     partial: list[dict[str, Any]] = []
@@ -162,6 +162,15 @@ def _store(block: da.Array, target: zarr.Array, z0: int) -> Any:
     """A lazy write of ``block`` into ``target`` from section ``z0`` on."""
     region = (slice(z0, z0 + int(block.shape[0])), slice(None), slice(None))
     return da.store(block, target, regions=region, lock=False, compute=False)  # type: ignore[arg-type]
+
+
+def _slabs_pool_alone(depth: int, shapes: list[tuple[int, int, int]]) -> bool:
+    """Whether slabs of ``depth`` sections pool into every level of ``shapes`` on their own.
+
+    True when ``depth`` is a multiple of ``2 ** (levels - 1)``: the pyramid can then be written
+    slab by slab.
+    """
+    return depth % 2 ** (len(shapes) - 1) == 0
 
 
 def _with_coarser_levels(
@@ -226,10 +235,7 @@ def finalise_store(
     c = level0.chunks
     shapes = pyramid_shapes(shape, pyramid_levels)
     src = da.from_zarr(level0)
-    if c[0] % 2 ** (len(shapes) - 1):
-        lazy = lazy_statistics(src)
-        computed = write_pyramid(group, pyramid_levels, (c[0], c[1], c[2]), extra=lazy)
-    else:
+    if _slabs_pool_alone(c[0], shapes):
         levels = _with_coarser_levels(group, level0, shapes)
         step = sample_step(shape)
         parts = []
@@ -237,6 +243,9 @@ def finalise_store(
             _, extra = dask.compute(*_slab_products(src[z0 : z0 + c[0]], levels, z0, step))
             parts.append(extra)
         computed = combine_statistics(parts)
+    else:
+        lazy = lazy_statistics(src)
+        computed = write_pyramid(group, pyramid_levels, (c[0], c[1], c[2]), extra=lazy)
     stats = finalise_statistics(computed)
     write_metadata(group, voxel_size_angstrom, attrs, stats)
     return stats
