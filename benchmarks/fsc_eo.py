@@ -23,6 +23,7 @@ Writes ``WORK/DATASET/eval/`` (evaluate's table, FSC plot) and prints the table.
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from scnet_dask.recon import read_tilt_angles, wbp
 from scnet_dask.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
 
 
 def _write_mrc(path: Path, vol: np.ndarray, voxel: float) -> Path:
@@ -80,8 +83,7 @@ def haadf_halves(d: Path, nz: int) -> dict[str, Path]:
 def temsim_halves(d: Path) -> dict[str, Path]:
     t = SHARED / "temsim"
     if not (d / "full.mrc").exists():
-        e, o = mrcfile.read(t / "rec_even.mrc"), mrcfile.read(t / "rec_odd.mrc")
-        _write_mrc(d / "full.mrc", (e.astype(np.float32) + o) / 2, 10.0)
+        mean_mrc(t / "rec_even.mrc", t / "rec_odd.mrc", d / "full.mrc")
     return {"even": t / "rec_even.mrc", "odd": t / "rec_odd.mrc", "full": d / "full.mrc"}
 
 

@@ -25,6 +25,7 @@ Prints a markdown table (and writes it to ``--out``). 2-core CPU: ~15 min at the
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -36,8 +37,9 @@ from scipy.ndimage import gaussian_filter
 from scnet_dask.fastscan import fast_scan
 from scnet_dask.model.slice_unet import SliceUNet
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SPLIT_Y = 384
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_vem import SHARED, SPLIT_Y  # type: ignore[import-not-found]  # noqa: E402  (the same split)
+
 READ_SIGMA = 0.02  # fast_scan's default read noise (fraction of full scale)
 
 
