@@ -7,8 +7,10 @@ across calls; ``--stage`` picks the list:
   0.1 regions per voxel, ±1 shifts, rotations in all planes, λ 0.6/0.1/0.2/0.01, 10 % L_rec
   warm-up, up-sampling block, σ 0.5 post-filter), then one factor changed at a time;
 - ``combo``: combinations of the factors that helped;
-- ``budget``: the chosen recipe at several step counts (quality against training time);
-- ``capacity``: 64³ patches, 32 features (slower steps).
+- ``capacity``: 64³ patches, 32 features (slower steps);
+- ``recipe``: one factor changed at a time on the default recipe (scnet-dask's defaults): λ_reg,
+  learning rate and its schedule, patch size, the tilt-series prior, and a steps curve with the
+  last and the validation-best checkpoint.
 
     python benchmarks/ablate_scnet.py --work quality --dataset rec15 --stage single
 """
@@ -46,15 +48,35 @@ COMBO = {
     "… + Topaz-3D prior": RECIPE + ",prior=topaz-3d",
     "… + λ_smooth 0.03": RECIPE.replace("0.01", "0.03"),
 }
-BUDGET = {f"recipe, {n} steps": RECIPE + f",steps={n}" for n in (200, 800, 1600)}
+#: factors on the default recipe, spelt out (so that the rows keep meaning it if defaults change)
+RECIPE_ROWS = {
+    "default recipe": RECIPE,
+    "default recipe · validation-best checkpoint": RECIPE + ",ckpt=best",
+    "… λ_reg 0": RECIPE + ",lambda_reg=0",
+    "… λ_reg 0.1": RECIPE + ",lambda_reg=0.1",
+    "… lr 2e-4": RECIPE + ",lr=2e-4",
+    "… lr 1e-3": RECIPE + ",lr=1e-3",
+    "… 48³ patches": RECIPE + ",patch=48",
+    "… tilt-series prior": RECIPE + ",prior=tilt-series",
+    "… 200 steps": RECIPE + ",steps=200",
+    "… 800 steps": RECIPE + ",steps=800",
+    "… 800 steps · validation-best checkpoint": RECIPE + ",steps=800,ckpt=best",
+    "… 800 steps · λ_smooth 0.03": RECIPE.replace("0.01", "0.03") + ",steps=800",
+    "… 1600 steps": RECIPE + ",steps=1600",
+    "… 1600 steps · validation-best checkpoint": RECIPE + ",steps=1600,ckpt=best",
+    "… cosine lr schedule": RECIPE + ",lr_schedule=cosine",
+    "… 800 steps · cosine lr schedule": RECIPE + ",steps=800,lr_schedule=cosine",
+    "… 1600 steps · cosine lr schedule": RECIPE + ",steps=1600,lr_schedule=cosine",
+}
 
 
 def rows(stage: str) -> list[str]:
-    table = {"single": SINGLE, "combo": COMBO, "budget": BUDGET, "capacity": CAPACITY}[stage]
+    table = {"single": SINGLE, "combo": COMBO, "capacity": CAPACITY,
+             "recipe": RECIPE_ROWS}[stage]  # fmt: skip
     out = []
     for label, extra in table.items():
         opts = ",".join(filter(None, [BASE.partition(":")[2], extra]))
-        if "prior=topaz-3d" in extra:
+        if "prior=" in extra:
             opts = opts.replace("prior=gaussian,", "")
         out.append(f"scnet:{opts},label={label}")
     return out
@@ -64,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("quality"))
     ap.add_argument("--dataset", default="rec15")
-    ap.add_argument("--stage", choices=["single", "combo", "budget", "capacity"], default="single")
+    ap.add_argument("--stage", choices=["single", "combo", "capacity", "recipe"], default="single")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()

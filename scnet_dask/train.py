@@ -126,6 +126,29 @@ def input_statistics(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     return method.input_statistics(cfg.options, stats, paths)
 
 
+def lr_factor(schedule: str, step: int, first: int, end: int) -> float:
+    """The fraction of the base learning rate at optimiser step ``step`` (0-based).
+
+    Parameters
+    ----------
+    schedule
+        ``constant`` (always 1) or ``cosine``: ``(1 + cos(pi t)) / 2`` with
+        ``t = (step - first) / (end - first)`` clipped to [0, 1], so 1 at ``first`` falling
+        towards 0 at ``end``.
+    step, first, end
+        The step being taken and the span ``[first, end)`` the schedule covers.
+
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"lr schedule must be constant or cosine, got {schedule!r}")
+    if end <= first:
+        return 1.0
+    t = min(1.0, max(0.0, (step - first) / (end - first)))
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 class _Run:
     """State of one training run (kept small so that checkpoints capture all of it)."""
 
@@ -189,6 +212,13 @@ class _Run:
             run_dir=self.out,
             lead=rank == 0,
         )
+        # --lr-schedule: each driven optimiser's span and its groups' learning rates at build
+        self.lr_spans = (
+            self.method.lr_schedule_span(cfg.options, opts, self.state.total_steps)
+            if cfg.lr_schedule != "constant"
+            else {}
+        )
+        self.base_lrs = {k: [g["lr"] for g in opts[k].param_groups] for k in self.lr_spans}
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)
         self.epoch = 0
         self.best_val = math.inf
@@ -233,6 +263,10 @@ class _Run:
                 f"{self.out / 'last.pt'} (epoch {self.epoch}) kept"
             )
         opt = self.state.optimizers[optimizer]
+        if optimizer in self.lr_spans:
+            factor = lr_factor(self.cfg.lr_schedule, self.step, *self.lr_spans[optimizer])
+            for group, base in zip(opt.param_groups, self.base_lrs[optimizer], strict=True):
+                group["lr"] = base * factor
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if sync and self.world > 1:
@@ -242,6 +276,11 @@ class _Run:
                         torch.distributed.all_reduce(p.grad)
                         p.grad /= self.world
         opt.step()
+
+    def current_lr(self) -> float:
+        """The learning rate of the main optimiser's first group at its last step."""
+        name = next(iter(self.lr_spans), next(iter(self.state.optimizers)))
+        return float(self.state.optimizers[name].param_groups[0]["lr"])
 
     # --- checkpoints ---------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:
@@ -421,7 +460,7 @@ def train(
                             "epoch": epoch,
                             "step": run.step,
                             **row,
-                            "lr": cfg.lr,
+                            "lr": f"{run.current_lr():.6g}",
                             "step_seconds": f"{dt:.4f}",
                             "wait_seconds": f"{run.sampler.wait_seconds - w0:.4f}",
                         }

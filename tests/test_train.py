@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +14,11 @@ from zarr.storage import LocalStore
 from scnet_dask.config import ConvertConfig, PriorConfig, TrainConfig
 from scnet_dask.convert import convert
 from scnet_dask.errors import InputError
+from scnet_dask.methods import get
 from scnet_dask.methods.scnet import ScnetTrainOptions
 from scnet_dask.prior import make_prior
 from scnet_dask.sampling import PatchSampler, split_regions
-from scnet_dask.train import TrainingDiverged, train
+from scnet_dask.train import TrainingDiverged, lr_factor, train
 from tests.conftest import run_cli, write_mrc
 
 
@@ -130,10 +133,11 @@ def test_tiny_training_lowers_masked_reconstruction_loss(volumes, tmp_path):
         assert (out / name).exists()
 
 
-def test_resume_is_bit_identical(volumes, tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_is_bit_identical(volumes, tmp_path, monkeypatch, schedule):
     n, p = volumes
     ref = tmp_path / "ref"
-    train(_cfg(n, p, ref, epochs=3), show_progress=False)
+    train(_cfg(n, p, ref, epochs=3, lr_schedule=schedule), show_progress=False)
     run = tmp_path / "run"
     import scnet_dask.train as tr
 
@@ -148,9 +152,9 @@ def test_resume_is_bit_identical(volumes, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tr._Run, "validate", killed_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(n, p, run, epochs=3), show_progress=False)
+        train(_cfg(n, p, run, epochs=3, lr_schedule=schedule), show_progress=False)
     monkeypatch.setattr(tr._Run, "validate", real)
-    train(_cfg(n, p, run, epochs=3, resume=True), show_progress=False)
+    train(_cfg(n, p, run, epochs=3, resume=True, lr_schedule=schedule), show_progress=False)
     a = torch.load(ref / "last.pt", weights_only=True)["networks"]["model"]
     b = torch.load(run / "last.pt", weights_only=True)["networks"]["model"]
     for k in a:
@@ -255,3 +259,29 @@ def test_rec_warmup_trains_on_rec_alone_then_ramps_in_the_prior_terms(volumes, t
     }  # the defaults this run used
     full = sum(lam[k] * float(last[k]) for k in lam)
     assert float(last["total"]) == pytest.approx(full, rel=1e-4)
+
+
+def test_cosine_lr_schedule_decays_from_lr_to_zero_over_the_run(volumes, tmp_path):
+    n, p = volumes
+    out = tmp_path / "run"
+    train(_cfg(n, p, out, epochs=2, steps_per_epoch=5, lr=1e-3, lr_schedule="cosine"),
+          show_progress=False)  # fmt: skip
+    with open(out / "log.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    want = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / 10)) for s in range(10)]
+    assert lrs == pytest.approx(want, rel=1e-5)  # log.csv keeps 6 significant digits
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["optimizers"]["model"]["param_groups"][0]["lr"] == pytest.approx(want[-1])
+
+
+def test_lr_schedule_spans():
+    assert lr_factor("constant", 7, 0, 10) == 1.0
+    assert lr_factor("cosine", 0, 0, 10) == 1.0
+    assert lr_factor("cosine", 5, 0, 10) == pytest.approx(0.5)
+    assert lr_factor("cosine", 3, 5, 10) == 1.0  # before its span: the base rate
+    with pytest.raises(ValueError, match="got 'step'"):
+        lr_factor("step", 0, 0, 10)
+    # NMSG: the schedule drives the denoiser from the end of the GAN phase, not the GAN
+    spans = get("nmsg").lr_schedule_span(SimpleNamespace(gan_steps=30), ["model", "critic"], 100)
+    assert spans == {"model": (30, 100)}
+    assert get("scnet").lr_schedule_span(None, ["model"], 100) == {"model": (0, 100)}

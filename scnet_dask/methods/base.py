@@ -5,7 +5,7 @@ See the package docstring (:mod:`scnet_dask.methods`) for how they fit together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -277,6 +277,16 @@ class Method:
             )
             for name, net in networks.items()
         }
+
+    def lr_schedule_span(
+        self, options: Any, optimizers: Iterable[str], total_steps: int
+    ) -> dict[str, tuple[int, int]]:
+        """The optimisers ``--lr-schedule`` drives, each with the (first, end) step it spans.
+
+        Default: every one of ``optimizers`` (names) over the whole run. A method that
+        schedules an optimiser itself leaves it out (e.g. NMSG's noise-model GAN).
+        """
+        return dict.fromkeys(optimizers, (0, total_steps))
 
     def step(
         self, state: TrainState, batch: Mapping[str, np.ndarray], generator: torch.Generator,

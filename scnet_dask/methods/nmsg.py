@@ -49,7 +49,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -259,6 +259,12 @@ class Nmsg(UNetMethod):
         )  # fmt: skip
         report = extract_noise_bank(Path(config.noisy), path, spec, std)
         log.info("NMSG noise cubes: %d (of %d tested)", report["found"], report["tested"])
+
+    def lr_schedule_span(
+        self, options: Any, optimizers: Iterable[str], total_steps: int
+    ) -> dict[str, tuple[int, int]]:
+        """``--lr-schedule`` drives the denoiser over its steps (the GAN has its own cosine)."""
+        return {"model": (min(options.gan_steps, total_steps), total_steps)}
 
     def step(
         self, state: TrainState, batch: Mapping[str, np.ndarray], generator: torch.Generator,
