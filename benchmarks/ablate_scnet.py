@@ -6,11 +6,12 @@ across calls; ``--stage`` picks the list:
 - ``single``: the paper's recipe (Gaussian prior σ 1, own-statistics prior normalisation,
   0.1 regions per voxel, ±1 shifts, rotations in all planes, λ 0.6/0.1/0.2/0.01, 10 % L_rec
   warm-up, up-sampling block, σ 0.5 post-filter), then one factor changed at a time;
-- ``combo``: combinations of the factors that helped;
+- ``combo``: combinations of the factors that helped (the default recipe);
 - ``capacity``: 64³ patches, 32 features (slower steps);
 - ``recipe``: one factor changed at a time on the default recipe (scnet-dask's defaults): λ_reg,
   learning rate and its schedule, patch size, the tilt-series prior, and a steps curve with the
-  last and the validation-best checkpoint.
+  last and the validation-best checkpoint;
+- ``transfer``: the factors that mattered, on another dataset (``--dataset temsim``).
 
     python benchmarks/ablate_scnet.py --work quality --dataset rec15 --stage single
 """
@@ -22,7 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-BASE = "scnet:prior=gaussian"
+#: the paper's recipe (and the public code's) with a Gaussian σ 1 prior
+PAPER = "prior=gaussian,prior_normalisation=own,lambda_smooth=0.1"
+#: the factors that helped alone (docs/scnet_ablation.md): now scnet-dask's defaults, spelt out
+#: so that the rows keep meaning them if the defaults change
+RECIPE = "prior=gaussian,prior_normalisation=affine,lambda_smooth=0.01"
 SINGLE = {
     "paper recipe": "",
     "prior normalised by the noisy volume's statistics": "prior_normalisation=noisy",
@@ -40,45 +45,57 @@ SINGLE = {
     "lr 1e-3": "lr=1e-3",
 }
 CAPACITY = {"64³ patches": "patch=64", "32 features": "features=32"}
-#: the factors that helped alone (docs/scnet_ablation.md): now scnet-dask's defaults
-RECIPE = "prior_normalisation=affine,lambda_smooth=0.01"
 COMBO = {
-    "affine prior + λ_smooth 0.01": RECIPE,
-    "… + no post-filter": RECIPE + ",post_sigma=0",
-    "… + Topaz-3D prior": RECIPE + ",prior=topaz-3d",
-    "… + λ_smooth 0.03": RECIPE.replace("0.01", "0.03"),
+    "affine prior + λ_smooth 0.01": "",
+    "… + no post-filter": "post_sigma=0",
+    "… + Topaz-3D prior": "prior=topaz-3d",
+    "… + λ_smooth 0.03": "lambda_smooth=0.03",
 }
-#: factors on the default recipe, spelt out (so that the rows keep meaning it if defaults change)
-RECIPE_ROWS = {
-    "default recipe": RECIPE,
-    "default recipe · validation-best checkpoint": RECIPE + ",ckpt=best",
-    "… λ_reg 0": RECIPE + ",lambda_reg=0",
-    "… λ_reg 0.1": RECIPE + ",lambda_reg=0.1",
-    "… lr 2e-4": RECIPE + ",lr=2e-4",
-    "… lr 1e-3": RECIPE + ",lr=1e-3",
-    "… 48³ patches": RECIPE + ",patch=48",
-    "… tilt-series prior": RECIPE + ",prior=tilt-series",
-    "… 200 steps": RECIPE + ",steps=200",
-    "… 800 steps": RECIPE + ",steps=800",
-    "… 800 steps · validation-best checkpoint": RECIPE + ",steps=800,ckpt=best",
-    "… 800 steps · λ_smooth 0.03": RECIPE.replace("0.01", "0.03") + ",steps=800",
-    "… 1600 steps": RECIPE + ",steps=1600",
-    "… 1600 steps · validation-best checkpoint": RECIPE + ",steps=1600,ckpt=best",
-    "… cosine lr schedule": RECIPE + ",lr_schedule=cosine",
-    "… 800 steps · cosine lr schedule": RECIPE + ",steps=800,lr_schedule=cosine",
-    "… 1600 steps · cosine lr schedule": RECIPE + ",steps=1600,lr_schedule=cosine",
+ON_RECIPE = {
+    "default recipe": "",
+    "default recipe · validation-best checkpoint": "ckpt=best",
+    "… λ_reg 0": "lambda_reg=0",
+    "… λ_reg 0.1": "lambda_reg=0.1",
+    "… lr 2e-4": "lr=2e-4",
+    "… lr 1e-3": "lr=1e-3",
+    "… 48³ patches": "patch=48",
+    "… tilt-series prior": "prior=tilt-series",
+    "… 200 steps": "steps=200",
+    "… 800 steps": "steps=800",
+    "… 800 steps · validation-best checkpoint": "steps=800,ckpt=best",
+    "… 800 steps · λ_smooth 0.03": "steps=800,lambda_smooth=0.03",
+    "… 1600 steps": "steps=1600",
+    "… 1600 steps · validation-best checkpoint": "steps=1600,ckpt=best",
+    "… cosine lr schedule": "lr_schedule=cosine",
+    "… 800 steps · cosine lr schedule": "steps=800,lr_schedule=cosine",
+    "… 1600 steps · cosine lr schedule": "steps=1600,lr_schedule=cosine",
 }
+#: the factors that mattered on rec15, on another dataset
+TRANSFER = {
+    "paper recipe": "prior_normalisation=own,lambda_smooth=0.1",
+    "default recipe": "",
+    "… λ_smooth 0": "lambda_smooth=0",
+    "… λ_smooth 0.03": "lambda_smooth=0.03",
+    "… Topaz-3D prior": "prior=topaz-3d",
+    "… tilt-series prior": "prior=tilt-series",
+    "… 10 % of voxels replaced": "swap_ratio_unit=voxels",
+}
+#: stage -> (the options every row starts from, {label: options changed})
+STAGES = {"single": (PAPER, SINGLE), "capacity": (PAPER, CAPACITY), "combo": (RECIPE, COMBO),
+          "recipe": (RECIPE, ON_RECIPE), "transfer": (RECIPE, TRANSFER)}  # fmt: skip
+
+
+def _options(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in filter(None, text.split(",")))
 
 
 def rows(stage: str) -> list[str]:
-    table = {"single": SINGLE, "combo": COMBO, "capacity": CAPACITY,
-             "recipe": RECIPE_ROWS}[stage]  # fmt: skip
+    """The ``quality.py`` rows of ``stage``: its base options with each row's changes."""
+    base, table = STAGES[stage]
     out = []
     for label, extra in table.items():
-        opts = ",".join(filter(None, [BASE.partition(":")[2], extra]))
-        if "prior=" in extra:
-            opts = opts.replace("prior=gaussian,", "")
-        out.append(f"scnet:{opts},label={label}")
+        opts = {**_options(base), **_options(extra)}
+        out.append("scnet:" + ",".join(f"{k}={v}" for k, v in opts.items()) + f",label={label}")
     return out
 
 
@@ -86,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("quality"))
     ap.add_argument("--dataset", default="rec15")
-    ap.add_argument("--stage", choices=["single", "combo", "capacity", "recipe"], default="single")
+    ap.add_argument("--stage", choices=sorted(STAGES), default="single")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
