@@ -69,6 +69,9 @@ ON_RECIPE = {
     "… cosine lr schedule": "lr_schedule=cosine",
     "… 800 steps · cosine lr schedule": "steps=800,lr_schedule=cosine",
     "… 1600 steps · cosine lr schedule": "steps=1600,lr_schedule=cosine",
+    "… truly blind spot · 10 % of voxels replaced": "blind_spot_strict=true,swap_ratio_unit=voxels",
+    "… truly blind spot · 10 % of voxels · 1600 steps":
+        "blind_spot_strict=true,swap_ratio_unit=voxels,steps=1600",
 }
 #: the factors that mattered on rec15, on another dataset
 TRANSFER = {
@@ -77,8 +80,6 @@ TRANSFER = {
     "… λ_smooth 0": "lambda_smooth=0",
     "… λ_smooth 0.03": "lambda_smooth=0.03",
     "… Topaz-3D prior": "prior=topaz-3d",
-    "… tilt-series prior": "prior=tilt-series",
-    "… 10 % of voxels replaced": "swap_ratio_unit=voxels",
 }
 #: stage -> (the options every row starts from, {label: options changed})
 STAGES = {"single": (PAPER, SINGLE), "capacity": (PAPER, CAPACITY), "combo": (RECIPE, COMBO),
