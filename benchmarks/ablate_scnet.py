@@ -11,6 +11,7 @@ across calls; ``--stage`` picks the list:
 - ``recipe``: one factor changed at a time on the default recipe (scnet-dask's defaults): λ_reg,
   learning rate and its schedule, patch size, the tilt-series prior, and a steps curve with the
   last and the validation-best checkpoint;
+- ``seeds``: the default recipe (400 and 800 steps) with other seeds: the run-to-run spread;
 - ``transfer``: the factors that mattered, on another dataset (``--dataset temsim``).
 
     python benchmarks/ablate_scnet.py --work quality --dataset rec15 --stage single
@@ -73,6 +74,12 @@ ON_RECIPE = {
     "… truly blind spot · 10 % of voxels · 1600 steps":
         "blind_spot_strict=true,swap_ratio_unit=voxels,steps=1600",
 }
+#: run-to-run spread: the default recipe and its 800-step run with other seeds (patches, blind
+#: spots, initial weights), the yardstick of every difference above
+SEEDS = {
+    **{f"default recipe · seed {k}": f"seed={k}" for k in (1, 2)},
+    **{f"… 800 steps · seed {k}": f"steps=800,seed={k}" for k in (1, 2)},
+}
 #: the factors that mattered on rec15, on another dataset
 TRANSFER = {
     "paper recipe": "prior_normalisation=own,lambda_smooth=0.1",
@@ -83,7 +90,8 @@ TRANSFER = {
 }
 #: stage -> (the options every row starts from, {label: options changed})
 STAGES = {"single": (PAPER, SINGLE), "capacity": (PAPER, CAPACITY), "combo": (RECIPE, COMBO),
-          "recipe": (RECIPE, ON_RECIPE), "transfer": (RECIPE, TRANSFER)}  # fmt: skip
+          "recipe": (RECIPE, ON_RECIPE), "seeds": (RECIPE, SEEDS),
+          "transfer": (RECIPE, TRANSFER)}  # fmt: skip
 
 
 def _options(text: str) -> dict[str, str]:
