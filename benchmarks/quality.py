@@ -18,7 +18,9 @@ Rows (``--rows``, comma-separated; ``;`` separates rows that hold commas):
   denoises each half with the model and averages them, instead of denoising the full volume;
   ``prior`` (scnet; optional for nmsg) picks the prior kind; ``label`` names the row; every
   other key is a method option.
-  Defaults: 400 steps of 2 x 32³ patches, 16 features, lr 4e-4 (the CLI's), the last checkpoint.
+  Defaults: 400 steps of 2 x 32³ patches, 16 features, lr 4e-4 (the CLI's) held constant
+  (``lr_schedule=cosine`` for the decay that ``--lr-schedule auto`` gives SC-Net), the last
+  checkpoint.
 - ``--budget M`` (CPU minutes per training run) replaces ``steps`` by what fits: a 10-step probe
   measures the step time first.
 
@@ -182,7 +184,8 @@ def trained_row(method: str, kv: dict[str, str], data: dict[str, Path], d: Path,
                            "method": method, "patch_size": int(run_kv.get("patch", 32)),
                            "features": int(run_kv.get("features", 16)),
                            "batch_size": int(run_kv.get("batch", 2)),
-                           "lr": float(run_kv.get("lr", 4e-4)), "val_patches": 2,
+                           "lr": float(run_kv.get("lr", 4e-4)), "lr_schedule": "constant",
+                           "val_patches": 2,
                            "device": a.device, "overwrite": True, "plots": False, "seed": 0,
                            **opts}  # fmt: skip
     t_prior = 0.0

@@ -265,10 +265,11 @@ class TrainConfig(StrictModel):
         0.1, ge=0, lt=0.5, description="Fraction of the longest axis held back for validation."
     )
     lr: float = Field(4e-4, gt=0, description="Adam learning rate.")
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant",
+    lr_schedule: Literal["auto", "constant", "cosine"] = Field(
+        "auto",
         description="Learning rate over the run: constant, or a cosine decay from --lr to 0 "
-        "over the steps the method's main network trains.",
+        "over the steps the method's main network trains; auto: the method's choice "
+        "(cosine for scnet, constant for the others).",
     )
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam β1.")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam β2.")

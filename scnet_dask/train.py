@@ -213,9 +213,12 @@ class _Run:
             lead=rank == 0,
         )
         # --lr-schedule: each driven optimiser's span and its groups' learning rates at build
+        self.lr_schedule = (
+            self.method.lr_schedule if cfg.lr_schedule == "auto" else cfg.lr_schedule
+        )
         self.lr_spans = (
             self.method.lr_schedule_span(cfg.options, opts, self.state.total_steps)
-            if cfg.lr_schedule != "constant"
+            if self.lr_schedule != "constant"
             else {}
         )
         self.base_lrs = {k: [g["lr"] for g in opts[k].param_groups] for k in self.lr_spans}
@@ -264,7 +267,7 @@ class _Run:
             )
         opt = self.state.optimizers[optimizer]
         if optimizer in self.lr_spans:
-            factor = lr_factor(self.cfg.lr_schedule, self.step, *self.lr_spans[optimizer])
+            factor = lr_factor(self.lr_schedule, self.step, *self.lr_spans[optimizer])
             for group, base in zip(opt.param_groups, self.base_lrs[optimizer], strict=True):
                 group["lr"] = base * factor
         opt.zero_grad(set_to_none=True)

@@ -264,14 +264,22 @@ def test_rec_warmup_trains_on_rec_alone_then_ramps_in_the_prior_terms(volumes, t
 def test_cosine_lr_schedule_decays_from_lr_to_zero_over_the_run(volumes, tmp_path):
     n, p = volumes
     out = tmp_path / "run"
-    train(_cfg(n, p, out, epochs=2, steps_per_epoch=5, lr=1e-3, lr_schedule="cosine"),
-          show_progress=False)  # fmt: skip
+    # --lr-schedule auto (the default) is SC-Net's choice: the cosine decay
+    train(_cfg(n, p, out, epochs=2, steps_per_epoch=5, lr=1e-3), show_progress=False)
     with open(out / "log.csv") as f:
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
     want = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / 10)) for s in range(10)]
     assert lrs == pytest.approx(want, rel=1e-5)  # log.csv keeps 6 significant digits
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["optimizers"]["model"]["param_groups"][0]["lr"] == pytest.approx(want[-1])
+    # ... and a constant rate for the methods that keep the default of the engine (n2v)
+    n2v = tmp_path / "n2v"
+    cfg = TrainConfig(noisy=n, out=n2v, method="n2v", patch_size=16, features=4, epochs=1,
+                      steps_per_epoch=3, lr=1e-3, val_patches=0, plots=False,
+                      device="cpu")  # fmt: skip
+    train(cfg, show_progress=False)
+    with open(n2v / "log.csv") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == [1e-3] * 3
 
 
 def test_lr_schedule_spans():

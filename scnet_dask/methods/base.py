@@ -203,6 +203,8 @@ class Method:
         fields become command-line options and YAML keys of ``train`` / ``denoise``.
     log_terms
         Columns of ``log.csv`` (``total`` first) that :meth:`step` returns.
+    lr_schedule
+        What ``--lr-schedule auto`` means for the method (``constant`` or ``cosine``).
 
     Trainable methods implement :meth:`build`, :meth:`step` and :meth:`predictor` (from a
     checkpoint); others implement :meth:`predictor` only.
@@ -214,6 +216,7 @@ class Method:
     train_options: ClassVar[type[Options] | None] = None
     denoise_options: ClassVar[type[Options]] = NoOptions
     log_terms: ClassVar[tuple[str, ...]] = ("total",)
+    lr_schedule: ClassVar[str] = "constant"
 
     @property
     def trains(self) -> bool:

@@ -96,6 +96,9 @@ class Scnet(UNetMethod):
     train_options = ScnetTrainOptions
     denoise_options = ScnetDenoiseOptions
     log_terms = ("total", "rec", "smooth", "exp", "reg", "ramp")
+    #: measured (docs/scnet_ablation.md): with a constant rate the last checkpoint's quality
+    #: wanders with the number of steps; a cosine decay makes longer training help
+    lr_schedule = "cosine"
 
     def input_statistics(
         self, options: Any, stats: dict[str, dict[str, Any]], paths: Mapping[str, Path]
