@@ -299,6 +299,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "val_patches": 2,
             "val_fraction": 0.2,
             "lr": 1e-3,
+            "lr_schedule": "cosine",
             "beta1": 0.9,
             "beta2": 0.99,
             "foreground_mask": True,
