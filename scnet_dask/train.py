@@ -28,6 +28,7 @@ from scnet_dask.errors import InputError
 from scnet_dask.io import open_source, voxel_mismatch
 from scnet_dask.io.omezarr import coarsest_level, get_array
 from scnet_dask.methods import Method, TrainState, get
+from scnet_dask.methods.base import lr_factor
 from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
 from scnet_dask.rundir import log_fields, prepare_run_dir, truncate_log
 from scnet_dask.sampling import PatchSampler, foreground_mask, split_regions
@@ -124,29 +125,6 @@ def input_statistics(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     method = get(cfg.method)
     paths, _, stats = _open_inputs(cfg, method)
     return method.input_statistics(cfg.options, stats, paths)
-
-
-def lr_factor(schedule: str, step: int, first: int, end: int) -> float:
-    """The fraction of the base learning rate at optimiser step ``step`` (0-based).
-
-    Parameters
-    ----------
-    schedule
-        ``constant`` (always 1) or ``cosine``: ``(1 + cos(pi t)) / 2`` with
-        ``t = (step - first) / (end - first)`` clipped to [0, 1], so 1 at ``first`` falling
-        towards 0 at ``end``.
-    step, first, end
-        The step being taken and the span ``[first, end)`` the schedule covers.
-
-    """
-    if schedule == "constant":
-        return 1.0
-    if schedule != "cosine":
-        raise ValueError(f"lr schedule must be constant or cosine, got {schedule!r}")
-    if end <= first:
-        return 1.0
-    t = min(1.0, max(0.0, (step - first) / (end - first)))
-    return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 class _Run:

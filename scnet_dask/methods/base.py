@@ -5,6 +5,7 @@ See the package docstring (:mod:`scnet_dask.methods`) for how they fit together.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,29 @@ class PredictContext:
         from scnet_dask._device import resolve_device
 
         return str(resolve_device(self.device_spec))
+
+
+def lr_factor(schedule: str, step: int, first: int, end: int) -> float:
+    """The fraction of the base learning rate at optimiser step ``step`` (0-based).
+
+    Parameters
+    ----------
+    schedule
+        ``constant`` (always 1) or ``cosine``: ``(1 + cos(pi t)) / 2`` with
+        ``t = (step - first) / (end - first)`` clipped to [0, 1], so 1 at ``first`` falling
+        towards 0 at ``end``.
+    step, first, end
+        The step being taken and the span ``[first, end)`` the schedule covers.
+
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"lr schedule must be constant or cosine, got {schedule!r}")
+    if end <= first:
+        return 1.0
+    t = min(1.0, max(0.0, (step - first) / (end - first)))
+    return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 class Method:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -67,7 +66,14 @@ from scnet_dask.methods._unet import (
     checkpoint_normalisation,
 )
 from scnet_dask.methods._unet import network_geometry as _network_geometry
-from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
+from scnet_dask.methods.base import (
+    Geometry,
+    Options,
+    PredictContext,
+    TilePredictor,
+    TrainState,
+    lr_factor,
+)
 from scnet_dask.model.gan import (
     NoiseCritic,
     NoiseGenerator,
@@ -289,7 +295,7 @@ class Nmsg(UNetMethod):
         dev = state.device
         c = bank.train.shape[1]
         b = o.gan_batch
-        lr = o.gan_lr * 0.5 * (1 + math.cos(math.pi * state.step / o.gan_steps))
+        lr = o.gan_lr * lr_factor("cosine", state.step, 0, o.gan_steps)
         for name in ("generator", "critic"):
             for group in state.optimizers[name].param_groups:
                 group["lr"] = lr
