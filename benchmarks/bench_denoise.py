@@ -45,16 +45,16 @@ import torch
 import zarr
 from scipy.ndimage import gaussian_filter
 
-from scnet_dask._device import resolve_device
-from scnet_dask.blend import TilePlan, plan_halo, plan_halo_sides
+from scnet_dask.commands.denoise import denoise
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.convert import write_volume_zarr
-from scnet_dask.denoise import denoise
+from scnet_dask.io.store import write_volume_zarr
 from scnet_dask.methods._unet import NetworkPredictor, network_predictor
+from scnet_dask.methods.runtime import forward_stats, reset_forward_stats
 from scnet_dask.methods.scnet import write_checkpoint
+from scnet_dask.model.device import resolve_device
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.predict import forward_stats, reset_forward_stats
-from scnet_dask.tilesize import CPU_FRACTION, GPU_FRACTION, choose_tile
+from scnet_dask.tiling.blend import TilePlan, plan_halo, plan_halo_sides
+from scnet_dask.tiling.tilesize import CPU_FRACTION, GPU_FRACTION, choose_tile
 
 
 def make_volume(path: Path, shape: tuple[int, int, int], chunks: int = 128) -> None:
@@ -193,10 +193,10 @@ def overhead(features: int) -> None:
 _GRAPH = """
 import sys, time, resource, numpy as np, zarr, dask.array as da
 from pathlib import Path
-from scnet_dask.blend import TilePlan, plan_halo_sides
-from scnet_dask.denoise import _check_finite
+from scnet_dask.tiling.blend import TilePlan, plan_halo_sides
+from scnet_dask.commands.denoise import _check_finite
 from scnet_dask.methods._unet import network_predictor
-from scnet_dask.tiling import overlap_add
+from scnet_dask.tiling.graph import overlap_add
 work, tile = Path(sys.argv[1]), int(sys.argv[2])
 arr = zarr.create_array(str(work / "big.zarr"), shape=(1024, 2048, 2048), chunks=(128,) * 3,
                         dtype="f4", overwrite=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_denoise import make_volume  # type: ignore[import-not-found]  # noqa: E402
 
+from scnet_dask.commands.denoise import denoise  # noqa: E402
 from scnet_dask.config import DenoiseConfig, TrainConfig  # noqa: E402
-from scnet_dask.denoise import denoise  # noqa: E402
-from scnet_dask.train import train  # noqa: E402
+from scnet_dask.engine.train import train  # noqa: E402
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 from bench_denoise import make_checkpoint, make_volume  # type: ignore[import-not-found]
 from distributed import Client, LocalCluster
 
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import DenoiseConfig, PriorConfig, TrainConfig
-from scnet_dask.ddp import train_distributed
-from scnet_dask.denoise import denoise
-from scnet_dask.prior import make_prior
+from scnet_dask.distributed.ddp import train_distributed
 
 
 def timed_denoise(src: Path, ck: Path, out: Path, device: str) -> float:

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 import zarr
 
-from scnet_dask._device import resolve_device
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, PriorConfig
-from scnet_dask.convert import convert
+from scnet_dask.engine.sampling import PatchSampler, split_regions
 from scnet_dask.model.blindspot import blind_spot_replace
+from scnet_dask.model.device import resolve_device
 from scnet_dask.model.losses import scnet_losses
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.prior import make_prior
-from scnet_dask.sampling import PatchSampler, split_regions
 
 
 def make_data(work: Path, shape: tuple[int, int, int]) -> tuple[Path, Path]:

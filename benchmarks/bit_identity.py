@@ -60,7 +60,8 @@ def main() -> None:
             _write(t / f"{name}.mrc", clean + sd * rng.standard_normal(clean.shape))
             _cli("convert", str(t / f"{name}.mrc"), str(t / f"{name}.zarr"), "--chunks", "32")
         common = ["--epochs", "1", "--steps-per-epoch", "3", "--patch-size", "32",
-                  "--val-patches", "1", "--val-fraction", "0.3", "--features", "8", "--no-plots", "--seed", "0"]
+                  "--val-patches", "1", "--val-fraction", "0.3", "--features", "8", "--no-plots",
+                  "--seed", "0"]
         _cli("prior", str(t / "noisy.zarr"), str(t / "prior.zarr"), "--method", "gaussian")
         runs = {
             "scnet": ["train", str(t / "noisy.zarr"), "--method", "scnet", "--prior",

@@ -32,12 +32,12 @@ import mrcfile
 import numpy as np
 import yaml
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.evaluate import evaluate, load_config
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, PriorConfig, TrainConfig
-from scnet_dask.convert import convert
-from scnet_dask.evaluate import evaluate, load_config
-from scnet_dask.prior import make_prior
-from scnet_dask.recon import read_tilt_angles, wbp
-from scnet_dask.train import train
+from scnet_dask.engine.train import train
+from scnet_dask.science.recon import read_tilt_angles, wbp
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).parent))

@@ -44,14 +44,14 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.prior import make_prior
+from scnet_dask.commands.simulate import simulate
 from scnet_dask.config import ConvertConfig, DenoiseConfig, PriorConfig, TrainConfig
-from scnet_dask.convert import convert
-from scnet_dask.denoise import denoise
+from scnet_dask.engine.train import train
 from scnet_dask.io import open_source
-from scnet_dask.metrics import psnr, ssim
-from scnet_dask.prior import make_prior
-from scnet_dask.simulate import simulate
-from scnet_dask.train import train
+from scnet_dask.science.metrics import psnr, ssim
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).parent))
@@ -96,7 +96,7 @@ def dataset(work: Path, name: str) -> dict[str, Path]:
 
 
 def scores(vol: Path, ref: Path) -> dict[str, float]:
-    """PSNR and SSIM after the affine fit (``scnet_dask.metrics``), Pearson r."""
+    """PSNR and SSIM after the affine fit (``scnet_dask.science.metrics``), Pearson r."""
     a = np.asarray(open_source(vol).data, dtype=np.float32)
     b = np.asarray(open_source(ref).data, dtype=np.float32)
     r = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])

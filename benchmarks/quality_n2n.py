@@ -9,7 +9,8 @@ Datasets:
 
 Rows: noisy; the best-σ Gaussian (σ picked against the reference from 0.5-3 voxels: the oracle a
 method must beat); n2n (even/odd); s2s; fourier-n2n. Columns: PSNR and SSIM after the affine fit
-(``scnet_dask.metrics``), Pearson correlation with the reference, training and inference wall
+(``scnet_dask.science.metrics``), Pearson correlation with the reference, training and inference
+wall
 time. Training budgets are steps (CPU-sized by default); ``--steps`` scales all of them.
 
     python benchmarks/quality_n2n.py [--work DIR] [--steps 400] [--sigmas 15] [--device auto]
@@ -26,11 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.simulate import simulate
 from scnet_dask.config import ConvertConfig, DenoiseConfig, SimulateConfig, TrainConfig
-from scnet_dask.convert import convert
-from scnet_dask.denoise import denoise
-from scnet_dask.simulate import simulate
-from scnet_dask.train import train
+from scnet_dask.engine.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).parent))

@@ -23,11 +23,11 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.evaluate import EvaluateConfig, MethodSpec, evaluate
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, PriorConfig, TrainConfig
-from scnet_dask.convert import convert
-from scnet_dask.evaluate import EvaluateConfig, MethodSpec, evaluate
-from scnet_dask.prior import make_prior
-from scnet_dask.train import train
+from scnet_dask.engine.train import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "temsim"
 

@@ -2,7 +2,7 @@
 
 Data: ``../shared/data/vem/isbi2012_train_volume.tif`` (30 x 512 x 512, uint8, 4 x 4 nm pixels,
 50 nm sections) is the **slow** scan. Fast scans at 4x and 8x shorter dwell come from the
-documented physical model :func:`scnet_dask.fastscan.fast_scan` (Poisson shot noise with
+documented physical model :func:`scnet_dask.science.fastscan.fast_scan` (Poisson shot noise with
 ``--n-slow`` electrons at full scale for the slow dwell (256: fast scans of 21 / 18 dB PSNR at
 4x / 8x), read noise 2 % of full scale, scan blur
 σ 0.5 px along x, 8-bit quantisation; seed 0). Rows 0-383 (y) of every section are the
@@ -35,13 +35,13 @@ import numpy as np
 import tifffile
 from skimage.metrics import structural_similarity
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, DenoiseConfig, PriorConfig, TrainConfig
-from scnet_dask.convert import convert
-from scnet_dask.denoise import denoise
-from scnet_dask.fastscan import fast_scan
+from scnet_dask.engine.train import train
 from scnet_dask.io import open_source
-from scnet_dask.prior import make_prior
-from scnet_dask.train import train
+from scnet_dask.science.fastscan import fast_scan
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPLIT_Y = 384

@@ -34,8 +34,8 @@ import tifffile
 import torch
 from scipy.ndimage import gaussian_filter
 
-from scnet_dask.fastscan import fast_scan
 from scnet_dask.model.slice_unet import SliceUNet
+from scnet_dask.science.fastscan import fast_scan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality_vem import SHARED, SPLIT_Y  # type: ignore[import-not-found]  # noqa: E402  (the same split)

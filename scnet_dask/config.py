@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from scnet_dask.errors import InputError
+from scnet_dask.methods import get
 
 __all__ = [
     "StrictModel",
@@ -220,8 +221,6 @@ def method_options(name: str, kind: Literal["train", "denoise"], opts: dict[str,
         option (as its flag), or the method's own validation errors.
 
     """
-    from scnet_dask.methods import get
-
     method = get(name)
     model = method.train_options if kind == "train" else method.denoise_options
     if model is None:

@@ -7,7 +7,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from scnet_dask.cli import main
+from scnet_dask.cli.app import main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from scnet_dask.io import open_source
-from scnet_dask.stats import estimate_noise_sigma
+from scnet_dask.science.stats import estimate_noise_sigma
 from tests.conftest import run_cli, write_mrc
 
 

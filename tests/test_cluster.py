@@ -11,9 +11,9 @@ import pytest
 import zarr
 from distributed import Client, LocalCluster
 
-from scnet_dask.cluster import ClusterSpec, cluster_client, make_jobqueue_cluster
+from scnet_dask.commands.denoise import denoise
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.denoise import denoise
+from scnet_dask.distributed.cluster import ClusterSpec, cluster_client, make_jobqueue_cluster
 from scnet_dask.errors import InputError
 from tests.conftest import run_cli, write_mrc
 from tests.test_denoise import make_checkpoint, structured
@@ -36,11 +36,11 @@ def test_job_scripts_start_one_pinned_worker_per_gpu(kind, gpu_line, tmp_path):
         finally:
             cluster.close()
     assert gpu_line in script
-    assert "-m scnet_dask.gpu_worker" in script and "--gpus 4" in script
+    assert "-m scnet_dask.distributed.gpu_worker" in script and "--gpus 4" in script
     assert "--nthreads 2" in script  # 8 cores over 4 GPU workers
     assert str(tmp_path) in script  # worker logs go to the run's folder
     # what that command starts: 4 workers, each pinned to a different GPU, GPU=1 each
-    from scnet_dask.gpu_worker import plan
+    from scnet_dask.distributed.gpu_worker import plan
 
     workers = plan("tcp://h:1", 4, "3,5,6,7", ["--nthreads", "2"], "job-0")
     assert [env["CUDA_VISIBLE_DEVICES"] for env, _ in workers] == ["3", "5", "6", "7"]
@@ -60,7 +60,7 @@ def test_gpu_worker_launcher_pins_each_worker_it_starts(tmp_path):
     ):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "4,9"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scnet_dask.gpu_worker", cluster.scheduler_address,
+            [sys.executable, "-m", "scnet_dask.distributed.gpu_worker", cluster.scheduler_address,
              "--gpus", "2", "--name", "job", "--nthreads", "1"],
             env=env,
         )  # fmt: skip
@@ -84,9 +84,9 @@ def test_jobqueue_without_config_is_one_clear_error():
 
 
 def test_bad_cluster_specs(monkeypatch):
-    import scnet_dask.cluster
+    import scnet_dask.distributed.cluster
 
-    monkeypatch.setattr(scnet_dask.cluster, "CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr(scnet_dask.distributed.cluster, "CONNECT_TIMEOUT", "2s")
     with pytest.raises(InputError, match="--cluster must be one of"):
         ClusterSpec(kind="kubernetes")
     with pytest.raises(InputError, match="--workers must be >= 1"):
@@ -194,7 +194,7 @@ def test_a_cluster_that_loses_all_workers_stops_the_run_and_resume_finishes(tmp_
 
 def test_worker_lifetime_follows_the_walltime(tmp_path):
     pytest.importorskip("dask_jobqueue")
-    from scnet_dask.cluster import _lifetime
+    from scnet_dask.distributed.cluster import _lifetime
 
     assert _lifetime("01:00:00") == "3300s" and _lifetime("1-00:00") == "86100s"
     assert _lifetime(None) is None and _lifetime("00:10:00") == "540s"

@@ -171,7 +171,7 @@ def test_resume_after_interruption_matches_uninterrupted(small_mrc, tmp_path, ca
     assert run_cli(["convert", small_mrc, ref, "--chunks", "8"], capsys)[0] == 0
     out = tmp_path / "r.zarr"
     real_store = da.store
-    import scnet_dask.convert as convert_mod
+    import scnet_dask.commands.convert as convert_mod
 
     real_mark, calls = convert_mod.mark_done, {"n": 0}
 
@@ -182,7 +182,7 @@ def test_resume_after_interruption_matches_uninterrupted(small_mrc, tmp_path, ca
         return real_mark(*a, **k)
 
     monkeypatch.setattr(convert_mod, "mark_done", killed_after_slab_1)
-    from scnet_dask.cli import main
+    from scnet_dask.cli.app import main
 
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(small_mrc), str(out), "--chunks", "8"])
@@ -232,7 +232,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 def _whole_array_pass(level0: np.ndarray, chunks: int, tmp: Path) -> tuple[dict, dict]:
     """The pyramid and statistics of ``level0`` by one whole-array dask pass (the reference)."""
     from scnet_dask.io.omezarr import write_pyramid
-    from scnet_dask.stats import finalise_statistics, lazy_statistics
+    from scnet_dask.science.stats import finalise_statistics, lazy_statistics
 
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     arr = group.create_array("0", data=level0, chunks=(chunks,) * 3)
@@ -254,7 +254,7 @@ def test_one_pass_pyramid_and_statistics_equal_a_second_pass(shape, chunks, tmp_
     """convert writes the pyramid and statistics with level 0 (one read of the source), and
     finalise_store (denoise's) rebuilds them slab by slab from level 0: both equal one
     whole-array pass over level 0 (odd and one-section last slabs too)."""
-    from scnet_dask.convert import finalise_store
+    from scnet_dask.io.store import finalise_store
 
     rng = np.random.default_rng(3)
     vol = rng.standard_normal(shape).astype(np.float32)

@@ -11,7 +11,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from scnet_dask.config import TrainConfig
-from scnet_dask.ddp import DistributedTrainingError, train_distributed
+from scnet_dask.distributed.ddp import DistributedTrainingError, train_distributed
 from scnet_dask.model.checkpoint import load_checkpoint
 from tests.test_train import volumes  # noqa: F401  (fixture)
 
@@ -78,7 +78,7 @@ def test_losing_a_worker_stops_cleanly_and_resume_continues(volumes, tmp_path, c
     th.join()
     ck = load_checkpoint(out / "last.pt")  # intact, loadable
     assert 1 <= ck["epoch"] < 3
-    from scnet_dask.train import train
+    from scnet_dask.engine.train import train
 
     s = train(cfg.model_copy(update={"resume": True}), show_progress=False)
     assert s["epochs"] == 3 and s["steps"] == 36
@@ -87,7 +87,7 @@ def test_losing_a_worker_stops_cleanly_and_resume_continues(volumes, tmp_path, c
 def test_every_gpu_rank_gets_an_indexed_device(monkeypatch):
     import torch
 
-    from scnet_dask.ddp import rank_device
+    from scnet_dask.distributed.ddp import rank_device
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert rank_device(torch.device("cuda"), 5) == torch.device("cuda", 1)

@@ -18,10 +18,10 @@ from dask_image.ndfilters import gaussian_filter
 
 from scnet_dask.io import open_source
 from scnet_dask.methods._unet import network_predictor
+from scnet_dask.methods.runtime import file_sha256
 from scnet_dask.methods.scnet import write_checkpoint
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.predict import file_sha256
-from scnet_dask.tiling import predict_whole
+from scnet_dask.tiling.graph import predict_whole
 from tests.conftest import run_cli, sha256, write_mrc
 
 

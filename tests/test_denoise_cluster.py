@@ -5,8 +5,8 @@ import pytest
 import zarr
 from distributed import Client, Nanny, Scheduler, SpecCluster, get_task_stream
 
+from scnet_dask.commands.denoise import denoise
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.denoise import denoise
 from tests.conftest import write_mrc
 from tests.test_denoise import make_checkpoint, structured
 

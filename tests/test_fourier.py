@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import zarr
 
+from scnet_dask.engine.sampling import PatchSampler, split_regions
 from scnet_dask.errors import OutputError
-from scnet_dask.fourier import (
+from scnet_dask.io import open_source
+from scnet_dask.methods.fourier_n2n.fft import (
     PoolSpec,
     ball_radii,
     check_disk,
@@ -17,8 +19,6 @@ from scnet_dask.fourier import (
     pool_mask_block,
     rfftn_zarr,
 )
-from scnet_dask.io import open_source
-from scnet_dask.sampling import PatchSampler, split_regions
 from tests.conftest import run_cli, write_mrc
 
 

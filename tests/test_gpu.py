@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from scnet_dask.commands.denoise import denoise
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.denoise import denoise
 from scnet_dask.io import open_source
 from tests.conftest import write_mrc
 from tests.test_denoise import make_checkpoint, structured
@@ -41,7 +41,7 @@ def _train_args(vol, out, *extra):
 
 
 def test_training_resume_on_gpu_continues_exactly(tmp_path, capsys):
-    import scnet_dask.train as tr
+    import scnet_dask.engine.train as tr
     from tests.conftest import run_cli
 
     src = write_mrc(tmp_path / "v.mrc", structured((48, 64, 64)), voxel=10.0)
@@ -71,9 +71,9 @@ def test_training_resume_on_gpu_continues_exactly(tmp_path, capsys):
 def test_ddp_on_every_visible_gpu_keeps_replicas_identical(tmp_path):
     from distributed import Client, LocalCluster
 
+    from scnet_dask.commands.convert import convert
     from scnet_dask.config import ConvertConfig, TrainConfig
-    from scnet_dask.convert import convert
-    from scnet_dask.ddp import train_distributed
+    from scnet_dask.distributed.ddp import train_distributed
 
     n = torch.cuda.device_count()
     src = write_mrc(tmp_path / "v.mrc", structured((48, 64, 64)), voxel=10.0)
@@ -91,7 +91,7 @@ def test_ddp_on_every_visible_gpu_keeps_replicas_identical(tmp_path):
 
 def test_local_cuda_cluster_denoise_equals_threads(tmp_path):
     pytest.importorskip("dask_cuda")
-    from scnet_dask.cluster import ClusterSpec, cluster_client
+    from scnet_dask.distributed.cluster import ClusterSpec, cluster_client
 
     src = write_mrc(tmp_path / "v.mrc", structured((48, 64, 64)))
     ck = make_checkpoint(tmp_path / "c.pt", features=4)

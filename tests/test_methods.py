@@ -15,7 +15,7 @@ import yaml
 import zarr
 from pydantic import Field
 
-import scnet_dask.cli as cli_mod
+import scnet_dask.cli.app as cli_mod
 from scnet_dask import methods
 from scnet_dask.config import (
     ConvertConfig,
@@ -29,7 +29,8 @@ from scnet_dask.config import (
 )
 from scnet_dask.io import open_source
 from scnet_dask.methods import Geometry, Method, Options, PredictContext, TrainState
-from scnet_dask.predict import forward_normalised, load_trained
+from scnet_dask.methods.loading import load_trained
+from scnet_dask.methods.runtime import forward_normalised
 from tests.conftest import run_cli, write_mrc
 
 
@@ -121,7 +122,7 @@ def vol_zarr(tmp_path_factory) -> Path:
     src = write_mrc(d / "v.mrc", (clean + 0.5 * rng.standard_normal(clean.shape)).astype("f4"))
     out = d / "v.zarr"
     convert_cfg = ConvertConfig(input=src, output=out, chunks=16)
-    from scnet_dask.convert import convert
+    from scnet_dask.commands.convert import convert
 
     convert(convert_cfg, show_progress=False)
     return out
@@ -217,7 +218,7 @@ def _capture(monkeypatch, target: str, attr: str) -> dict[str, Any]:
 CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     "convert": (
         ["in.mrc", "out.zarr"],
-        "scnet_dask.convert",
+        "scnet_dask.commands.convert",
         "convert",
         {
             "chunks": 32,
@@ -232,17 +233,17 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "export": (
         ["in.zarr", "out.mrc"],
-        "scnet_dask.export",
+        "scnet_dask.commands.export",
         "export",
         {
             "dtype": "float16",
             "overwrite": True,
         },
     ),
-    "info": (["in.mrc"], "scnet_dask.info", "volume_info", {"json": True}),
+    "info": (["in.mrc"], "scnet_dask.commands.info", "volume_info", {"json": True}),
     "prior-gaussian": (
         ["in.zarr", "p.zarr"],
-        "scnet_dask.prior",
+        "scnet_dask.commands.prior",
         "make_prior",
         {
             "method": "gaussian",
@@ -253,7 +254,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "prior-topaz": (
         ["in.zarr", "p.zarr"],
-        "scnet_dask.prior",
+        "scnet_dask.commands.prior",
         "make_prior",
         {
             "method": "topaz-3d",
@@ -263,7 +264,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "prior-tilt": (
         ["in.zarr", "p.zarr"],
-        "scnet_dask.prior",
+        "scnet_dask.commands.prior",
         "make_prior",
         {
             "method": "tilt-series",
@@ -278,7 +279,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "prior-file": (
         ["in.zarr", "p.zarr"],
-        "scnet_dask.prior",
+        "scnet_dask.commands.prior",
         "make_prior",
         {
             "method": "file",
@@ -287,7 +288,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "train-scnet": (
         ["in.zarr"],
-        "scnet_dask.train",
+        "scnet_dask.engine.train",
         "train",
         {
             "out": "run",
@@ -331,7 +332,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "train-n2v": (
         ["in.zarr"],
-        "scnet_dask.train",
+        "scnet_dask.engine.train",
         "train",
         {
             "out": "run",
@@ -347,7 +348,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "train-n2n": (
         ["in.zarr"],
-        "scnet_dask.train",
+        "scnet_dask.engine.train",
         "train",
         {
             "out": "run",
@@ -359,7 +360,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "train-s2s": (
         ["in.zarr"],
-        "scnet_dask.train",
+        "scnet_dask.engine.train",
         "train",
         {
             "out": "run",
@@ -374,7 +375,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "train-fourier": (
         ["in.zarr"],
-        "scnet_dask.train",
+        "scnet_dask.engine.train",
         "train",
         {
             "out": "run",
@@ -393,7 +394,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-fourier": (
         ["in.zarr", "c.pt", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "fourier-n2n",
@@ -403,7 +404,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-n2n": (
         ["in.zarr", "c.pt", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "n2n",
@@ -413,7 +414,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-s2s": (
         ["in.zarr", "c.pt", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "s2s",
@@ -423,7 +424,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-scnet": (
         ["in.zarr", "c.pt", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "scnet",
@@ -441,7 +442,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-gaussian": (
         ["in.zarr", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "gaussian",
@@ -451,7 +452,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "train-supervised": (
         ["in.zarr"],
-        "scnet_dask.train",
+        "scnet_dask.engine.train",
         "train",
         {
             "out": "run",
@@ -469,7 +470,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "train-vem-n2n": (
         ["in.zarr"],
-        "scnet_dask.train",
+        "scnet_dask.engine.train",
         "train",
         {
             "out": "run",
@@ -485,7 +486,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-supervised": (
         ["in.zarr", "c.pt", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "supervised",
@@ -494,7 +495,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-vem-n2n": (
         ["in.zarr", "c.pt", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "vem-n2n",
@@ -504,7 +505,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-lowpass": (
         ["in.zarr", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "lowpass",
@@ -513,7 +514,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-topaz": (
         ["in.zarr", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "topaz-3d",
@@ -522,7 +523,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "denoise-bm4d": (
         ["in.zarr", "o.zarr"],
-        "scnet_dask.denoise",
+        "scnet_dask.commands.denoise",
         "denoise",
         {
             "method": "bm4d",
@@ -532,7 +533,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
     ),
     "simulate": (
         ["gt.mrc", "sim"],
-        "scnet_dask.simulate",
+        "scnet_dask.commands.simulate",
         "simulate",
         {
             "noise_sigma": "5,7",
@@ -688,7 +689,7 @@ def test_import_public_scnet_checkpoint(vol_zarr, tmp_path, capsys):
 
 
 def test_unexpected_error_is_one_line_and_traceback_with_v(vol_zarr, tmp_path, capsys, monkeypatch):
-    import scnet_dask.info as info
+    import scnet_dask.commands.info as info
 
     def boom(path):
         raise ZeroDivisionError("a bug")
@@ -706,8 +707,9 @@ def test_library_modules_do_not_switch_the_matplotlib_backend(tmp_path):
     import sys
 
     code = (
-        "import matplotlib; matplotlib.use('svg'); import scnet_dask.plots, scnet_dask.evaluate, "
-        "scnet_dask.train; print(matplotlib.get_backend())"
+        "import matplotlib; matplotlib.use('svg'); import scnet_dask.io.plots, "
+        "scnet_dask.commands.evaluate, "
+        "scnet_dask.engine.train; print(matplotlib.get_backend())"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "svg", r.stderr
@@ -720,7 +722,7 @@ def test_demo_config(tmp_path, monkeypatch, capsys):
         seen["out"] = out
         return "ok"
 
-    monkeypatch.setattr("scnet_dask.demo.run_demo", fake)
+    monkeypatch.setattr("scnet_dask.commands.demo.run_demo", fake)
     cfg = tmp_path / "d.yaml"
     cfg.write_text(f"out: {tmp_path / 'demo-out'}\n")
     assert run_cli(["demo", "--config", cfg], capsys)[0] == 0
@@ -731,8 +733,8 @@ def test_demo_config(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "module",
-    ["scnet_dask.predict", "scnet_dask.methods.base", "scnet_dask.methods.scnet",
-     "scnet_dask.model.checkpoint", "scnet_dask.tiling", "scnet_dask.config"],
+    ["scnet_dask.methods.runtime", "scnet_dask.methods.base", "scnet_dask.methods.scnet",
+     "scnet_dask.model.checkpoint", "scnet_dask.tiling.graph", "scnet_dask.config"],
 )  # fmt: skip
 def test_modules_import_first_without_a_cycle(module):
     import subprocess

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from scnet_dask.metrics import (
+from scnet_dask.science.metrics import (
     fit_scale_offset,
     fsc,
     fsc_eo,

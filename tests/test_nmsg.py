@@ -11,10 +11,10 @@ import torch
 import zarr
 from scipy import ndimage as ndi
 
+from scnet_dask.commands.convert import convert
 from scnet_dask.config import ConvertConfig
-from scnet_dask.convert import convert
 from scnet_dask.io import open_source
-from scnet_dask.noise_model import (
+from scnet_dask.methods.nmsg.noise_bank import (
     NoiseBankSpec,
     extract_noise_bank,
     gcbd_scores,
@@ -118,7 +118,7 @@ def test_noise_model_matches_a_known_spectrum(tomo, tmp_path, capsys):
     assert code == 0, err
     diag = json.loads((run / "noise_model.json").read_text())
     assert diag["step"] == 300 and diag["max_band_error"] < 0.25  # vs the held-back cubes
-    from scnet_dask.predict import load_trained
+    from scnet_dask.methods.loading import load_trained
 
     gen = load_trained(str(run / "last.pt"), "", "cpu").networks["generator"]
     with torch.no_grad():

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import zarr
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, PriorConfig
-from scnet_dask.convert import convert
 from scnet_dask.errors import InputError
-from scnet_dask.prior import make_prior
-from scnet_dask.recon import read_tilt_angles, wbp, wbp_slab
+from scnet_dask.science.recon import read_tilt_angles, wbp, wbp_slab
 from tests.conftest import shared, write_mrc
 
 
@@ -102,7 +102,7 @@ def test_file_prior_grid_must_match(tmp_path, small_mrc):
 def test_projector_is_the_forward_model_of_wbp():
     import dask.array as da
 
-    from scnet_dask.recon import project, wbp
+    from scnet_dask.science.recon import project, wbp
 
     vol = np.zeros((48, 64, 4), np.float32)
     zz, yy = np.mgrid[0:48, 0:64]
@@ -145,7 +145,7 @@ def test_tilt_series_prior_of_a_sub_area_and_the_misregistration_warning(tmp_pat
     records: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("scnet_dask.prior")
+    logger = logging.getLogger("scnet_dask.commands.prior")
     logger.addHandler(handler)  # not caplog: the CLI tests reconfigure the package's logging
     s = make_prior(PriorConfig(output=tmp_path / "p.zarr", area_offset=20, **common),
                    show_progress=False)  # fmt: skip

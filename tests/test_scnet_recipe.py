@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, DenoiseConfig, PriorConfig, TrainConfig
-from scnet_dask.convert import convert
-from scnet_dask.denoise import denoise
+from scnet_dask.engine.train import train
 from scnet_dask.io import open_source
-from scnet_dask.prior import make_prior
-from scnet_dask.train import train
 from tests.conftest import write_mrc
 
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from scnet_dask.commands.simulate import parse_tilts
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
-from scnet_dask.simulate import parse_tilts
 from tests.conftest import run_cli, write_mrc
 
 

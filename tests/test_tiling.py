@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from scnet_dask.blend import (
+from scnet_dask.model.unet import NET_REACH, NET_REACH_HI, SCNetUNet
+from scnet_dask.tiling.blend import (
     WINDOW_FLOOR,
     HaloSides,
     TilePlan,
@@ -20,8 +21,7 @@ from scnet_dask.blend import (
     reflect_index,
     window_profile,
 )
-from scnet_dask.model.unet import NET_REACH, NET_REACH_HI, SCNetUNet
-from scnet_dask.tiling import overlap_add, predict_whole
+from scnet_dask.tiling.graph import overlap_add, predict_whole
 
 
 def identity(x: np.ndarray) -> np.ndarray:

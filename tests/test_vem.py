@@ -10,14 +10,14 @@ import pytest
 import tifffile
 import torch
 
-from scnet_dask.blend import TilePlan, plan_halo
-from scnet_dask.fastscan import fast_scan
+from scnet_dask.engine.sampling import PatchSampler, Region, apply_augmentation
 from scnet_dask.io import open_source
 from scnet_dask.methods.vem_n2n import sublattices
 from scnet_dask.model.losses import ssim2d
 from scnet_dask.model.slice_unet import SliceUNet
-from scnet_dask.sampling import PatchSampler, Region, apply_augmentation
-from scnet_dask.tiling import overlap_add, predict_whole
+from scnet_dask.science.fastscan import fast_scan
+from scnet_dask.tiling.blend import TilePlan, plan_halo
+from scnet_dask.tiling.graph import overlap_add, predict_whole
 from tests.conftest import run_cli
 
 VOXEL = "500,40,40"

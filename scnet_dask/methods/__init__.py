@@ -23,14 +23,14 @@ edges need, the post-filter σ, up-sampling, and whether it is stochastic (then 
 it one seed per tile, so the output is deterministic and ``--resume`` safe). The tiling derives
 the halo from this geometry, never from method names.
 
-The training engine (:mod:`scnet_dask.train`) owns the loop, validation, logging, checkpoints
+The training engine (:mod:`scnet_dask.engine.train`) owns the loop, validation, logging, checkpoints
 (networks, optimisers, method options, RNG states, normalisation), resume and DDP; the patch
-sampler (:mod:`scnet_dask.sampling`) reads any number of aligned named volumes.
+sampler (:mod:`scnet_dask.engine.sampling`) reads any number of aligned named volumes.
 
 Adding a method
 ---------------
 Write ``scnet_dask/methods/mymethod.py`` with a ``Method`` subclass and add it to
-``_register_builtin()`` below (or call :func:`register` from your own code before the CLI runs): its
+``BUILTIN`` below (or call :func:`register` from your own code before the CLI runs): its
 options appear in ``train``/``denoise --help``, YAML configs, ``evaluate`` and checkpoints
 without touching any other file. ``tests/test_methods.py`` registers a toy method from the test
 file itself and trains and denoises with it through the CLI.
@@ -48,6 +48,19 @@ from scnet_dask.methods.base import (
     Trained,
     TrainState,
 )
+from scnet_dask.methods.bm4d import Bm4d
+from scnet_dask.methods.fourier_n2n import FourierN2n
+from scnet_dask.methods.gaussian import Gaussian
+from scnet_dask.methods.lowpass import Lowpass
+from scnet_dask.methods.n2n import N2n
+from scnet_dask.methods.n2v import N2v
+from scnet_dask.methods.nmsg import Nmsg
+from scnet_dask.methods.registry import get, names, register, trainable, unregister
+from scnet_dask.methods.s2s import S2s
+from scnet_dask.methods.scnet import Scnet
+from scnet_dask.methods.supervised import Supervised
+from scnet_dask.methods.topaz import Topaz3d
+from scnet_dask.methods.vem_n2n import VemN2n
 
 __all__ = [
     "Geometry",
@@ -63,68 +76,13 @@ __all__ = [
     "get",
     "names",
     "trainable",
+    "BUILTIN",
 ]
 
-_REGISTRY: dict[str, Method] = {}
+#: The built-in methods, registered in this order (the order of ``--method`` choices).
+BUILTIN: tuple[type[Method], ...] = (
+    Scnet, N2v, N2n, S2s, FourierN2n, Nmsg, Supervised, VemN2n, Gaussian, Lowpass, Topaz3d, Bm4d,
+)  # fmt: skip
 
-
-def register(method: Method) -> Method:
-    """Add ``method`` under ``method.name`` (replacing one of the same name); returns it."""
-    if not method.name:
-        raise ValueError(f"a method needs a name, got {method.name!r}")
-    _REGISTRY[method.name] = method
-    return method
-
-
-def unregister(name: str) -> None:
-    """Remove the method ``name`` (e.g. a test's toy method)."""
-    _REGISTRY.pop(name, None)
-
-
-def get(name: str) -> Method:
-    """The registered method ``name``.
-
-    Raises
-    ------
-    ValueError
-        If no method of that name is registered (the message lists the known ones).
-
-    """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(names())}") from None
-
-
-def names() -> list[str]:
-    """Names of every registered method, in registration order."""
-    return list(_REGISTRY)
-
-
-def trainable() -> list[str]:
-    """Names of the methods that train."""
-    return [n for n, m in _REGISTRY.items() if m.trains]
-
-
-def _register_builtin() -> None:
-    from scnet_dask.methods.bm4d import Bm4d
-    from scnet_dask.methods.fourier_n2n import FourierN2n
-    from scnet_dask.methods.gaussian import Gaussian
-    from scnet_dask.methods.lowpass import Lowpass
-    from scnet_dask.methods.n2n import N2n
-    from scnet_dask.methods.n2v import N2v
-    from scnet_dask.methods.nmsg import Nmsg
-    from scnet_dask.methods.s2s import S2s
-    from scnet_dask.methods.scnet import Scnet
-    from scnet_dask.methods.supervised import Supervised
-    from scnet_dask.methods.topaz import Topaz3d
-    from scnet_dask.methods.vem_n2n import VemN2n
-
-    for cls in (
-        Scnet, N2v, N2n, S2s, FourierN2n, Nmsg, Supervised, VemN2n, Gaussian, Lowpass, Topaz3d,
-        Bm4d,
-    ):  # fmt: skip
-        register(cls())
-
-
-_register_builtin()
+for _cls in BUILTIN:
+    register(_cls())

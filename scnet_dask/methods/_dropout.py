@@ -12,8 +12,8 @@ import torch
 from scnet_dask.errors import InputError
 from scnet_dask.methods._unet import UNetMethod
 from scnet_dask.methods.base import PredictContext
+from scnet_dask.methods.runtime import device_lock, record_forward
 from scnet_dask.model.dropout_unet import DropoutUNet
-from scnet_dask.predict import device_lock, record_forward
 
 __all__ = ["DropoutMethod", "mc_dropout"]
 

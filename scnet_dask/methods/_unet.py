@@ -14,8 +14,10 @@ from pydantic import Field
 from scnet_dask.errors import InputError
 from scnet_dask.io import voxel_mismatch
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
+from scnet_dask.methods.loading import load_trained
+from scnet_dask.methods.runtime import forward_normalised
 from scnet_dask.model.unet import TILE_MULTIPLE, SCNetUNet
-from scnet_dask.predict import forward_normalised, load_trained
+from scnet_dask.science.stats import volume_statistics
 
 __all__ = [
     "UNetOptions",
@@ -107,8 +109,6 @@ def checkpoint_normalisation(tr: Any, name: str) -> tuple[float, float]:
 
 def volume_normalisation(vol: Any) -> tuple[float, float]:
     """(mean, std) of a volume: its stored statistics, else one Dask pass."""
-    from scnet_dask.stats import volume_statistics
-
     stats = volume_statistics(vol)
     return float(stats["mean"]), float(stats["std"]) or 1.0
 

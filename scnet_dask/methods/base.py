@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from scnet_dask.predict import Trained
+from scnet_dask.model.device import resolve_device
 
 if TYPE_CHECKING:
     from scnet_dask.io import Volume
@@ -32,6 +32,20 @@ __all__ = [
 ]
 
 Triple = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A loaded training checkpoint, networks in eval mode on one device."""
+
+    networks: dict[str, torch.nn.Module]
+    options: Any
+    config: dict[str, Any]
+    normalisation: dict[str, dict[str, Any]]
+    voxel_size_angstrom: tuple[float, float, float] | None
+    path: str
+    sha256: str
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 class Options(BaseModel):
@@ -71,13 +85,14 @@ class Geometry:
     positional
         Whether the predictor reads other volumes at the tile's place (the Fourier pool); the
         tiling then passes ``spans``: per tile and axis ``(a, b, n)``, the padded coordinates
-        ``[a, b)`` of an axis of ``n`` voxels (see :func:`scnet_dask.blend.read_box`).
+        ``[a, b)`` of an axis of ``n`` voxels (see :func:`scnet_dask.tiling.blend.read_box`).
     margin_hi
         The reach towards higher indices when it differs from ``margin`` (which is then the
         reach towards lower indices: what a tile needs at its low end); ``None``: symmetric.
     memory
         Peak memory of one float32 forward of a tile, as bytes (per voxel, per (y, x) plane,
-        fixed) (see :func:`scnet_dask.tilesize.tile_memory_bytes`); lets ``denoise --tile auto``
+        fixed) (see :func:`scnet_dask.tiling.tilesize.tile_memory_bytes`); lets ``denoise --tile
+        auto``
         size tiles for the device. ``None``: unknown (one tile per output chunk).
 
     """
@@ -181,8 +196,6 @@ class PredictContext:
     @property
     def device(self) -> str:
         """The resolved torch device (``cpu`` or ``cuda[:N]``); raises if CUDA is absent."""
-        from scnet_dask._device import resolve_device
-
         return str(resolve_device(self.device_spec))
 
 

@@ -16,7 +16,8 @@ from pydantic import Field
 
 from scnet_dask.errors import InputError
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
-from scnet_dask.predict import per_tile
+from scnet_dask.methods.runtime import per_tile
+from scnet_dask.science.stats import estimate_noise_sigma
 
 __all__ = ["Bm4dOptions", "Bm4dPredictor", "Bm4d", "BM4D_REACH"]
 
@@ -78,7 +79,6 @@ class Bm4d(Method):
         if options.noise_sigma is not None:
             sigma, how = float(options.noise_sigma), "given"
         else:
-            from scnet_dask.stats import estimate_noise_sigma
 
             sigma = estimate_noise_sigma(ctx.volume.data.astype(np.float32))
             how = "estimated"

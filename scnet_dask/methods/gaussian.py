@@ -11,7 +11,7 @@ from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
-from scnet_dask.predict import per_tile
+from scnet_dask.methods.runtime import per_tile
 
 __all__ = ["GaussianOptions", "GaussianPredictor", "Gaussian"]
 

@@ -22,8 +22,9 @@ from pydantic import Field
 from scnet_dask.methods._dropout import DropoutMethod, mc_dropout
 from scnet_dask.methods._unet import checkpoint_normalisation
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
+from scnet_dask.methods.loading import load_trained
+from scnet_dask.methods.runtime import infer
 from scnet_dask.model.dropout_unet import DropoutUNet
-from scnet_dask.predict import infer, load_trained
 
 __all__ = ["S2sTrainOptions", "S2sDenoiseOptions", "S2sPredictor", "S2s", "keep_mask"]
 

@@ -17,11 +17,16 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from scnet_dask import __version__
+from scnet_dask.errors import InputError, OutputError
+from scnet_dask.io import open_source
 from scnet_dask.methods._unet import BlindSpotOptions, UNetMethod
 from scnet_dask.methods.base import Options, TrainState
 from scnet_dask.model.blindspot import blind_spot_replace
+from scnet_dask.model.checkpoint import save_checkpoint
 from scnet_dask.model.losses import LossWeights, scnet_losses
-from scnet_dask.model.unet import SCNetUNet
+from scnet_dask.model.unet import SCNetUNet, load_public_state_dict
+from scnet_dask.science.stats import affine_fit, volume_statistics
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +123,6 @@ class Scnet(UNetMethod):
         if mode == "noisy":
             prior = {"mean": noisy["mean"], "std": noisy["std"]}
         else:
-            from scnet_dask.io import open_source
-            from scnet_dask.stats import affine_fit
 
             try:
                 a, b = affine_fit(
@@ -177,8 +180,6 @@ def write_checkpoint(
     ``normalisation["noisy"]`` holds the ``mean``, ``std`` and ``voxel_size_angstrom`` that
     ``denoise`` normalises with and checks the input's voxel size against.
     """
-    from scnet_dask.model.checkpoint import save_checkpoint
-
     opts = {"features": model.features, "upsample": model.upsample, "prior": "", **(options or {})}
     save_checkpoint(
         path,
@@ -218,12 +219,6 @@ def import_public_checkpoint(
         U-Net of ``features`` channels.
 
     """
-    from scnet_dask import __version__
-    from scnet_dask.errors import InputError, OutputError
-    from scnet_dask.io import open_source
-    from scnet_dask.model.unet import load_public_state_dict
-    from scnet_dask.stats import volume_statistics
-
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: exists; pass --overwrite to replace it")
     try:

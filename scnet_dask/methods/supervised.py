@@ -7,7 +7,7 @@ centre section out; :mod:`scnet_dask.model.slice_unet`), the 3-D U-Net is an opt
 are normalised by each stack's own statistics; ``denoise`` returns the target's units.
 
 Before training, the two stacks are checked: same grid and voxel size (the training engine),
-and registered (:func:`scnet_dask.registration.check_registered` on the coarsest pyramid level).
+and registered (:func:`scnet_dask.io.registration.check_registered` on the coarsest pyramid level).
 
 Not implemented: the seed's emulation of an interleaved slow/fast acquisition (slow frames
 every n sections as extra input).
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from scnet_dask.io.registration import check_registered
 from scnet_dask.methods._vem import VemDenoiseOptions, VemMethod, VemNetOptions
 from scnet_dask.methods.base import TrainState
 
@@ -51,7 +52,6 @@ class Supervised(VemMethod):
     def prepare(self, config: Any, show_progress: bool = True) -> None:
         """Refuse a target that is not registered with the input (coarsest pyramid level)."""
         if config.options.check_registration:
-            from scnet_dask.registration import check_registered
 
             check_registered(config.noisy, config.options.target)
 

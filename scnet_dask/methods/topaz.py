@@ -19,8 +19,9 @@ import torch
 from pydantic import Field
 
 from scnet_dask.errors import InputError
+from scnet_dask.methods._unet import volume_normalisation
 from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, TilePredictor
-from scnet_dask.predict import forward_normalised
+from scnet_dask.methods.runtime import forward_normalised
 
 if TYPE_CHECKING:
     from scnet_dask.io import Volume
@@ -141,8 +142,6 @@ def topaz_predictor(vol: Volume, name: str, device: str) -> TopazPredictor:
         If topaz-em or the weights of ``name`` are missing.
 
     """
-    from scnet_dask.methods._unet import volume_normalisation
-
     topaz_3d_model(name, device)  # fail early if the weights are missing
     mean, std = volume_normalisation(vol)
     return TopazPredictor(name, device, mean, std)

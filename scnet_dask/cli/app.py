@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from scnet_dask import __version__
-from scnet_dask._cliutil import (
+from scnet_dask.cli.options import (
     build_config,
     cluster_options,
     command_from_models,
@@ -29,6 +29,14 @@ from scnet_dask._cliutil import (
     setup_logging,
     without_fields,
 )
+from scnet_dask.commands import convert as convert_cmd
+from scnet_dask.commands import demo as demo_cmd
+from scnet_dask.commands import denoise as denoise_cmd
+from scnet_dask.commands import evaluate as evaluate_cmd
+from scnet_dask.commands import export as export_cmd
+from scnet_dask.commands import info as info_cmd
+from scnet_dask.commands import prior as prior_cmd
+from scnet_dask.commands import simulate as simulate_cmd
 from scnet_dask.config import (
     ConvertConfig,
     DemoConfig,
@@ -39,7 +47,10 @@ from scnet_dask.config import (
     SimulateConfig,
     TrainConfig,
 )
+from scnet_dask.distributed import ddp
+from scnet_dask.engine import train as train_engine
 from scnet_dask.errors import InputError, OutputError, RunStopped
+from scnet_dask.methods import scnet as scnet_method
 
 __all__ = ["cli", "main"]
 
@@ -49,10 +60,8 @@ _STATE = {"verbose": 0}
 # --- commands ------------------------------------------------------------------------------
 def _convert() -> click.Command:
     def body(**kwargs: Any) -> None:
-        from scnet_dask.convert import convert as run
-
         with on_cluster(kwargs):
-            summary = run(build_config(ConvertConfig, **kwargs))
+            summary = convert_cmd.convert(build_config(ConvertConfig, **kwargs))
         st = summary["statistics"]
         click.echo(
             f"wrote {summary['output']}: shape {tuple(summary['shape'])} {summary['dtype']}, "
@@ -69,9 +78,7 @@ def _convert() -> click.Command:
 
 def _export() -> click.Command:
     def body(**kwargs: Any) -> None:
-        from scnet_dask.export import export as run
-
-        summary = run(build_config(ExportConfig, **kwargs))
+        summary = export_cmd.export(build_config(ExportConfig, **kwargs))
         click.echo(f"wrote {summary['output']}: shape {tuple(summary['shape'])} {summary['dtype']}")
 
     return command_from_models(
@@ -82,11 +89,9 @@ def _export() -> click.Command:
 
 def _info() -> click.Command:
     def body(**kwargs: Any) -> None:
-        from scnet_dask.info import format_info, volume_info
-
         cfg = build_config(InfoConfig, **kwargs)
-        data = volume_info(cfg.path)
-        click.echo(json.dumps(data) if cfg.json_output else format_info(data))
+        data = info_cmd.volume_info(cfg.path)
+        click.echo(json.dumps(data) if cfg.json_output else info_cmd.format_info(data))
 
     return command_from_models(
         "info", [("", InfoConfig)], [path_argument("path")], body,
@@ -96,10 +101,8 @@ def _info() -> click.Command:
 
 def _prior() -> click.Command:
     def body(**kwargs: Any) -> None:
-        from scnet_dask.prior import make_prior
-
         with on_cluster(kwargs):
-            summary = make_prior(build_config(PriorConfig, **kwargs))
+            summary = prior_cmd.make_prior(build_config(PriorConfig, **kwargs))
         click.echo(
             f"wrote {summary['output']}: {summary['method']} prior, shape {tuple(summary['shape'])}"
         )
@@ -113,18 +116,14 @@ def _prior() -> click.Command:
 
 def _train() -> click.Command:
     def body(**kwargs: Any) -> None:
-        from scnet_dask.train import train as run
-
         if kwargs["cluster"] != "threads" and kwargs.get("worker_logs") is None:
             kwargs["worker_logs"] = Path(kwargs["out"]) / "worker-logs"
         with on_cluster(kwargs) as client:
             cfg = build_config(TrainConfig, **kwargs)
             if client is None:
-                s = run(cfg)
+                s = train_engine.train(cfg)
             else:
-                from scnet_dask.ddp import train_distributed
-
-                s = train_distributed(cfg, client, cfg.ranks)
+                s = ddp.train_distributed(cfg, client, cfg.ranks)
                 click.echo(
                     f"{len(s['replica_sha256'])} DDP ranks; replicas identical: "
                     f"{len(set(s['replica_sha256'])) == 1}"
@@ -150,8 +149,6 @@ def _train() -> click.Command:
 
 def _denoise() -> click.Command:
     def body(paths: tuple[Path, ...], **kwargs: Any) -> None:
-        from scnet_dask.denoise import denoise as run
-
         if len(paths) == 3:
             inp, ckpt, outp = paths
         elif len(paths) == 2:
@@ -160,7 +157,7 @@ def _denoise() -> click.Command:
             raise click.UsageError(f"expected INPUT [CHECKPOINT] OUTPUT, got {len(paths)} paths")
         with on_cluster(kwargs):
             cfg = build_config(DenoiseConfig, input=inp, checkpoint=ckpt, output=outp, **kwargs)
-            s = run(cfg)
+            s = denoise_cmd.denoise(cfg)
         st = s["statistics"]
         click.echo(
             f"wrote {s['output']}: {s['method']}, shape {tuple(s['shape'])}, "
@@ -188,12 +185,12 @@ def _denoise() -> click.Command:
 
 def _simulate() -> click.Command:
     def body(**kwargs: Any) -> None:
-        from scnet_dask.simulate import simulate as run
-
         with on_cluster(kwargs):
             cfg = build_config(SimulateConfig, **kwargs)
             sigmas = cfg.sigmas()
-            m = run(cfg.volume, cfg.out_dir, sigmas, cfg.tilts, cfg.seed, cfg.format, cfg.overwrite)
+            m = simulate_cmd.simulate(
+                cfg.volume, cfg.out_dir, sigmas, cfg.tilts, cfg.seed, cfg.format, cfg.overwrite
+            )
         click.echo(
             f"wrote {len(m['files'])} volumes and manifest.json to {cfg.out_dir}: "
             f"{len(m['tilt_angles_deg'])} tilts, noise σ {', '.join(f'{s:g}' for s in sigmas)}"
@@ -213,12 +210,9 @@ def _evaluate() -> click.Command:
     @cluster_options
     def evaluate(config: Path, **kwargs: Any) -> None:
         """Run the methods listed in CONFIG (YAML) on a dataset; write tables and figures."""
-        from scnet_dask.evaluate import evaluate as run
-        from scnet_dask.evaluate import load_config
-
-        cfg = load_config(config)
+        cfg = evaluate_cmd.load_config(config)
         with on_cluster(kwargs):
-            rows = run(cfg)
+            rows = evaluate_cmd.evaluate(cfg)
         click.echo((Path(cfg.out_dir) / "results.md").read_text().rstrip())
         click.echo(f"{len(rows)} methods; results.csv, fsc.png, slices.png in {cfg.out_dir}")
 
@@ -227,10 +221,8 @@ def _evaluate() -> click.Command:
 
 def _demo() -> click.Command:
     def body(**kwargs: Any) -> None:
-        from scnet_dask.demo import run_demo
-
         cfg = build_config(DemoConfig, **kwargs)
-        click.echo(run_demo(cfg.out))
+        click.echo(demo_cmd.run_demo(cfg.out))
 
     return command_from_models(
         "demo", [("", DemoConfig)], [], body,
@@ -256,9 +248,9 @@ def _import_scnet() -> click.Command:
         NOISY is the volume it will denoise (or one like it): its statistics become the
         checkpoint's normalisation and its voxel size the training voxel size.
         """
-        from scnet_dask.methods.scnet import import_public_checkpoint
-
-        s = import_public_checkpoint(public, noisy, output, features, upsample, overwrite)
+        s = scnet_method.import_public_checkpoint(
+            public, noisy, output, features, upsample, overwrite
+        )
         click.echo(f"wrote {s['output']}: SC-Net, {s['features']} features, {s['tensors']} tensors")
 
     return import_scnet

@@ -8,6 +8,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from skimage.restoration import estimate_sigma
 
 __all__ = [
     "sample_step",
@@ -136,7 +137,6 @@ def compute_statistics(arr: da.Array) -> dict[str, float | int]:
 
 
 def _block_sigma(block: np.ndarray) -> np.ndarray:
-    from skimage.restoration import estimate_sigma
 
     b = np.asarray(block, np.float64)
     if min(b.shape) < 4 or not np.isfinite(b).all():

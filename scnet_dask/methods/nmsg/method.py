@@ -6,7 +6,8 @@ with a loss that keeps structure and local smoothness ("sparsity guidance"). Its
 text are not public; this module is **our reconstruction** from the abstract and the designs it
 stands on (``../shared/METHODS.md`` §1). The choices that are ours:
 
-1. **Noise cubes** (:mod:`scnet_dask.noise_model`): smooth cubes found out of core by GCBD's rule,
+1. **Noise cubes** (:mod:`scnet_dask.methods.nmsg.noise_bank`): smooth cubes found out of core by
+GCBD's rule,
    adapted to tomograms (sub-cube mean deviation in units of the cube's std), screened on a coarse
    pyramid level; mean removed; stored in ``RUN/noise.zarr`` (``--noise``). 10 % are held back.
 2. **Noise model** (:mod:`scnet_dask.model.gan`): a fully convolutional generator of stationary
@@ -59,6 +60,7 @@ import torch
 from pydantic import Field
 
 from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
 from scnet_dask.methods._unet import (
     NetworkPredictor,
     UNetMethod,
@@ -74,6 +76,15 @@ from scnet_dask.methods.base import (
     TrainState,
     lr_factor,
 )
+from scnet_dask.methods.loading import load_trained
+from scnet_dask.methods.nmsg.noise_bank import (
+    NoiseBankSpec,
+    extract_noise_bank,
+    noise_diagnostics,
+    open_noise_bank,
+    plot_noise_diagnostics,
+)
+from scnet_dask.methods.runtime import device_lock, record_forward
 from scnet_dask.model.gan import (
     NoiseCritic,
     NoiseGenerator,
@@ -83,7 +94,7 @@ from scnet_dask.model.gan import (
 )
 from scnet_dask.model.losses import loss_smooth
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.predict import device_lock, load_trained, record_forward
+from scnet_dask.science.stats import volume_statistics
 
 __all__ = ["NmsgTrainOptions", "NmsgDenoiseOptions", "NmsgPredictor", "Nmsg"]
 
@@ -177,8 +188,6 @@ class _Bank:
 @lru_cache(maxsize=2)
 def _bank(path: str) -> _Bank:
     """The noise cubes of ``path``: 90 % to train on, 10 % (>= 8) held back; their spectrum."""
-    from scnet_dask.noise_model import open_noise_bank
-
     cubes = open_noise_bank(Path(path))
     held = max(8, len(cubes) // 10)
     train = cubes[:-held]
@@ -243,10 +252,6 @@ class Nmsg(UNetMethod):
 
     def prepare(self, config: Any, show_progress: bool = True) -> None:
         """Find the noise cubes (or reuse them) before training; warn if no denoiser steps."""
-        from scnet_dask.io import open_source
-        from scnet_dask.noise_model import NoiseBankSpec, extract_noise_bank
-        from scnet_dask.stats import volume_statistics
-
         o = config.options
         if config.steps_per_epoch and config.epochs * config.steps_per_epoch <= o.gan_steps:
             log.warning(
@@ -367,8 +372,6 @@ class Nmsg(UNetMethod):
         self, state: TrainState, folder: Path, generator: torch.Generator | None = None
     ) -> dict[str, Any]:
         """Compare generated noise with the held-back real cubes; ``noise_model.json``/``.png``."""
-        from scnet_dask.noise_model import noise_diagnostics, plot_noise_diagnostics
-
         o = state.options
         bank = _bank(str(o.noise))
         gen = _gen(state.networks)

@@ -3,12 +3,13 @@
 The engine owns the loop, validation, ``log.csv``, the NaN stop, ``last.pt``/``best.pt``,
 ``--resume`` and DDP; the method (:mod:`scnet_dask.methods`) owns its networks, optimisers and
 the step. Patches of every input the method names are sampled lazily from the OME-Zarr stores
-(:class:`scnet_dask.sampling.PatchSampler`).
+(:class:`scnet_dask.engine.sampling.PatchSampler`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import sys
@@ -19,20 +20,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import zarr
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from scnet_dask import __version__
-from scnet_dask._device import resolve_device
 from scnet_dask.config import TrainConfig
+from scnet_dask.engine.rundir import log_fields, prepare_run_dir, truncate_log
+from scnet_dask.engine.sampling import PatchSampler, foreground_mask, split_regions
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source, voxel_mismatch
 from scnet_dask.io.omezarr import coarsest_level, get_array
+from scnet_dask.io.plots import training_curves, validation_slices
 from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.methods.base import lr_factor
-from scnet_dask.model.checkpoint import load_checkpoint, save_checkpoint
-from scnet_dask.rundir import log_fields, prepare_run_dir, truncate_log
-from scnet_dask.sampling import PatchSampler, foreground_mask, split_regions
-from scnet_dask.stats import volume_statistics
+from scnet_dask.methods.loading import load_checkpoint
+from scnet_dask.model.checkpoint import save_checkpoint
+from scnet_dask.model.device import resolve_device
+from scnet_dask.science.stats import volume_statistics
 
 __all__ = ["train", "TrainingDiverged"]
 
@@ -118,7 +122,8 @@ def _open_inputs(
 def input_statistics(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     """The normalisation statistics of every input of ``cfg.method`` (its hook applied).
 
-    :func:`scnet_dask.ddp.train_distributed` computes them once, before starting the ranks,
+    :func:`scnet_dask.distributed.ddp.train_distributed` computes them once, before starting the
+    ranks,
     and hands them to every rank, so that a method's full-volume pass (SC-Net's affine prior
     fit) runs once and not inside every rank while the others wait at the first collective.
     """
@@ -372,7 +377,7 @@ def train(
     rank, world
         Data-parallel rank and number of ranks; with ``world > 1`` the default
         ``torch.distributed`` process group must already be initialised (see
-        :func:`scnet_dask.ddp.train_distributed`). Rank 0 writes the run folder.
+        :func:`scnet_dask.distributed.ddp.train_distributed`). Rank 0 writes the run folder.
     stats
         The inputs' normalisation statistics from :func:`input_statistics`; computed here
         when not given.
@@ -404,7 +409,6 @@ def train(
             truncate_log(out / "log.csv", run.step, fields)
         log.info("resuming at epoch %d, step %d", run.epoch + 1, run.step)
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
         ids = [run.device.index] if run.device.type == "cuda" else None
         run.state.forward = {
@@ -461,7 +465,6 @@ def train(
                     save_checkpoint(out / "best.pt", run.payload())
                 log.info("epoch %d: validation loss %.5g", epoch, val)
                 if cfg.plots:
-                    from scnet_dask.plots import training_curves, validation_slices
 
                     training_curves(log_path, out / "curves.png", run.method.log_terms)
                     if run.val_set:
@@ -493,8 +496,6 @@ def _weights_hash(networks: dict[str, torch.nn.Module]) -> str:
     BatchNorm running statistics are left out: under DDP every rank updates them from its own
     batch, and rank 0's are broadcast at the start of each forward.
     """
-    import hashlib
-
     h = hashlib.sha256()
     params = [(f"{n}.{k}", v) for n, m in networks.items() for k, v in m.named_parameters()]
     for k, v in sorted(params, key=lambda kv: kv[0]):

@@ -1,4 +1,4 @@
-"""Runtime shared by every method's tile predictor: device locks, forward timing, checkpoints.
+"""Runtime shared by every method's tile predictor: device locks, forward timing, file hashes.
 
 Predictors (see :mod:`scnet_dask.methods`) are small picklable objects (a checkpoint path, a
 device name); networks are loaded once per process by a cached loader, never pickled into
@@ -15,21 +15,13 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from scnet_dask.errors import InputError
-from scnet_dask.model.checkpoint import load_checkpoint
-
 __all__ = [
-    "Trained",
     "file_sha256",
-    "load_trained",
     "forward_normalised",
     "infer",
     "per_tile",
@@ -124,56 +116,3 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A loaded training checkpoint, networks in eval mode on one device."""
-
-    networks: dict[str, torch.nn.Module]
-    options: Any
-    config: dict[str, Any]
-    normalisation: dict[str, dict[str, Any]]
-    voxel_size_angstrom: tuple[float, float, float] | None
-    path: str
-    sha256: str
-    inputs: dict[str, str] = field(default_factory=dict)
-
-
-@lru_cache(maxsize=4)
-def load_trained(path: str, sha256: str = "", device: str = "cpu") -> Trained:
-    """Load a training checkpoint's networks once per process (cached by path, hash, device).
-
-    The method named in the checkpoint rebuilds its networks from the checkpoint's options;
-    the weights are loaded into them and put in eval mode on ``device``.
-
-    Raises
-    ------
-    InputError
-        If the file is not a scnet-dask training checkpoint or its weights do not fit.
-
-    """
-    from scnet_dask.methods import get
-
-    data = load_checkpoint(path, map_location="cpu")
-    missing = [k for k in ("networks", "config", "normalisation", "method") if k not in data]
-    if missing:
-        raise InputError(f"{path}: not a scnet-dask training checkpoint (no {', '.join(missing)})")
-    method = get(str(data["method"]))
-    if method.train_options is None:
-        raise InputError(f"{path}: method {method.name} is not trainable")
-    try:
-        options = method.train_options(**data.get("options", {}))
-        nets = method.build(options)
-        for name, net in nets.items():
-            net.load_state_dict(data["networks"][name])
-            net.eval().to(device)
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise InputError(f"{path}: weights do not fit the network in its config ({e})") from e
-    norm = {str(k): dict(v) for k, v in dict(data["normalisation"]).items()}
-    first = next(iter(norm.values()), {})
-    voxel = norm.get(method.inputs[0], first).get("voxel_size_angstrom")
-    vox = (float(voxel[0]), float(voxel[1]), float(voxel[2])) if voxel else None
-    prov = dict(data.get("provenance", {}))
-    inputs = {k: str(v) for k, v in prov.items() if k != "scnet_dask_version" and v is not None}
-    return Trained(nets, options, dict(data["config"]), norm, vox, path, sha256, inputs)

@@ -15,12 +15,13 @@ import dask.array as da
 import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
-from scnet_dask._device import resolve_device
 from scnet_dask.config import PriorConfig
-from scnet_dask.convert import write_volume_zarr
 from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, refuse_overlap
+from scnet_dask.io.provenance import volume_attrs
+from scnet_dask.io.registration import measure_registration, misregistered
+from scnet_dask.io.store import write_volume_zarr
 from scnet_dask.methods.topaz import (
     TOPAZ_HALO,
     TOPAZ_MULTIPLE,
@@ -29,7 +30,10 @@ from scnet_dask.methods.topaz import (
     topaz_denoise_2d,
     topaz_predictor,
 )
-from scnet_dask.provenance import volume_attrs
+from scnet_dask.model.device import resolve_device
+from scnet_dask.science.recon import read_tilt_angles, wbp
+from scnet_dask.tiling.blend import TilePlan, plan_halo
+from scnet_dask.tiling.graph import overlap_add
 
 __all__ = ["make_prior"]
 
@@ -37,7 +41,6 @@ log = logging.getLogger(__name__)
 
 
 def _tilt_series(cfg: PriorConfig, nz: int, shape: tuple[int, ...], device: str) -> da.Array:
-    from scnet_dask.recon import read_tilt_angles, wbp
 
     if cfg.tilt_series is None or cfg.tlt is None:
         raise InputError("--method tilt-series needs --tilt-series and --tlt")
@@ -88,15 +91,12 @@ def _gaussian(data: da.Array, sigma: float) -> da.Array:
 
 
 def _topaz(vol: Volume, name: str, device: str, tile: int) -> da.Array:
-    """Topaz 3-D on blended tiles (see :mod:`scnet_dask.tiling`).
+    """Topaz 3-D on blended tiles (see :mod:`scnet_dask.tiling.graph`).
 
     Topaz's U-Net reaches farther than any affordable halo (> 63 voxels), so tiles are not
     exact: ``TOPAZ_HALO`` voxels on each side (16 of near-zero weight, 8 of blend) hide the
     seams. Tiles are aligned to 32 voxels, the network's pooling depth.
     """
-    from scnet_dask.blend import TilePlan, plan_halo
-    from scnet_dask.tiling import overlap_add
-
     pred = topaz_predictor(vol, name, device)
     data = vol.data.astype(np.float32).rechunk(tuple(min(tile, s) for s in vol.data.shape))
     halo, margin = plan_halo(TOPAZ_HALO, TOPAZ_REACH)
@@ -174,8 +174,6 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
 
 def _warn_if_misregistered(cfg: PriorConfig) -> dict[str, Any]:
     """Compare the written prior with the noisy volume (coarsest level); warn on an offset."""
-    from scnet_dask.registration import measure_registration, misregistered
-
     m = measure_registration(cfg.noisy, cfg.output)
     if misregistered(m):
         hint = (

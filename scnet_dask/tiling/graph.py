@@ -38,7 +38,9 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from scipy.ndimage import gaussian_filter
 
-from scnet_dask.blend import (
+from scnet_dask.errors import nonfinite_input
+from scnet_dask.io.resume import done_marker
+from scnet_dask.tiling.blend import (
     POST_FILTER_TRUNCATE,
     TilePlan,
     Triple,
@@ -49,8 +51,6 @@ from scnet_dask.blend import (
     read_spans,
     reflect_index,
 )
-from scnet_dask.errors import nonfinite_input
-from scnet_dask.io.resume import done_marker
 
 __all__ = [
     "Predictor",
@@ -114,7 +114,7 @@ def _gather_spilled(
     marker: str | None,
     *tokens: int,
 ) -> np.ndarray | None:
-    """Blend pieces read from scratch files (:func:`~scnet_dask.blend.blend_pieces`).
+    """Blend pieces read from scratch files (:func:`~scnet_dask.tiling.blend.blend_pieces`).
 
     With ``delete`` the chunk's scratch folder is removed after.
 

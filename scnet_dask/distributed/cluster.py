@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import torch
+from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from scnet_dask.errors import InputError
@@ -117,8 +119,6 @@ class WorkerSetup(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         """Called by the worker when the plugin is registered or the worker starts."""
-        import torch
-
         torch.set_num_threads(self.threads)
         if self.log_dir:
             safe = str(worker.name).replace("/", "_").replace(":", "_")
@@ -154,7 +154,8 @@ def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
     """A dask-jobqueue cluster for ``spec.kind`` (jobs not yet submitted).
 
     With ``gpus_per_job`` = G each job asks the batch system for G GPUs and runs
-    :mod:`scnet_dask.gpu_worker`, which starts G worker processes, each pinned to its own GPU
+    :mod:`scnet_dask.distributed.gpu_worker`, which starts G worker processes, each pinned to its
+    own GPU
     (``CUDA_VISIBLE_DEVICES``) and advertising ``GPU=1``. Everything else comes from the dask
     config.
 
@@ -181,7 +182,7 @@ def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
         g = spec.gpus_per_job
         kwargs["job_extra_directives"] = [_GPU_DIRECTIVES[spec.kind].format(g=g)]
         kwargs["processes"] = g  # per-process threads and memory; our launcher starts them
-        kwargs["worker_command"] = "scnet_dask.gpu_worker"  # one worker per GPU, pinned
+        kwargs["worker_command"] = "scnet_dask.distributed.gpu_worker"  # one worker per GPU, pinned
         kwargs["worker_extra_args"] = ["--gpus", str(g)]
     lifetime = _lifetime(dask.config.get(f"jobqueue.{spec.kind}.walltime", None))
     if lifetime:  # workers retire before the batch system kills them; adapt replaces the job
@@ -200,8 +201,6 @@ def make_jobqueue_cluster(spec: ClusterSpec) -> Any:
 
 
 def _local_cluster(spec: ClusterSpec) -> Any:
-    import torch
-    from distributed import LocalCluster
 
     ngpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if ngpu:
@@ -237,7 +236,6 @@ def cluster_client(spec: ClusterSpec) -> Iterator[Any]:
     if spec.kind == "threads":
         yield None
         return
-    from distributed import Client
 
     cluster: Any = None
     if spec.kind.startswith("tcp://"):

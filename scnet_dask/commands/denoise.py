@@ -1,7 +1,7 @@
 """``denoise``: tiled, blended, resumable inference of a whole volume, out of core.
 
 The input (OME-Zarr, MRC or TIFF) is read lazily in ``--chunks`` blocks; each block plus its
-halo is predicted once (:mod:`scnet_dask.tiling`), blended with its neighbours and written as
+halo is predicted once (:mod:`scnet_dask.tiling.graph`), blended with its neighbours and written as
 one chunk of the output OME-Zarr, with a marker per finished chunk so that ``--resume`` after a
 kill recomputes only the chunks not yet written. MRC/TIFF outputs are streamed from a work
 OME-Zarr beside the target once every chunk is done.
@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,15 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.base import tokenize
+from dask.callbacks import Callback
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from distributed import default_client, wait
 from tqdm import tqdm
 
-from scnet_dask.blend import HaloSides, TilePlan, plan_halo_sides
+from scnet_dask.commands.export import write_volume_file
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.convert import finalise_store, source_signature
 from scnet_dask.errors import InputError, RunStopped, nonfinite_input
-from scnet_dask.export import write_volume_file
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import (
     atomic_output,
@@ -40,6 +41,7 @@ from scnet_dask.io._atomic import (
     stopped,
 )
 from scnet_dask.io.omezarr import create_level
+from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.resume import (
     done_folder,
     done_marker,
@@ -47,11 +49,12 @@ from scnet_dask.io.resume import (
     open_progress,
     progress_record,
 )
+from scnet_dask.io.store import finalise_store, source_signature
 from scnet_dask.methods import PredictContext, TilePredictor, get
-from scnet_dask.predict import file_sha256
-from scnet_dask.provenance import volume_attrs
-from scnet_dask.tilesize import choose_tile, device_memory_budget
-from scnet_dask.tiling import overlap_add, scratch_folder
+from scnet_dask.methods.runtime import file_sha256
+from scnet_dask.tiling.blend import HaloSides, TilePlan, plan_halo_sides
+from scnet_dask.tiling.graph import overlap_add, scratch_folder
+from scnet_dask.tiling.tilesize import choose_tile, device_memory_budget
 
 __all__ = ["denoise", "build_denoiser", "write_blocks"]
 
@@ -132,7 +135,7 @@ def write_blocks(
 
     A marker file per block in ``done_dir`` records completion after its write, so a killed run
     resumes with only the missing blocks (the tiles they need are recomputed; the others are
-    culled from the graph). With ``scratch`` (see :func:`scnet_dask.tiling.overlap_add`), a
+    culled from the graph). With ``scratch`` (see :func:`scnet_dask.tiling.graph.overlap_add`), a
     block's tile pieces are removed only after the block is stored. Runs on the current
     ``distributed`` client if there is one, else on the threaded scheduler; either way without
     graph optimisation, so that the prediction tasks keep their resource annotations.
@@ -184,7 +187,6 @@ def write_blocks(
         if client is not None:
             _run_on_cluster(client, tasks, bar)
         else:
-            from dask.callbacks import Callback
 
             class _Progress(Callback):
                 def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
@@ -204,10 +206,6 @@ def _run_on_cluster(client: Any, tasks: list[Delayed], bar: Any) -> None:
     ``--worker-timeout``), the run stops with :class:`~scnet_dask.errors.RunStopped` instead of
     waiting forever.
     """
-    import time
-
-    from distributed import wait
-
     limit = float(dask.config.get("scnet_dask.worker_timeout_s", 600.0))
     futures = client.compute(tasks, optimize_graph=False, retries=3)
     pending = set(futures)
@@ -242,7 +240,6 @@ def _run_on_cluster(client: Any, tasks: list[Delayed], bar: Any) -> None:
 
 def _client() -> Any:
     try:
-        from distributed import default_client
 
         return default_client()
     except (ImportError, ValueError):
@@ -260,7 +257,7 @@ def _resolve_tile(
     """The tile core edge (z, y, x) for this run, or ``None`` for one tile per chunk.
 
     ``--tile N`` is checked against the network's grid; ``auto`` sizes tiles for the device
-    (:func:`scnet_dask.tilesize.choose_tile`), and ``--resume`` keeps the tiling the
+    (:func:`scnet_dask.tiling.tilesize.choose_tile`), and ``--resume`` keeps the tiling the
     interrupted run recorded (free memory may differ now; see :func:`_signature` for when a
     resume may change the tile).
     """

@@ -17,8 +17,16 @@ import logging
 import socket
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from distributed import as_completed
+
 from scnet_dask.config import TrainConfig
+from scnet_dask.engine.rundir import prepare_run_dir
+from scnet_dask.engine.train import input_statistics, train
 from scnet_dask.errors import InputError, RunStopped
+from scnet_dask.methods import get
+from scnet_dask.model.device import resolve_device
 
 __all__ = ["train_distributed", "DistributedTrainingError"]
 
@@ -39,11 +47,10 @@ def rank_device(device: Any, rank: int) -> Any:
     """The device of DDP ``rank`` on its worker: ``cuda:N`` with an index, or the CPU.
 
     A worker pinned to one GPU (``CUDA_VISIBLE_DEVICES`` of one device, as dask-cuda and
-    ``scnet_dask.gpu_worker`` set it) uses ``cuda:0``; a worker that sees several GPUs uses
+    ``scnet_dask.distributed.gpu_worker`` set it) uses ``cuda:0``; a worker that sees several GPUs
+    uses
     ``cuda:{rank % count}``; an explicit ``cuda:N`` is kept.
     """
-    import torch
-
     if device.type != "cuda" or device.index is not None:
         return device
     count = max(1, torch.cuda.device_count())
@@ -60,15 +67,9 @@ def _rank_main(
     stats: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Run on a Dask worker: join the process group and train as ``rank``."""
-    import torch.distributed as dist
-
-    from scnet_dask._device import resolve_device
-    from scnet_dask.train import train
-
     cfg = TrainConfig(**cfg_json)
     device = rank_device(resolve_device(cfg.device), rank)
     if device.type == "cuda":
-        import torch
 
         torch.cuda.set_device(device)  # always with an index: torch rejects a bare "cuda"
         cfg = cfg.model_copy(update={"device": str(device)})
@@ -94,7 +95,7 @@ def train_distributed(
     Returns
     -------
     dict
-        Rank 0's summary (see :func:`scnet_dask.train.train`) plus ``replica_sha256``: the
+        Rank 0's summary (see :func:`scnet_dask.engine.train.train`) plus ``replica_sha256``: the
         weight hashes of every rank at the end (identical when the replicas agree).
 
     Raises
@@ -103,12 +104,6 @@ def train_distributed(
         If a rank fails or a worker is lost; the message names the run's ``last.pt``.
 
     """
-    from distributed import as_completed
-
-    from scnet_dask.methods import get
-    from scnet_dask.rundir import prepare_run_dir
-    from scnet_dask.train import input_statistics
-
     prepare_run_dir(cfg)
     get(cfg.method).prepare(cfg, show_progress=False)
     stats = input_statistics(cfg)  # once, here: not in every rank before the first collective

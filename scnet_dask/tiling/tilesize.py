@@ -1,6 +1,6 @@
 """Tile size for the device: the tile core whose forward fits the memory at hand.
 
-Tiles are decoupled from storage chunks (:class:`scnet_dask.blend.TilePlan` ``tile``): the
+Tiles are decoupled from storage chunks (:class:`scnet_dask.tiling.blend.TilePlan` ``tile``): the
 halo a tile needs is fixed by the network's reach, so larger cores push fewer voxels through
 the network per output voxel (a 512 x 1024 x 1024 tomogram with SC-Net's up-sampling block:
 4.0 network voxels per output voxel with 128³ cores, 1.9 with 256³;
@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import psutil
+import torch
 
-from scnet_dask.blend import HaloSides, TilePlan, Triple
+from scnet_dask.tiling.blend import HaloSides, TilePlan, Triple
 
 __all__ = [
     "TILE_CANDIDATES",
@@ -100,18 +102,15 @@ def device_memory_budget(device: str, client: Any = None, gpu_workers: bool = Fa
     if client is not None:
         return _cluster_budget(client, gpu_workers)
     if device.startswith("cuda"):
-        import torch
 
         index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
         free, _ = torch.cuda.mem_get_info(index)
         return GPU_FRACTION * float(free)
-    import psutil
 
     return CPU_FRACTION * float(psutil.virtual_memory().available)
 
 
 def _gpu_free() -> float:
-    import torch
 
     if not torch.cuda.is_available():
         return 0.0
@@ -129,7 +128,6 @@ def _cluster_budget(client: Any, gpu_workers: bool) -> float:
     limits = [m for m in limits if m > 0]
     if limits:
         return CPU_FRACTION * min(limits)
-    import psutil
 
     return CPU_FRACTION * float(psutil.virtual_memory().available)
 

@@ -11,14 +11,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 __all__ = ["training_curves", "validation_slices"]
 
 
 def training_curves(log_csv: Path, out_png: Path, terms: Sequence[str] = ("total",)) -> None:
     """Plot the loss ``terms`` of ``log.csv`` against the step (log scale)."""
-    from matplotlib.figure import Figure
-
     with open(log_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -41,8 +40,6 @@ def training_curves(log_csv: Path, out_png: Path, terms: Sequence[str] = ("total
 
 def validation_slices(volumes: Mapping[str, np.ndarray], out_png: Path) -> None:
     """Save the middle z-slice of each (z, y, x) volume side by side, titled by its name."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(3 * len(volumes), 3.2))
     axes = np.atleast_1d(fig.subplots(1, len(volumes)))
     for ax, (title, vol) in zip(axes, volumes.items(), strict=True):

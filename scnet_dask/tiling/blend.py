@@ -3,7 +3,7 @@
 Which tile covers which voxels, where a tile must be read (with reflection past the volume's
 end), and which part of which tile lands in which output chunk with which window. The windows
 travel as small tuples (:data:`WeightSpec`) and are computed where they are used
-(:func:`axis_weights`), so a task graph never carries weight arrays. :mod:`scnet_dask.tiling`
+(:func:`axis_weights`), so a task graph never carries weight arrays. :mod:`scnet_dask.tiling.graph`
 builds the Dask graph from this.
 """
 

@@ -28,10 +28,15 @@ from typing import Any, cast
 
 import dask
 import dask.array as da
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import zarr
+from scipy.stats import wasserstein_distance
 
 from scnet_dask.errors import InputError
+from scnet_dask.io._atomic import atomic_output
+from scnet_dask.io.omezarr import pyramid_levels
 
 __all__ = [
     "NoiseBankSpec",
@@ -133,7 +138,6 @@ def gcbd_scores(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _levels(path: Path) -> list[zarr.Array]:
-    from scnet_dask.io.omezarr import pyramid_levels
 
     try:
         levels = pyramid_levels(path)
@@ -242,8 +246,6 @@ def extract_noise_bank(
         ``spec.min_cubes`` cubes pass; ``out`` holds a bank of other settings.
 
     """
-    from scnet_dask.io._atomic import atomic_output
-
     source, out = Path(source), Path(out)
     identity = {"source": str(source.resolve()), "spec": asdict(spec), "scale": float(scale)}
     if out.exists() and resume:
@@ -387,8 +389,6 @@ def noise_diagnostics(real: np.ndarray, generated: np.ndarray, power_share: floa
         of the real std); ``autocorr_real``/``autocorr_generated`` at lags 1-3 per axis.
 
     """
-    from scipy.stats import wasserstein_distance
-
     edge = real.shape[1]
     k, pr = radial_bands(power_spectrum(real), edge)
     _, pg = radial_bands(power_spectrum(generated), edge)
@@ -418,10 +418,7 @@ def noise_diagnostics(real: np.ndarray, generated: np.ndarray, power_share: floa
 
 def plot_noise_diagnostics(real: np.ndarray, generated: np.ndarray, diag: dict, path: Path) -> None:
     """Spectra, histograms and central slices of real and generated noise cubes, as a PNG."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 4, figsize=(16, 3.8))
     ax[0].semilogy(diag["k"], diag["power_real"], "k-", label="real (held back)")

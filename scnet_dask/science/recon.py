@@ -10,20 +10,20 @@ project's TEM-Simulator data).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
+from scipy.sparse import csr_matrix
+
+from scnet_dask.errors import InputError
 
 __all__ = ["ramp_filter", "wbp_slab", "wbp", "read_tilt_angles", "project_slab", "project"]
 
 
 def read_tilt_angles(path: str) -> np.ndarray:
     """Read an IMOD ``.tlt``/``.rawtlt`` file: one tilt angle in degrees per line."""
-    from pathlib import Path
-
-    from scnet_dask.errors import InputError
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such tilt-angle file")
@@ -141,8 +141,6 @@ def wbp(
 
 def _projection_matrix(angle_rad: float, nz: int, ny: int, angle_sign: int, z_offset: float) -> Any:
     """Sparse (ny, nz * ny) matrix: linear-interpolation splatting of a (z, y) slice onto t."""
-    from scipy.sparse import csr_matrix
-
     zc = np.arange(nz, dtype=np.float64) - (nz - 1) / 2 + z_offset
     yc = np.arange(ny, dtype=np.float64) - (ny - 1) / 2
     t = yc[None, :] * np.cos(angle_rad) + angle_sign * zc[:, None] * np.sin(angle_rad)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from scnet_dask.commands.convert import convert
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.export import export
+from scnet_dask.commands.info import format_info, volume_info
+from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, DenoiseConfig, ExportConfig, PriorConfig, TrainConfig
-from scnet_dask.convert import convert
-from scnet_dask.denoise import denoise
+from scnet_dask.engine.train import train
 from scnet_dask.errors import InputError
-from scnet_dask.export import export
-from scnet_dask.info import format_info, volume_info
 from scnet_dask.io import open_source
-from scnet_dask.plots import validation_slices
-from scnet_dask.prior import make_prior
-from scnet_dask.train import train
+from scnet_dask.io.plots import validation_slices
 
 __all__ = ["sample_path", "run_demo", "DEMO_MARKER"]
 

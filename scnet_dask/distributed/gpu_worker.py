@@ -1,7 +1,7 @@
 """Start one Dask worker per GPU of a batch job, each pinned to its own GPU.
 
 dask-jobqueue starts one worker command per job; with ``--gpus-per-job G`` scnet-dask makes that
-command ``python -m scnet_dask.gpu_worker SCHEDULER --gpus G ...``, which starts G
+command ``python -m scnet_dask.distributed.gpu_worker SCHEDULER --gpus G ...``, which starts G
 ``distributed.cli.dask_worker`` processes (nanny, one worker each), process ``i`` with
 ``CUDA_VISIBLE_DEVICES`` set to the ``i``-th GPU the batch system gave the job (or ``i`` when it
 gave no list), advertising ``GPU=1`` and named ``NAME-i`` as dask-jobqueue expects of a
@@ -66,7 +66,7 @@ def plan(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``SCHEDULER --gpus G [--name NAME] [dask worker args...]`` and run the workers."""
-    ap = argparse.ArgumentParser(prog="python -m scnet_dask.gpu_worker", add_help=True)
+    ap = argparse.ArgumentParser(prog="python -m scnet_dask.distributed.gpu_worker", add_help=True)
     ap.add_argument("scheduler")
     ap.add_argument("--gpus", type=int, required=True)
     ap.add_argument("--name", default=None)

@@ -2,7 +2,7 @@
 
 For every method the noisy volume (and the even/odd halves, when given) go through
 ``denoise`` (the same tiled path for SC-Net and every baseline); then PSNR/SSIM against the
-reference (after a scale-and-offset fit, see :mod:`scnet_dask.metrics`) and the FSC_e/o
+reference (after a scale-and-offset fit, see :mod:`scnet_dask.science.metrics`) and the FSC_e/o
 resolution of the denoised halves at 0.5 and 0.143. Writes ``results.csv``, ``results.md`` (a
 table like the paper's Tables 1-3), ``fsc.png`` and ``slices.png`` (noisy | each method |
 reference, central z slice).
@@ -19,9 +19,11 @@ from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
+from matplotlib.figure import Figure
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 
+from scnet_dask.commands.denoise import denoise
 from scnet_dask.config import (
     DenoiseConfig,
     Device,
@@ -30,11 +32,11 @@ from scnet_dask.config import (
     load_yaml,
     method_options,
 )
-from scnet_dask.denoise import denoise
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
+from scnet_dask.io._atomic import refuse_overlap
 from scnet_dask.methods import get
-from scnet_dask.metrics import fsc, fsc_eo, psnr, resolution_angstrom, ssim
+from scnet_dask.science.metrics import fsc, fsc_eo, psnr, resolution_angstrom, ssim
 
 __all__ = ["EvaluateConfig", "MethodSpec", "evaluate"]
 
@@ -136,8 +138,6 @@ def _validate(cfg: EvaluateConfig) -> tuple[float, float, float]:
         volume, a missing checkpoint.
 
     """
-    from scnet_dask.io._atomic import refuse_overlap
-
     noisy = open_source(cfg.noisy)
     shape = tuple(noisy.data.shape)
     for path in (cfg.reference, cfg.even, cfg.odd):
@@ -293,7 +293,6 @@ def _plots(
     ref_mid: np.ndarray | None,
     out: Path,
 ) -> None:
-    from matplotlib.figure import Figure
 
     if curves:
         fig = Figure(figsize=(6, 4))

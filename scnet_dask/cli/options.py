@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import click
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic_core import PydanticUndefined
 
 from scnet_dask.config import format_validation_error, load_yaml
+from scnet_dask.distributed.cluster import ClusterSpec, cluster_client
 from scnet_dask.errors import InputError
+from scnet_dask.methods import get, names, trainable
 
 __all__ = [
     "command_from_models",
@@ -234,7 +236,7 @@ def setup_logging(verbosity: int) -> None:
 
 
 def cluster_options(f: F) -> F:
-    """The shared ``--cluster`` option family (see :mod:`scnet_dask.cluster`)."""
+    """The shared ``--cluster`` option family (see :mod:`scnet_dask.distributed.cluster`)."""
     opts = [
         click.option(
             "--cluster",
@@ -279,8 +281,6 @@ def on_cluster(kwargs: dict[str, Any]) -> Iterator[Any]:
 
     The client is ``None`` for ``--cluster threads``.
     """
-    from scnet_dask.cluster import ClusterSpec, cluster_client
-
     spec = ClusterSpec(
         kind=kwargs.pop("cluster"),
         workers=kwargs.pop("workers"),
@@ -350,8 +350,6 @@ def path_argument(name: str, **kw: Any) -> click.Argument:
 
 def method_models(kind: str) -> list[tuple[str, type[BaseModel]]]:
     """``(name, options model)`` of every registered method for ``train`` or ``denoise``."""
-    from scnet_dask.methods import get, names
-
     out: list[tuple[str, type[BaseModel]]] = []
     for n in names():
         m = get(n)
@@ -363,8 +361,6 @@ def method_models(kind: str) -> list[tuple[str, type[BaseModel]]]:
 
 def method_help(kind: str) -> str:
     """``--method`` help: each method's one-line summary."""
-    from scnet_dask.methods import get, names
-
     ms = [get(n) for n in names()]
     return "; ".join(
         f"{m.name}: {m.summary.rstrip('.')}" for m in ms if kind != "train" or m.trains
@@ -373,12 +369,6 @@ def method_help(kind: str) -> str:
 
 def method_option(kind: str) -> list[tuple[str, type[BaseModel]]]:
     """A one-field model for ``--method``, with the registry's names as choices."""
-    from typing import Literal
-
-    from pydantic import Field, create_model
-
-    from scnet_dask.methods import names, trainable
-
     choices = tuple(trainable() if kind == "train" else names())
     model = create_model(  # type: ignore[call-overload]
         f"{kind.title()}Method",
@@ -389,7 +379,5 @@ def method_option(kind: str) -> list[tuple[str, type[BaseModel]]]:
 
 def without_fields(model: type[BaseModel], *names: str) -> type[BaseModel]:
     """A copy of ``model`` without the fields ``names`` (for option generation only)."""
-    from pydantic import create_model
-
     fields = {k: (v.annotation, v) for k, v in model.model_fields.items() if k not in names}
     return create_model(model.__name__, **fields)  # type: ignore[call-overload,no-any-return]

@@ -23,13 +23,13 @@ import dask.array as da
 import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
-from scnet_dask.convert import write_volume_zarr
+from scnet_dask.commands.export import write_volume_file
 from scnet_dask.errors import InputError, nonfinite_input
-from scnet_dask.export import write_volume_file
 from scnet_dask.io import open_source
 from scnet_dask.io._atomic import atomic_output, refuse_overlap
-from scnet_dask.provenance import volume_attrs
-from scnet_dask.recon import project, wbp
+from scnet_dask.io.provenance import volume_attrs
+from scnet_dask.io.store import write_volume_zarr
+from scnet_dask.science.recon import project, wbp
 
 __all__ = ["parse_tilts", "simulate"]
 

@@ -1,7 +1,8 @@
 """Fourier-sampling Noise2Noise ("F2Fd", cryo-ET thesis): pairs from one tomogram's spectrum.
 
 Before training, a pool of K volumes ``irfftn(F · mask_k)`` is built out of core from the
-tomogram's whole-volume spectrum (:mod:`scnet_dask.fourier`) and written as OME-Zarr in
+tomogram's whole-volume spectrum (:mod:`scnet_dask.methods.fourier_n2n.fft`) and written as
+OME-Zarr in
 ``RUN/pool`` (or ``--pool``), its disk cost printed and checked first. Each training patch draws
 ``2 x pairs`` members without replacement: the first ``pairs`` are inputs, the last ``pairs``
 targets, same crop, same augmentation; the network is a U-Net with dropout before every decoder
@@ -27,12 +28,24 @@ import torch
 import zarr
 from pydantic import Field, model_validator
 
-from scnet_dask.blend import read_box
 from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
+from scnet_dask.io._atomic import atomic_output, remove_path
+from scnet_dask.io.provenance import volume_attrs
+from scnet_dask.io.store import source_signature, write_volume_zarr
 from scnet_dask.methods._dropout import DropoutMethod, mc_dropout
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
+from scnet_dask.methods.fourier_n2n.fft import (
+    PoolSpec,
+    check_disk,
+    masked_inverse,
+    pool_disk_bytes,
+    rfftn_zarr,
+)
+from scnet_dask.methods.loading import load_trained
+from scnet_dask.methods.runtime import infer
 from scnet_dask.model.dropout_unet import DropoutUNet
-from scnet_dask.predict import infer, load_trained
+from scnet_dask.tiling.blend import read_box
 
 __all__ = [
     "FourierTrainOptions",
@@ -96,7 +109,6 @@ def pool_members(folder: Path, size: int) -> dict[str, Path]:
 
 
 def _manifest(noisy: Path, shape: Sequence[int], options: Any, seed: int) -> dict[str, Any]:
-    from scnet_dask.convert import source_signature
 
     return {
         "source": source_signature(Path(noisy)),
@@ -127,18 +139,6 @@ def build_pool(
         If the file system has too little free space.
 
     """
-    from scnet_dask.convert import write_volume_zarr
-    from scnet_dask.fourier import (
-        PoolSpec,
-        check_disk,
-        masked_inverse,
-        pool_disk_bytes,
-        rfftn_zarr,
-    )
-    from scnet_dask.io import open_source
-    from scnet_dask.io._atomic import atomic_output, remove_path
-    from scnet_dask.provenance import volume_attrs
-
     vol = open_source(noisy)
     shape = tuple(int(s) for s in vol.data.shape)
     manifest = _manifest(noisy, shape, options, seed)

@@ -1,0 +1,1 @@
+"""science layer."""
