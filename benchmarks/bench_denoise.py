@@ -53,7 +53,8 @@ from scnet_dask.methods.runtime import forward_stats, reset_forward_stats
 from scnet_dask.methods.scnet import write_checkpoint
 from scnet_dask.model.device import resolve_device
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.tiling.blend import TilePlan, plan_halo, plan_halo_sides
+from scnet_dask.tiling.blend import TilePlan
+from scnet_dask.tiling.halo import plan_halo, plan_halo_sides
 from scnet_dask.tiling.tilesize import CPU_FRACTION, GPU_FRACTION, choose_tile
 
 
@@ -193,7 +194,8 @@ def overhead(features: int) -> None:
 _GRAPH = """
 import sys, time, resource, numpy as np, zarr, dask.array as da
 from pathlib import Path
-from scnet_dask.tiling.blend import TilePlan, plan_halo_sides
+from scnet_dask.tiling.blend import TilePlan
+from scnet_dask.tiling.halo import plan_halo_sides
 from scnet_dask.commands.denoise import _check_finite
 from scnet_dask.methods._unet import network_predictor
 from scnet_dask.tiling.graph import overlap_add

@@ -13,7 +13,8 @@ from distributed import Client, LocalCluster
 
 from scnet_dask.commands.denoise import denoise
 from scnet_dask.config import DenoiseConfig
-from scnet_dask.distributed.cluster import ClusterSpec, cluster_client, make_jobqueue_cluster
+from scnet_dask.config import ClusterConfig as ClusterSpec
+from scnet_dask.distributed.cluster import cluster_client, make_jobqueue_cluster
 from scnet_dask.errors import InputError
 from tests.conftest import run_cli, write_mrc
 from tests.test_denoise import make_checkpoint, structured

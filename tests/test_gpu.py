@@ -91,7 +91,8 @@ def test_ddp_on_every_visible_gpu_keeps_replicas_identical(tmp_path):
 
 def test_local_cuda_cluster_denoise_equals_threads(tmp_path):
     pytest.importorskip("dask_cuda")
-    from scnet_dask.distributed.cluster import ClusterSpec, cluster_client
+    from scnet_dask.config import ClusterConfig as ClusterSpec
+from scnet_dask.distributed.cluster import cluster_client
 
     src = write_mrc(tmp_path / "v.mrc", structured((48, 64, 64)))
     ck = make_checkpoint(tmp_path / "c.pt", features=4)

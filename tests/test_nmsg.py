@@ -14,11 +14,11 @@ from scipy import ndimage as ndi
 from scnet_dask.commands.convert import convert
 from scnet_dask.config import ConvertConfig
 from scnet_dask.io import open_source
+from scnet_dask.methods.nmsg.diagnostics import noise_diagnostics
 from scnet_dask.methods.nmsg.noise_bank import (
     NoiseBankSpec,
     extract_noise_bank,
     gcbd_scores,
-    noise_diagnostics,
     open_noise_bank,
 )
 from tests.conftest import run_cli, write_mrc

@@ -145,7 +145,7 @@ def test_s2s_trains_and_its_ensemble_is_deterministic_and_resumable(halves, caps
     a, b = d / "s2s_a.zarr", d / "s2s_b.zarr"
     assert run_cli(["denoise", even, run / "best.pt", a, *args], capsys)[0] == 0
     # another batching of tiles and passes, and an interrupted run resumed: identical output
-    import scnet_dask.commands.denoise as den_mod
+    import scnet_dask.distributed.compute as den_mod
 
     real = den_mod._store_block
     calls = {"n": 0}

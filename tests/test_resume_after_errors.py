@@ -100,7 +100,7 @@ def test_train_resumes_after_an_error(tmp_path, capsys, monkeypatch):
 
 
 def test_resume_refuses_a_reconverted_zarr_input(tmp_path, capsys):
-    import scnet_dask.commands.denoise as den_mod
+    import scnet_dask.distributed.compute as den_mod
 
     src = write_mrc(tmp_path / "v.mrc", structured((16, 48, 48)), voxel=10.0)
     vol = tmp_path / "v.zarr"
@@ -158,7 +158,7 @@ def test_ctrl_c_during_denoise_aborts_cleanly_and_resumes(tmp_path):
 
 
 def test_an_unwritable_output_midway_reports_the_real_error(tmp_path, capsys, monkeypatch):
-    import scnet_dask.commands.denoise as den_mod
+    import scnet_dask.distributed.compute as den_mod
 
     vol = write_mrc(tmp_path / "v.mrc", structured((16, 48, 48)), voxel=7.5)
     real, calls = den_mod._store_block, {"n": 0}
@@ -186,7 +186,7 @@ def test_denoise_resumes_with_another_tile(tmp_path, capsys, monkeypatch):
     args = ["--chunks", "16", "--device", "cpu"]
     import time
 
-    import scnet_dask.commands.denoise as dn
+    import scnet_dask.distributed.compute as dn
 
     real = dn._store_block
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scnet_dask.model.unet import SCNetUNet
-from scnet_dask.tiling.blend import plan_halo_sides
+from scnet_dask.tiling.halo import plan_halo_sides
 from scnet_dask.tiling.tilesize import TILE_CANDIDATES, choose_tile, tile_edges, tile_memory_bytes
 
 

@@ -8,20 +8,17 @@ import torch
 from scnet_dask.model.unet import NET_REACH, NET_REACH_HI, SCNetUNet
 from scnet_dask.tiling.blend import (
     WINDOW_FLOOR,
-    HaloSides,
     TilePlan,
     axis_weights,
     blend_pieces,
     contributions,
-    plan_halo,
-    plan_halo_sides,
-    post_filter_radius,
     read_box,
     read_spans,
     reflect_index,
     window_profile,
 )
 from scnet_dask.tiling.graph import overlap_add, predict_whole
+from scnet_dask.tiling.halo import HaloSides, plan_halo, plan_halo_sides, post_filter_radius
 
 
 def identity(x: np.ndarray) -> np.ndarray:

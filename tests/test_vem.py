@@ -16,8 +16,9 @@ from scnet_dask.methods.vem_n2n import sublattices
 from scnet_dask.model.losses import ssim2d
 from scnet_dask.model.slice_unet import SliceUNet
 from scnet_dask.science.fastscan import fast_scan
-from scnet_dask.tiling.blend import TilePlan, plan_halo
+from scnet_dask.tiling.blend import TilePlan
 from scnet_dask.tiling.graph import overlap_add, predict_whole
+from scnet_dask.tiling.halo import plan_halo
 from tests.conftest import run_cli
 
 VOXEL = "500,40,40"

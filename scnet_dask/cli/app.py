@@ -116,8 +116,8 @@ def _prior() -> click.Command:
 
 def _train() -> click.Command:
     def body(**kwargs: Any) -> None:
-        if kwargs["cluster"] != "threads" and kwargs.get("worker_logs") is None:
-            kwargs["worker_logs"] = Path(kwargs["out"]) / "worker-logs"
+        if kwargs.get("kind") not in (None, "threads") and kwargs.get("log_dir") is None:
+            kwargs["log_dir"] = Path(kwargs["out"]) / "worker-logs"
         with on_cluster(kwargs) as client:
             cfg = build_config(TrainConfig, **kwargs)
             if client is None:

@@ -14,8 +14,8 @@ import click
 from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic_core import PydanticUndefined
 
-from scnet_dask.config import format_validation_error, load_yaml
-from scnet_dask.distributed.cluster import ClusterSpec, cluster_client
+from scnet_dask.config import ClusterConfig, format_validation_error, load_yaml
+from scnet_dask.distributed.cluster import cluster_client
 from scnet_dask.errors import InputError
 from scnet_dask.methods import get, names, trainable
 
@@ -38,16 +38,11 @@ __all__ = [
     "given",
 ]
 
-CLUSTER_KEYS = (
-    "cluster",
-    "workers",
-    "threads_per_worker",
-    "jobs",
-    "gpus_per_job",
-    "dashboard_address",
-    "worker_logs",
-    "worker_timeout",
-)
+#: ``--config`` keys of the cluster options: field names and their flag names (aliases).
+CLUSTER_KEYS = (*ClusterConfig.model_fields, *(f.alias for f in ClusterConfig.model_fields.values()
+if f.alias))
+
+_CLUSTER_ALIAS = {f.alias: k for k, f in ClusterConfig.model_fields.items() if f.alias}
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
@@ -76,7 +71,7 @@ def config_option(keys: Iterable[str], aliases: dict[str, str] | None = None) ->
                 ctx=ctx,
                 param=param,
             )
-        data = {rename.get(k, k): v for k, v in data.items()}
+        data = {rename.get(k, _CLUSTER_ALIAS.get(k, k)): v for k, v in data.items()}
         params = {p.name: p for p in ctx.command.params if p.name}
         for key, val in data.items():
             par = params.get(key)
@@ -236,43 +231,8 @@ def setup_logging(verbosity: int) -> None:
 
 
 def cluster_options(f: F) -> F:
-    """The shared ``--cluster`` option family (see :mod:`scnet_dask.distributed.cluster`)."""
-    opts = [
-        click.option(
-            "--cluster",
-            default="threads",
-            show_default=True,
-            help="threads | local | slurm | pbs | lsf | sge | tcp://HOST:PORT.",
-        ),
-        click.option("--workers", type=int, default=None, help="Workers of --cluster local."),
-        click.option(
-            "--threads-per-worker", type=int, default=1, show_default=True, help="Per worker."
-        ),
-        click.option("--jobs", type=int, default=1, show_default=True, help="Batch jobs."),
-        click.option(
-            "--gpus-per-job", type=int, default=0, show_default=True, help="GPUs per batch job."
-        ),
-        click.option(
-            "--dashboard-address",
-            default="127.0.0.1:8787",
-            show_default=True,
-            help="Dashboard of a started scheduler (':0' = any free port).",
-        ),
-        click.option(
-            "--worker-logs",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="Folder for the workers' log files.",
-        ),
-        click.option(
-            "--worker-timeout",
-            type=float,
-            default=600.0,
-            show_default=True,
-            help="Seconds without any worker after which a run stops (resumable).",
-        ),
-    ]
-    return apply_options(f, opts)
+    """The ``--cluster`` option family, generated from :class:`~scnet_dask.config.ClusterConfig`."""
+    return apply_options(f, model_options([("", ClusterConfig)], required=False))
 
 
 @contextmanager
@@ -281,16 +241,8 @@ def on_cluster(kwargs: dict[str, Any]) -> Iterator[Any]:
 
     The client is ``None`` for ``--cluster threads``.
     """
-    spec = ClusterSpec(
-        kind=kwargs.pop("cluster"),
-        workers=kwargs.pop("workers"),
-        threads_per_worker=kwargs.pop("threads_per_worker"),
-        jobs=kwargs.pop("jobs"),
-        gpus_per_job=kwargs.pop("gpus_per_job"),
-        dashboard_address=kwargs.pop("dashboard_address"),
-        log_dir=kwargs.pop("worker_logs"),
-        worker_timeout_s=kwargs.pop("worker_timeout"),
-    )
+    given_ = {k: kwargs.pop(k) for k in ClusterConfig.model_fields if k in kwargs}
+    spec = ClusterConfig(**{k: v for k, v in given_.items() if v is not None})
     with cluster_client(spec) as client:
         if client is not None:
             click.echo(f"scnet-dask: Dask dashboard: {client.dashboard_link}", err=True)

@@ -32,8 +32,9 @@ from scnet_dask.methods.topaz import (
 )
 from scnet_dask.model.device import resolve_device
 from scnet_dask.science.recon import read_tilt_angles, wbp
-from scnet_dask.tiling.blend import TilePlan, plan_halo
+from scnet_dask.tiling.blend import TilePlan
 from scnet_dask.tiling.graph import overlap_add
+from scnet_dask.tiling.halo import plan_halo
 
 __all__ = ["make_prior"]
 

@@ -23,7 +23,6 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ import torch
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from scnet_dask.config.cluster import JOBQUEUE_KINDS
+from scnet_dask.config.cluster import ClusterConfig as ClusterSpec
 from scnet_dask.errors import InputError
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JOBQUEUE_KINDS = ("slurm", "pbs", "lsf", "sge")
 #: How long to wait for a running scheduler given as ``tcp://HOST:PORT``.
 CONNECT_TIMEOUT = "20s"
 _GPU_DIRECTIVES = {
@@ -53,54 +53,6 @@ _GPU_DIRECTIVES = {
     "lsf": '-gpu "num={g}"',
     "sge": "-l gpu={g}",
 }
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """The ``--cluster`` family of options.
-
-    Attributes
-    ----------
-    kind
-        ``threads``, ``local``, ``slurm``, ``pbs``, ``lsf``, ``sge`` or ``tcp://HOST:PORT``.
-    workers, threads_per_worker
-        For ``local`` (default: one worker per GPU, else 1 worker; 1 thread each).
-    jobs, gpus_per_job
-        For the batch systems.
-    dashboard_address
-        Where a started scheduler serves its dashboard (``127.0.0.1:8787``: this machine only;
-        ``:0``: any free port).
-    log_dir
-        Folder for worker log files (default: none, logs stay with the workers).
-    worker_timeout_s
-        A run whose cluster has had no worker for this long stops with one line (kept work
-        resumes) instead of waiting forever.
-
-    """
-
-    kind: str = "threads"
-    workers: int | None = None
-    threads_per_worker: int = 1
-    jobs: int = 1
-    gpus_per_job: int = 0
-    dashboard_address: str = "127.0.0.1:8787"
-    log_dir: Path | None = None
-    worker_timeout_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        ok = ("threads", "local", *JOBQUEUE_KINDS)
-        if self.kind not in ok and not self.kind.startswith("tcp://"):
-            raise InputError(
-                f"--cluster must be one of {', '.join(ok)} or tcp://HOST:PORT, got {self.kind!r}"
-            )
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"--workers must be >= 1, got {self.workers}")
-        if self.threads_per_worker < 1:
-            raise InputError(f"--threads-per-worker must be >= 1, got {self.threads_per_worker}")
-        if self.jobs < 1 or self.gpus_per_job < 0:
-            raise InputError(
-                f"--jobs must be >= 1 and --gpus-per-job >= 0, got {self.jobs}, {self.gpus_per_job}"
-            )
 
 
 class WorkerSetup(WorkerPlugin):

@@ -41,9 +41,7 @@ from scipy.ndimage import gaussian_filter
 from scnet_dask.errors import nonfinite_input
 from scnet_dask.io.resume import done_marker
 from scnet_dask.tiling.blend import (
-    POST_FILTER_TRUNCATE,
     TilePlan,
-    Triple,
     WeightSpec,
     blend_pieces,
     contributions,
@@ -51,6 +49,7 @@ from scnet_dask.tiling.blend import (
     read_spans,
     reflect_index,
 )
+from scnet_dask.tiling.halo import POST_FILTER_TRUNCATE, Triple
 
 __all__ = [
     "Predictor",

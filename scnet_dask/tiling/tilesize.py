@@ -21,7 +21,8 @@ import numpy as np
 import psutil
 import torch
 
-from scnet_dask.tiling.blend import HaloSides, TilePlan, Triple
+from scnet_dask.tiling.blend import TilePlan
+from scnet_dask.tiling.halo import HaloSides, Triple
 
 __all__ = [
     "TILE_CANDIDATES",

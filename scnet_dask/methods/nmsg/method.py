@@ -48,47 +48,34 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
 from scnet_dask.methods._unet import (
     NetworkPredictor,
     UNetMethod,
-    UNetOptions,
-    checkpoint_normalisation,
 )
 from scnet_dask.methods._unet import network_geometry as _network_geometry
 from scnet_dask.methods.base import (
-    Geometry,
-    Options,
     PredictContext,
     TilePredictor,
     TrainState,
     lr_factor,
 )
-from scnet_dask.methods.loading import load_trained
-from scnet_dask.methods.nmsg.noise_bank import (
-    NoiseBankSpec,
-    extract_noise_bank,
-    noise_diagnostics,
-    open_noise_bank,
-    plot_noise_diagnostics,
-)
-from scnet_dask.methods.runtime import device_lock, record_forward
+from scnet_dask.methods.nmsg.diagnostics import noise_diagnostics, plot_noise_diagnostics
+from scnet_dask.methods.nmsg.noise_bank import NoiseBankSpec, extract_noise_bank
+from scnet_dask.methods.nmsg.options import NmsgDenoiseOptions, NmsgTrainOptions
+from scnet_dask.methods.nmsg.predictor import NmsgPredictor, _bank, _gen
 from scnet_dask.model.gan import (
     NoiseCritic,
     NoiseGenerator,
-    cube_spectrum,
     gradient_penalty,
     spectral_loss,
 )
@@ -96,111 +83,9 @@ from scnet_dask.model.losses import loss_smooth
 from scnet_dask.model.unet import SCNetUNet
 from scnet_dask.science.stats import volume_statistics
 
-__all__ = ["NmsgTrainOptions", "NmsgDenoiseOptions", "NmsgPredictor", "Nmsg"]
+__all__ = ["Nmsg"]
 
 log = logging.getLogger(__name__)
-
-
-class NmsgTrainOptions(UNetOptions):
-    """Options of ``train --method nmsg``."""
-
-    upsample: bool = Field(
-        False, description="SC-Net's 2x nearest up-sampling block along z and x."
-    )
-    prior: Path | None = Field(
-        None, description="Optional prior (OME-Zarr) for the sparsity-guided smoothing term."
-    )
-    lambda_smooth: float = Field(
-        0.01, ge=0, description="Weight of the Sobel term against --prior (needs --prior)."
-    )
-    pair_form: Literal["noisier2noise", "n2n"] = Field(
-        "n2n",
-        description="Training pairs: (y + a G, y) with the Noisier2Noise correction, or "
-        "(y + G1, y + G2).",
-    )
-    alpha: float = Field(
-        1.0, gt=0, le=2, description="Noisier2Noise: scale of the added generated noise."
-    )
-    noise: Path | None = Field(
-        None, description="Noise-cube store (made there if absent); default RUN/noise.zarr."
-    )
-    noise_cube: int = Field(16, ge=8, le=64, description="Edge of a noise cube (even).")
-    noise_rule: Literal["calibrated", "gcbd"] = Field(
-        "calibrated",
-        description="Smooth-cube thresholds: --noise-tolerance x the median GCBD scores of the "
-        "tested cubes, or GCBD's absolute --noise-mu/--noise-gamma (white noise).",
-    )
-    noise_tolerance: float = Field(
-        1.5, gt=0, description="Calibrated rule: multiple of the median scores allowed."
-    )
-    noise_mu: float = Field(
-        0.1, gt=0, description="GCBD rule: max sub-cube mean deviation, in cube std units."
-    )
-    noise_gamma: float = Field(
-        0.25, gt=0, description="GCBD rule: max relative sub-cube variance deviation."
-    )
-    noise_max_cubes: int = Field(2000, ge=16, description="Noise cubes to collect at most.")
-    noise_min_cubes: int = Field(64, ge=8, description="Fewer passing cubes is an error.")
-    noise_screen: float = Field(
-        1.0,
-        gt=0,
-        description="Skip candidate cubes whose coarse-level variance exceeds "
-        "(1 + this) x its 25th percentile (structure).",
-    )
-    gan_steps: int = Field(
-        400, ge=1, description="Steps of the noise-model phase (generator updates)."
-    )
-    gan_batch: int = Field(16, ge=2, description="Noise cubes per critic/generator batch.")
-    critic_steps: int = Field(2, ge=1, description="Critic updates per generator update.")
-    gan_features: int = Field(32, ge=4, description="Channels of generator and critic.")
-    gan_layers: int = Field(4, ge=2, le=8, description="Convolutions of the generator.")
-    gan_lr: float = Field(
-        1e-3, gt=0, description="Adam learning rate of the noise model (cosine decay to 0)."
-    )
-    gp_weight: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight.")
-    lambda_spectrum: float = Field(
-        1.0, ge=0, description="Weight of the generator's spectral term (0: adversarial only)."
-    )
-    lambda_adversarial: float = Field(
-        0.0,
-        ge=0,
-        description="Weight of the generator's adversarial (WGAN-GP) term; 0 "
-        "trains no critic (spectral matching only, the measured best for near-Gaussian noise).",
-    )
-
-
-class NmsgDenoiseOptions(Options):
-    """Options of ``denoise --method nmsg``."""
-
-    post_sigma: float = Field(0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network.")
-    passes: int = Field(
-        4, ge=1, le=64, description="Noisier2Noise: generated-noise draws averaged per tile."
-    )
-
-
-@dataclass(frozen=True)
-class _Bank:
-    train: np.ndarray
-    held: np.ndarray
-    spectrum: np.ndarray
-
-
-@lru_cache(maxsize=2)
-def _bank(path: str) -> _Bank:
-    """The noise cubes of ``path``: 90 % to train on, 10 % (>= 8) held back; their spectrum."""
-    cubes = open_noise_bank(Path(path))
-    held = max(8, len(cubes) // 10)
-    train = cubes[:-held]
-    spec = cube_spectrum(torch.from_numpy(train[:, None])).numpy()
-    return _Bank(train, cubes[-held:], spec)
-
-
-def _gen(networks: Mapping[str, torch.nn.Module]) -> NoiseGenerator:
-    """The ``generator`` network, typed."""
-    g = networks["generator"]
-    if not isinstance(g, NoiseGenerator):
-        raise InputError(f"the generator is a {type(g).__name__}, not a NoiseGenerator")
-    return g
 
 
 def _flip(x: np.ndarray, rng: torch.Generator) -> np.ndarray:
@@ -435,55 +320,3 @@ class Nmsg(UNetMethod):
         return pred, details
 
 
-@dataclass(frozen=True)
-class NmsgPredictor:
-    """NMSG's Noisier2Noise denoiser on (B, z, y, x) tiles in the input's units.
-
-    Per tile, ``passes`` draws of generated noise ``m`` (seeded by the tile's seed), each
-    corrected as ``((1 + α²) f(y + α m) − y − α m) / α²``, averaged.
-    """
-
-    checkpoint: str
-    sha256: str
-    device: str
-    amp: bool
-    geometry: Geometry
-    alpha: float
-    passes: int
-
-    def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
-        """Return the denoised tiles, same shape, float32, in the input's units."""
-        tr = load_trained(self.checkpoint, self.sha256, self.device)
-        mean, std = checkpoint_normalisation(tr, "noisy")
-        net, gen = tr.networks["model"], _gen(tr.networks)
-        x = torch.from_numpy((np.asarray(tiles, np.float32) - mean) / std)[:, None]
-        cuda = self.device.startswith("cuda")
-        a2 = self.alpha**2
-        with (
-            device_lock(self.device),
-            torch.inference_mode(),
-            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp),
-        ):
-            t0 = time.perf_counter()
-            x = x.to(self.device)
-            shape = tuple(int(s) for s in x.shape[2:])
-            out = torch.zeros_like(x)
-            for k in range(self.passes):
-                m = torch.cat(
-                    [
-                        gen.sample(
-                            1, shape,
-                            torch.Generator().manual_seed(
-                                (int(seeds[b]) if seeds is not None else b) * 64 + k
-                            ),
-                            self.device,
-                        ).float()
-                        for b in range(x.shape[0])
-                    ]
-                )  # fmt: skip
-                z = x + self.alpha * m
-                out += ((1 + a2) * net(z).float() - z) / a2
-            out /= self.passes
-            res = out[:, 0].float().cpu().numpy()
-            record_forward(time.perf_counter() - t0, res.size * self.passes)
-        return res * std + mean
