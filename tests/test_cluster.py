@@ -12,8 +12,8 @@ import zarr
 from distributed import Client, LocalCluster
 
 from scnet_dask.commands.denoise import denoise
-from scnet_dask.config import DenoiseConfig
 from scnet_dask.config import ClusterConfig as ClusterSpec
+from scnet_dask.config import DenoiseConfig
 from scnet_dask.distributed.cluster import cluster_client, make_jobqueue_cluster
 from scnet_dask.errors import InputError
 from tests.conftest import run_cli, write_mrc

@@ -41,7 +41,7 @@ def _train_args(vol, out, *extra):
 
 
 def test_training_resume_on_gpu_continues_exactly(tmp_path, capsys):
-    import scnet_dask.engine.train as tr
+    import scnet_dask.engine.run as tr
     from tests.conftest import run_cli
 
     src = write_mrc(tmp_path / "v.mrc", structured((48, 64, 64)), voxel=10.0)
@@ -92,7 +92,7 @@ def test_ddp_on_every_visible_gpu_keeps_replicas_identical(tmp_path):
 def test_local_cuda_cluster_denoise_equals_threads(tmp_path):
     pytest.importorskip("dask_cuda")
     from scnet_dask.config import ClusterConfig as ClusterSpec
-from scnet_dask.distributed.cluster import cluster_client
+    from scnet_dask.distributed.cluster import cluster_client
 
     src = write_mrc(tmp_path / "v.mrc", structured((48, 64, 64)))
     ck = make_checkpoint(tmp_path / "c.pt", features=4)

@@ -14,8 +14,9 @@ from zarr.storage import LocalStore
 from scnet_dask.commands.convert import convert
 from scnet_dask.commands.prior import make_prior
 from scnet_dask.config import ConvertConfig, PriorConfig, TrainConfig
+from scnet_dask.engine.run import TrainingDiverged
 from scnet_dask.engine.sampling import PatchSampler, split_regions
-from scnet_dask.engine.train import TrainingDiverged, lr_factor, train
+from scnet_dask.engine.train import lr_factor, train
 from scnet_dask.errors import InputError
 from scnet_dask.methods import get
 from scnet_dask.methods.scnet import ScnetTrainOptions
@@ -139,7 +140,7 @@ def test_resume_is_bit_identical(volumes, tmp_path, monkeypatch, schedule):
     ref = tmp_path / "ref"
     train(_cfg(n, p, ref, epochs=3, lr_schedule=schedule), show_progress=False)
     run = tmp_path / "run"
-    import scnet_dask.engine.train as tr
+    import scnet_dask.engine.run as tr
 
     real = tr._Run.validate
     calls = {"n": 0}

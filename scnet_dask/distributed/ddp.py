@@ -22,8 +22,9 @@ import torch.distributed as dist
 from distributed import as_completed
 
 from scnet_dask.config import TrainConfig
+from scnet_dask.engine.run import input_statistics
 from scnet_dask.engine.rundir import prepare_run_dir
-from scnet_dask.engine.train import input_statistics, train
+from scnet_dask.engine.train import train
 from scnet_dask.errors import InputError, RunStopped
 from scnet_dask.methods import get
 from scnet_dask.model.device import resolve_device

@@ -1,0 +1,361 @@
+"""The state of one training run: inputs, samplers, networks, optimisers, validation set, RNGs.
+
+Everything a checkpoint must hold to continue a run exactly (``--resume``) lives here; the loop
+that drives it is :func:`scnet_dask.engine.train.train`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import zarr
+
+from scnet_dask import __version__
+from scnet_dask.config import TrainConfig
+from scnet_dask.engine.sampling import PatchSampler, foreground_mask, split_regions
+from scnet_dask.errors import InputError
+from scnet_dask.io import open_source, voxel_mismatch
+from scnet_dask.io.omezarr import coarsest_level, get_array
+from scnet_dask.methods import Method, TrainState, get
+from scnet_dask.methods.base import lr_factor
+from scnet_dask.model.device import resolve_device
+from scnet_dask.science.stats import volume_statistics
+
+__all__ = [
+    "TrainingDiverged",
+    "augment_planes",
+    "input_statistics",
+]
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _open_level0(path: Path) -> tuple[zarr.Array, dict[str, Any]]:
+    vol = open_source(path)
+    if vol.format != "zarr":
+        raise InputError(f"{path}: training reads OME-Zarr; run 'scnet-dask convert' first")
+    group = zarr.open_group(str(path), mode="r")
+    ome: Any = dict(group.attrs).get("ome", {})
+    ms = ome.get("multiscales", [])
+    name = ms[0]["datasets"][0]["path"] if ms else "0"
+    stats = volume_statistics(vol)
+    if not np.isfinite(stats.get("std", np.nan)) or stats.get("n_nonfinite", 0):
+        raise InputError(f"{path}: volume has NaN/Inf voxels or no finite statistics")
+    return get_array(group, name), {**stats, "voxel_size_angstrom": list(vol.voxel_size_angstrom)}
+
+
+def _mask_from_pyramid(path: Path) -> tuple[np.ndarray, int]:
+    level, factor = coarsest_level(path)
+    return foreground_mask(level), factor
+
+
+def augment_planes(
+    choice: str, voxel_size_angstrom: Any, patch: tuple[int, int, int]
+) -> Literal["all", "yx"]:
+    """The rotation planes of the augmentation (``--augment-planes``).
+
+    ``"auto"`` gives ``"yx"`` when the voxels are anisotropic (z more than 1.5x y or x, as in
+    vEM) or the patch is not a cube, else ``"all"``.
+
+    Raises
+    ------
+    InputError
+        ``"all"`` asked for non-cubic patches.
+
+    """
+    cubic = len(set(patch)) == 1
+    if choice == "all":
+        if not cubic:
+            raise InputError(
+                f"--augment-planes all needs cubic patches; this method's are {patch}: use yx"
+            )
+        return "all"
+    if choice == "yx":
+        return "yx"
+    vz, vy, vx = (float(v) for v in voxel_size_angstrom)
+    anisotropic = vz > 1.5 * min(vy, vx) or min(vy, vx) > 1.5 * vz
+    return "yx" if anisotropic or not cubic else "all"
+
+
+def _open_inputs(
+    cfg: TrainConfig, method: Method
+) -> tuple[dict[str, Path], dict[str, zarr.Array], dict[str, dict[str, Any]]]:
+    """The method's input paths, their level-0 arrays and stored statistics, checked to agree."""
+    paths = method.input_paths(cfg.noisy, cfg.options, Path(cfg.out))
+    arrays: dict[str, zarr.Array] = {}
+    stats: dict[str, dict[str, Any]] = {}
+    primary = next(iter(paths))
+    for name, path in paths.items():
+        arrays[name], stats[name] = _open_level0(path)
+        if arrays[name].shape != arrays[primary].shape:
+            raise InputError(
+                f"{path}: {name} grid {tuple(arrays[name].shape)} differs from the "
+                f"{primary} grid {tuple(arrays[primary].shape)} of {paths[primary]}"
+            )
+        va = stats[name]["voxel_size_angstrom"]
+        vb = stats[primary]["voxel_size_angstrom"]
+        if voxel_mismatch(va, vb) > 0.01:
+            raise InputError(
+                f"{path}: {name} voxel size {tuple(va)} Å differs from the {primary} voxel "
+                f"size {tuple(vb)} Å of {paths[primary]}"
+            )
+    return paths, arrays, stats
+
+
+def input_statistics(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The normalisation statistics of every input of ``cfg.method`` (its hook applied).
+
+    :func:`scnet_dask.distributed.ddp.train_distributed` computes them once, before starting the
+    ranks,
+    and hands them to every rank, so that a method's full-volume pass (SC-Net's affine prior
+    fit) runs once and not inside every rank while the others wait at the first collective.
+    """
+    method = get(cfg.method)
+    paths, _, stats = _open_inputs(cfg, method)
+    return method.input_statistics(cfg.options, stats, paths)
+
+
+class _Run:
+    """State of one training run (kept small so that checkpoints capture all of it)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        rank: int = 0,
+        world: int = 1,
+        stats: dict[str, dict[str, Any]] | None = None,
+    ):
+        self.cfg = cfg
+        self.rank = rank
+        self.world = world
+        self.out = Path(cfg.out)
+        self.method: Method = get(cfg.method)
+        self.device = resolve_device(cfg.device)
+        paths, arrays, own = _open_inputs(cfg, self.method)
+        self.paths = paths
+        primary = next(iter(paths))
+        self.stats = (
+            stats if stats is not None else self.method.input_statistics(cfg.options, own, paths)
+        )
+        z, y, x = (int(s) for s in arrays[primary].shape)
+        shape = (z, y, x)
+        patch = self.method.patch_shape(cfg.options, cfg.patch_size)
+        self.patch = patch
+        self.planes = augment_planes(
+            cfg.augment_planes, self.stats[primary]["voxel_size_angstrom"], patch
+        )
+        self.train_region, self.val_region = split_regions(
+            shape, patch, cfg.val_fraction if cfg.val_patches else 0.0
+        )
+        self.sampler = self._train_sampler(arrays, rank)
+        tiles = math.prod(s // p for s, p in zip(shape, patch, strict=True))
+        self.steps = cfg.steps_per_epoch or max(1, int(0.9 * tiles) // cfg.batch_size)
+        torch.manual_seed(cfg.seed)
+        nets = {k: v.to(self.device) for k, v in self.method.build(cfg.options).items()}
+        opts = self.method.optimizers(nets, cfg.options, cfg)
+        self.state = TrainState(
+            networks=nets,
+            optimizers=opts,
+            forward=dict(nets),
+            options=cfg.options,
+            device=self.device,
+            total_steps=cfg.epochs * self.steps,
+            update=self.update,
+            run_dir=self.out,
+            lead=rank == 0,
+        )
+        # --lr-schedule: each driven optimiser's span and its groups' learning rates at build
+        self.lr_schedule = (
+            self.method.lr_schedule if cfg.lr_schedule == "auto" else cfg.lr_schedule
+        )
+        self.lr_spans = (
+            self.method.lr_schedule_span(cfg.options, opts, self.state.total_steps)
+            if self.lr_schedule != "constant"
+            else {}
+        )
+        self.base_lrs = {k: [g["lr"] for g in opts[k].param_groups] for k in self.lr_spans}
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)
+        self.epoch = 0
+        self.best_val = math.inf
+        self.val_set = self._validation_set(arrays)
+
+    def _train_sampler(self, arrays: dict[str, Any], rank: int) -> PatchSampler:
+        """The training patch sampler: its own seed per rank, the foreground mask if asked."""
+        cfg = self.cfg
+        mask, factor = (None, 1)
+        if cfg.foreground_mask:
+            mask, factor = _mask_from_pyramid(self.paths[next(iter(self.paths))])
+        return PatchSampler(
+            arrays,
+            self.stats,
+            self.patch,
+            self.train_region,
+            seed=cfg.seed + 7919 * rank,  # each rank draws its own patches
+            mask=mask,
+            mask_factor=factor,
+            augment=cfg.augment,
+            subset=self.method.patch_subset(cfg.options),
+            planes=self.planes,
+        )
+
+    def _validation_set(self, arrays: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+        """The fixed validation patches (from the held-back region), read once."""
+        cfg = self.cfg
+        if self.val_region is None:
+            return []
+        vs = PatchSampler(
+            arrays,
+            self.stats,
+            self.patch,
+            self.val_region,
+            seed=cfg.seed + 2,
+            augment=False,
+            planes=self.planes,
+            prefetch=1,
+            workers=1,
+            subset=self.method.patch_subset(cfg.options),
+        )
+        val_set = [
+            vs.read(o, a, n) for o, a, n in vs.fixed_patches(cfg.val_patches, cfg.seed + 2)
+        ]
+        vs.close()
+        return val_set
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps taken."""
+        return self.state.step
+
+    # --- the update every method's step calls ------------------------------------------
+    def update(self, loss: torch.Tensor, optimizer: str, sync: bool = False) -> None:
+        """Stop on a non-finite loss (on every rank together), else zero-grad, backward, step.
+
+        ``sync``: average the optimiser's gradients over the ranks before stepping (networks
+        used without their DDP wrapper).
+        """
+        finite = torch.isfinite(loss.detach()).float()
+        if self.world > 1:  # every rank stops together
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite):
+            raise TrainingDiverged(
+                f"{self.out}: loss became {float(loss.detach())} at step {self.step + 1} "
+                f"(epoch {self.epoch + 1}); stopped, last good checkpoint "
+                f"{self.out / 'last.pt'} (epoch {self.epoch}) kept"
+            )
+        opt = self.state.optimizers[optimizer]
+        if optimizer in self.lr_spans:
+            factor = lr_factor(self.lr_schedule, self.step, *self.lr_spans[optimizer])
+            for group, base in zip(opt.param_groups, self.base_lrs[optimizer], strict=True):
+                group["lr"] = base * factor
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if sync and self.world > 1:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= self.world
+        opt.step()
+
+    def current_lr(self) -> float:
+        """The learning rate of the main optimiser's first group at its last step."""
+        name = next(iter(self.lr_spans), next(iter(self.state.optimizers)))
+        return float(self.state.optimizers[name].param_groups[0]["lr"])
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        return {
+            "method": self.method.name,
+            "options": self.cfg.options.model_dump(mode="json"),
+            "config": self.cfg.model_dump(mode="json", exclude={"options"}),
+            "networks": {k: v.state_dict() for k, v in self.state.networks.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.state.optimizers.items()},
+            "normalisation": {k: _plain(v) for k, v in self.stats.items()},
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_val": self.best_val,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "blind_spot": self.gen.get_state(),
+                "sampler": _plain(self.sampler.get_state()),
+            },
+            "provenance": {
+                **{k: str(Path(v).resolve()) for k, v in self.paths.items()},
+                "scnet_dask_version": __version__,
+            },
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        ck = self.out / "last.pt"
+        if data.get("method") != self.method.name:
+            raise InputError(
+                f"{ck}: checkpoint was trained with method={data.get('method')!r}, "
+                f"this run asks for {self.method.name!r}"
+            )
+        old = {**data.get("config", {}), **data.get("options", {})}
+        new = {**self.cfg.model_dump(mode="json"), **self.cfg.options.model_dump(mode="json")}
+        for key in ("features", "upsample", "patch_size"):
+            if key in new and old.get(key) != new[key]:
+                raise InputError(
+                    f"{ck}: checkpoint was trained with {key}={old.get(key)!r}, "
+                    f"this run asks for {new[key]!r}"
+                )
+        try:
+            for k, net in self.state.networks.items():
+                net.load_state_dict(data["networks"][k])
+            for k, opt in self.state.optimizers.items():
+                opt.load_state_dict(data["optimizers"][k])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise InputError(f"{ck}: incompatible checkpoint ({e})") from e
+        self.epoch, self.state.step, self.best_val = (
+            int(data["epoch"]),
+            int(data["step"]),
+            float(data["best_val"]),
+        )
+        torch.set_rng_state(data["rng"]["torch"])
+        if self.rank == 0:  # other ranks keep their own streams (see train_distributed)
+            self.gen.set_state(data["rng"]["blind_spot"])
+            self.sampler.set_state(data["rng"]["sampler"])
+
+    def set_mode(self, training: bool) -> None:
+        for net in self.state.networks.values():
+            net.train(training)
+
+    def validate(self) -> float:
+        if not self.val_set:
+            return math.nan
+        self.set_mode(False)
+        gen = torch.Generator().manual_seed(self.cfg.seed + 3)
+        vals = []
+        with torch.no_grad():
+            for sample in self.val_set:
+                batch = {k: v[None, None] for k, v in sample.items()}
+                terms = self.method.step(self.state, batch, gen, train=False)
+                vals.append(float(terms["total"]))
+        self.set_mode(True)
+        return float(np.mean(vals))
+
+    def preview(self) -> dict[str, np.ndarray]:
+        """Volumes (inputs and output) of the first validation patch, for the epoch figure."""
+        self.set_mode(False)
+        try:
+            return self.method.preview(self.state, self.val_set[0])
+        finally:
+            self.set_mode(True)
+
+
+def _plain(obj: Any) -> Any:
+    """Convert numpy scalars and tuples into plain Python for ``weights_only`` loading."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
