@@ -20,6 +20,7 @@ import click
 from scnet_dask import __version__
 from scnet_dask.cli.options import (
     build_config,
+    chosen_method,
     cluster_options,
     command_from_models,
     method_models,
@@ -50,6 +51,7 @@ from scnet_dask.config import (
 from scnet_dask.distributed import ddp
 from scnet_dask.engine import train as train_engine
 from scnet_dask.errors import InputError, OutputError, RunStopped
+from scnet_dask.methods import names
 from scnet_dask.methods import scnet as scnet_method
 
 __all__ = ["cli", "main"]
@@ -114,7 +116,7 @@ def _prior() -> click.Command:
     )  # fmt: skip
 
 
-def _train() -> click.Command:
+def _train(method: str = "scnet") -> click.Command:
     def body(**kwargs: Any) -> None:
         if kwargs.get("kind") not in (None, "threads") and kwargs.get("log_dir") is None:
             kwargs["log_dir"] = Path(kwargs["out"]) / "worker-logs"
@@ -137,17 +139,19 @@ def _train() -> click.Command:
     models = [
         *method_option("train"),
         ("", without_fields(TrainConfig, "method")),
-        *method_models("train"),
+        *method_models("train", _known(method)),
     ]
     return command_from_models(
         "train", models, [path_argument("noisy")], body,
         "Train --method on the NOISY OME-Zarr (its first input); checkpoints to --out. With "
-        "--cluster other than threads, one PyTorch DDP rank runs on each Dask worker.",
-        cluster=True,
+        "--cluster other than threads, one PyTorch DDP rank runs on each Dask worker. "
+        f"The options shown are the engine's and --method {method}'s; another method's: "
+        "'scnet-dask train --method NAME --help'.",
+        cluster=True, method=("train", method),
     )  # fmt: skip
 
 
-def _denoise() -> click.Command:
+def _denoise(method: str = "scnet") -> click.Command:
     def body(paths: tuple[Path, ...], **kwargs: Any) -> None:
         if len(paths) == 3:
             inp, ckpt, outp = paths
@@ -171,15 +175,17 @@ def _denoise() -> click.Command:
     models = [
         *method_option("denoise"),
         ("", without_fields(DenoiseConfig, "method", "input", "output", "checkpoint")),
-        *method_models("denoise"),
+        *method_models("denoise", _known(method)),
     ]
     paths = click.Argument(["paths"], nargs=-1, required=True, type=click.Path(path_type=Path))
     return command_from_models(
         "denoise", models, [paths], body,
         "Denoise INPUT into OUTPUT: denoise INPUT [CHECKPOINT] OUTPUT. INPUT is OME-Zarr, MRC or "
         "TIFF; OUTPUT is .zarr (OME-Zarr), .mrc/.rec or .tif. CHECKPOINT (best.pt of 'scnet-dask "
-        "train') is needed for the trained methods only.",
-        cluster=True,
+        "train') is needed for the trained methods only. "
+        f"The options shown are the common ones and --method {method}'s; another method's: "
+        "'scnet-dask denoise --method NAME --help'.",
+        cluster=True, method=("denoise", method),
     )  # fmt: skip
 
 
@@ -256,6 +262,14 @@ def _import_scnet() -> click.Command:
     return import_scnet
 
 
+def _known(method: str) -> str | None:
+    """``method`` if registered; else ``None`` (``--method``'s choices will refuse the name)."""
+    return method if method in names() else None
+
+
+#: Commands whose options depend on ``--method``: built for the method the command line names.
+_PER_METHOD: dict[str, Callable[[str], click.Command]] = {"train": _train, "denoise": _denoise}
+
 _COMMANDS: dict[str, Callable[[], click.Command]] = {
     "convert": _convert,
     "export": _export,
@@ -271,12 +285,26 @@ _COMMANDS: dict[str, Callable[[], click.Command]] = {
 
 
 class _Group(click.Group):
-    """Builds each command when it is looked up, from the configs and the method registry."""
+    """Builds each command when it is looked up, from the configs and the method registry.
+
+    ``train`` and ``denoise`` are built for the ``--method`` of the command line (or of its
+    ``--config`` file): their options and ``--help`` are the engine's and that method's only.
+    """
+
+    _args: tuple[str, ...] = ()
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(_COMMANDS)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        self._args = tuple(args[1:])
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _PER_METHOD:
+            return _PER_METHOD[cmd_name](chosen_method(self._args, "scnet"))
         make = _COMMANDS.get(cmd_name)
         return make() if make else None
 

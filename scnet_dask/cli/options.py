@@ -26,6 +26,9 @@ __all__ = [
     "params_of",
     "path_argument",
     "method_models",
+    "chosen_method",
+    "foreign_options",
+    "MethodCommand",
     "method_help",
     "method_option",
     "without_fields",
@@ -39,8 +42,10 @@ __all__ = [
 ]
 
 #: ``--config`` keys of the cluster options: field names and their flag names (aliases).
-CLUSTER_KEYS = (*ClusterConfig.model_fields, *(f.alias for f in ClusterConfig.model_fields.values()
-if f.alias))
+CLUSTER_KEYS = (
+    *ClusterConfig.model_fields,
+    *(f.alias for f in ClusterConfig.model_fields.values() if f.alias),
+)
 
 _CLUSTER_ALIAS = {f.alias: k for k, f in ClusterConfig.model_fields.items() if f.alias}
 
@@ -64,6 +69,10 @@ def config_option(keys: Iterable[str], aliases: dict[str, str] | None = None) ->
         data = load_yaml(value)
         fields = key_set | set(CLUSTER_KEYS)
         unknown = sorted(set(data) - fields)
+        if unknown and isinstance(ctx.command, MethodCommand):
+            msg = foreign_options(ctx.command.kind, ctx.command.method, unknown)
+            if msg:
+                raise InputError(f"{value}: {msg}")
         if unknown:
             raise click.BadParameter(
                 f"{value}: unknown key(s) {', '.join(unknown)}; "
@@ -187,7 +196,7 @@ def model_options(
         ctype, is_bool = _click_type(info.annotation)
         shown = [(lab, d) for lab, d in defaults if d is not PydanticUndefined and d is not None]
         help_text = str(info.description)
-        if len(defaults) > 1 or (len(models) > 1 and defaults[0][0]):
+        if len(defaults) > 1:
             if shown:
                 per = "; ".join(f"{lab}: {_default_text(d)}" for lab, d in shown)
                 help_text += f" [{per}]"
@@ -269,8 +278,13 @@ def command_from_models(
     body: Callable[..., None],
     doc: str,
     cluster: bool = False,
+    method: tuple[str, str] | None = None,
 ) -> click.Command:
-    """A command whose options are generated from ``models`` (see ``model_options``)."""
+    """A command whose options are generated from ``models`` (see ``model_options``).
+
+    ``method``: ``(kind, name)`` for ``train``/``denoise`` built for one method
+    (a :class:`MethodCommand`).
+    """
     skip = {p.name for p in positional if p.name} | {"options"}
     ms = [m for _, m in models]
     decorators: list[Callable[[Any], Any]] = [
@@ -282,6 +296,11 @@ def command_from_models(
     params: list[click.Parameter] = list(positional)
     for deco in decorators:
         params += params_of(deco)
+    if method is not None:
+        kind, name_ = method
+        return MethodCommand(
+            name, callback=body, params=params, help=doc, kind=kind, method=name_
+        )
     return click.Command(name, callback=body, params=params, help=doc)
 
 
@@ -300,15 +319,83 @@ def path_argument(name: str, **kw: Any) -> click.Argument:
     return click.Argument([name], type=click.Path(path_type=Path), **kw)
 
 
-def method_models(kind: str) -> list[tuple[str, type[BaseModel]]]:
-    """``(name, options model)`` of every registered method for ``train`` or ``denoise``."""
+def method_models(kind: str, method: str | None = None) -> list[tuple[str, type[BaseModel]]]:
+    """``(name, options model)`` for ``train`` or ``denoise``: of ``method``, or of every method."""
     out: list[tuple[str, type[BaseModel]]] = []
-    for n in names():
+    for n in names() if method is None else [method]:
         m = get(n)
         model = m.train_options if kind == "train" else m.denoise_options
         if model is not None:
             out.append((n, model))
     return out
+
+
+def foreign_options(kind: str, method: str, keys: Iterable[str]) -> str | None:
+    """The one-line refusal of ``keys`` that are other methods' options, or ``None``.
+
+    ``train``/``denoise`` only have the options of the method they run; naming another method's
+    option is a mistake worth saying plainly (``--sigma: not an option of denoise --method n2n``).
+    """
+    own = set().union(*(set(m.model_fields) for _, m in method_models(kind, method)))
+    others = {k for _, m in method_models(kind) for k in m.model_fields}
+    foreign = sorted(k for k in keys if k in others and k not in own)
+    if not foreign:
+        return None
+    valid = ", ".join(sorted(own)) or "none"
+    return (
+        f"{', '.join(foreign)}: not an option of {kind} --method {method} "
+        f"(its own options: {valid})"
+    )
+
+
+class MethodCommand(click.Command):
+    """``train`` or ``denoise`` built for one method: another method's option is refused plainly.
+
+    Click would say "No such option"; this says whose option it is not (exit status 1).
+    """
+
+    def __init__(self, *args: Any, kind: str, method: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+        self.method = method
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse as click does; an unknown option that belongs to another method → InputError."""
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            key = e.option_name.lstrip("-").replace("-", "_")
+            msg = foreign_options(self.kind, self.method, [key])
+            if msg:
+                raise InputError(msg) from None
+            raise
+
+
+def chosen_method(args: Sequence[str], default: str) -> str:
+    """The ``--method`` a command line asks for (or its ``--config`` file's ``method``).
+
+    Read before the command is built, so that its options are the engine's and that method's
+    only. An unknown name is returned as given (``--method``'s choices then refuse it); a
+    missing or unreadable config file gives ``default`` (``--config`` then reports it).
+    """
+    config = None
+    for i, a in enumerate(args):
+        if a == "--method" and i + 1 < len(args):
+            return str(args[i + 1])
+        if a.startswith("--method="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(args):
+            config = args[i + 1]
+        elif a.startswith("--config="):
+            config = a.split("=", 1)[1]
+    if config is not None:
+        try:
+            data = load_yaml(config)
+        except (InputError, OSError, ValueError):
+            return default
+        if isinstance(data.get("method"), str):
+            return str(data["method"])
+    return default
 
 
 def method_help(kind: str) -> str:
