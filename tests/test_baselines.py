@@ -100,7 +100,14 @@ def test_n2v_trains_without_prior_and_denoises(n2v_run, capsys):
     assert code == 0, err
     prov = zarr.open_group(str(d / "o.zarr")).attrs["scnet_dask"]["provenance"][-1]
     assert prov["method"] == "n2v" and prov["post_sigma_voxels"] == 0.0
-    assert np.isfinite(np.asarray(open_source(d / "o.zarr").data)).all()
+    den = np.asarray(open_source(d / "o.zarr").data)
+    noisy = np.asarray(open_source(src).data)
+    clean = _clean(noisy.shape)
+    assert np.isfinite(den).all() and den.shape == noisy.shape
+    # not a constant and not the input: a denoiser's output, closer to the truth than the input
+    assert den.std() > 0.2 * clean.std() and not np.allclose(den, noisy, atol=1e-3)
+    r = lambda a: float(np.corrcoef(a.ravel(), clean.ravel())[0, 1])  # noqa: E731
+    assert r(den) > r(noisy), (r(den), r(noisy))
 
 
 def test_scnet_training_needs_a_prior(n2v_run, capsys):

@@ -103,8 +103,8 @@ def test_ddp_nmsg_keeps_the_noise_model_and_the_unet_identical(volumes, tmp_path
 
     n, _ = volumes
     opts = get("nmsg").train_options(
-        noise_cube=12, noise_min_cubes=8, gan_steps=6, gan_features=4, gan_batch=4,
-        features=4, lambda_adversarial=0.1, critic_steps=1,
+        noise_bank={"cube": 12, "min_cubes": 8}, features=4,
+        gan={"steps": 6, "features": 4, "batch": 4, "lambda_adversarial": 0.1, "critic_steps": 1},
     )  # fmt: skip
     cfg = TrainConfig(
         noisy=n, out=tmp_path / "run", method="nmsg", options=opts, patch_size=16,

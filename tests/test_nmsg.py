@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 import zarr
 from scipy import ndimage as ndi
 
 from scnet_dask.commands.convert import convert
 from scnet_dask.config import ConvertConfig
 from scnet_dask.io import open_source
-from scnet_dask.methods.nmsg.diagnostics import noise_diagnostics
 from scnet_dask.methods.nmsg.noise_bank import (
     NoiseBankSpec,
     extract_noise_bank,
@@ -91,55 +91,70 @@ def test_too_few_smooth_cubes_and_a_too_small_volume_are_refused(tomo, tmp_path)
 
     _, n, _, noisy = tomo
     strict = NoiseBankSpec(cube=12, rule="gcbd", mu=0.01, gamma=0.01, min_cubes=8)
-    with pytest.raises(InputError, match="only 0 smooth 12³ cubes.*--noise-mu"):
+    with pytest.raises(InputError, match="only 0 smooth 12³ cubes.*noise_bank.mu"):
         extract_noise_bank(n, tmp_path / "b.zarr", strict, float(noisy.std()))
     assert not (tmp_path / "b.zarr").exists()
     with pytest.raises(InputError, match="smaller than one 64³ noise cube"):
         extract_noise_bank(n, tmp_path / "b.zarr", NoiseBankSpec(cube=64), 1.0)
 
 
-def _train(n, out, capsys, *extra):
+def _train(n, out, capsys, *extra, gan=None, noise_bank=None):
+    """``train --method nmsg`` with the expert sections written to a ``--config`` file."""
+    sections = {
+        "noise_bank": {"cube": 12, "min_cubes": 32, **(noise_bank or {})},
+        "gan": {"features": 8, "batch": 16, **(gan or {})},
+    }
+    cfg = Path(str(out) + ".yaml")
+    cfg.write_text(yaml.safe_dump(sections))
     return run_cli(
         ["train", n, "--method", "nmsg", "--out", out, "--patch-size", "16", "--features", "8",
          "--batch-size", "2", "--val-patches", "1", "--device", "cpu", "--no-plots",
-         "--noise-cube", "12", "--noise-min-cubes", "32", "--gan-features", "8",
-         "--gan-batch", "16", *extra],
+         "--config", cfg, *extra],
         capsys,
     )  # fmt: skip
 
 
-def test_noise_model_matches_a_known_spectrum(tomo, tmp_path, capsys):
-    """Generated noise vs fresh noise of the true process: within 10 % per band (90 % power)."""
-    _, n, _, noisy = tomo
+def test_noise_model_phase_writes_its_diagnostics(tomo, tmp_path, capsys):
+    """Smoke: a 5-step noise-model phase ends with noise_model.json of finite figures.
+
+    How well the model matches a known spectrum (within 10 % per band after 300 steps) is
+    measured by ``benchmarks/nmsg_noise_model.py``, not here.
+    """
+    _, n, _, _ = tomo
     run = tmp_path / "run"
     code, _, err = _train(
-        n, run, capsys, "--epochs", "1", "--steps-per-epoch", "302", "--gan-steps", "300"
+        n, run, capsys, "--epochs", "1", "--steps-per-epoch", "7", gan={"steps": 5}
     )
     assert code == 0, err
     diag = json.loads((run / "noise_model.json").read_text())
-    assert diag["step"] == 300 and diag["max_band_error"] < 0.25  # vs the held-back cubes
-    from scnet_dask.methods.loading import load_trained
+    assert diag["step"] == 5 and np.isfinite(diag["max_band_error"])
+    assert np.isfinite(diag["wasserstein"]) and len(diag["band_error"]) > 0
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["options"]["gan"]["steps"] == 5 and ck["options"]["noise_bank"]["cube"] == 12
 
-    gen = load_trained(str(run / "last.pt"), "", "cpu").networks["generator"]
-    with torch.no_grad():
-        fake = gen.sample(256, (12, 12, 12), torch.Generator().manual_seed(5))[:, 0].numpy()
-    std = float(noisy.std())
-    truth = np.stack([_noise((36, 36, 36), 100 + i)[12:24, 12:24, 12:24] for i in range(256)])
-    d = noise_diagnostics(truth / std, fake)
-    assert d["max_band_error"] < 0.10, d["band_error"]
-    assert d["wasserstein"] < 0.1
+
+def test_legacy_flat_nmsg_options_load_into_their_sections():
+    from scnet_dask.methods.nmsg.options import LEGACY_KEYS, NmsgTrainOptions
+
+    flat = {"noise_cube": 12, "noise_min_cubes": 8, "gan_steps": 6, "gan_lr": 0.01}
+    flat["gp_weight"] = 3.0
+    o = NmsgTrainOptions(**flat)
+    assert (o.noise_bank.cube, o.noise_bank.min_cubes) == (12, 8)
+    assert (o.gan.steps, o.gan.lr, o.gan.gp_weight) == (6, 0.01, 3.0)
+    # every legacy name lands on a real field of its section
+    for section, field in LEGACY_KEYS.values():
+        assert field in type(getattr(o, section)).model_fields, (section, field)
 
 
 def test_nmsg_trains_resumes_and_denoises_through_the_cli(tomo, tmp_path, capsys):
     _, n, clean, noisy = tomo
     run = tmp_path / "run"
-    args = ("--steps-per-epoch", "30", "--gan-steps", "40", "--lr", "2e-3", "--pair-form",
-            "noisier2noise")  # fmt: skip
-    code, _, err = _train(n, run, capsys, "--epochs", "1", *args)  # stops inside the GAN phase
+    args = ("--steps-per-epoch", "30", "--lr", "2e-3", "--pair-form", "noisier2noise")
+    code, _, err = _train(n, run, capsys, "--epochs", "1", *args, gan={"steps": 40})  # in GAN
     assert code == 0 and "trains the noise model only" in err, err
     assert not (run / "noise_model.json").exists()
     bank_mtime = (run / "noise.zarr" / "zarr.json").stat().st_mtime
-    code, _, err = _train(n, run, capsys, "--epochs", "3", "--resume", *args)
+    code, _, err = _train(n, run, capsys, "--epochs", "3", "--resume", *args, gan={"steps": 40})
     assert code == 0, err
     assert (run / "noise.zarr" / "zarr.json").stat().st_mtime == bank_mtime  # reused
     assert json.loads((run / "noise_model.json").read_text())["step"] == 40
@@ -167,12 +182,10 @@ def test_nmsg_trains_resumes_and_denoises_through_the_cli(tomo, tmp_path, capsys
 def test_nmsg_bad_input(tomo, tmp_path, capsys):
     d, n, _, _ = tomo
     run = tmp_path / "r"
-    code, _, err = _train(
-        n, run, capsys, "--noise-rule", "gcbd", "--noise-mu", "0.01", "--noise-gamma", "0.01"
-    )
+    code, _, err = _train(n, run, capsys, noise_bank={"rule": "gcbd", "mu": 0.01, "gamma": 0.01})
     assert code == 1 and "smooth 12³ cubes" in err and len(err.strip().splitlines()) == 1
     assert not run.exists()
-    code, _, err = _train(n, run, capsys, "--noise-cube", "64")
+    code, _, err = _train(n, run, capsys, noise_bank={"cube": 64})
     assert code == 1 and "smaller than one 64³ noise cube" in err and not run.exists()
     # a checkpoint of another method
     other = tmp_path / "n2v"

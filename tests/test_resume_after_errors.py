@@ -155,6 +155,13 @@ def test_ctrl_c_during_denoise_aborts_cleanly_and_resumes(tmp_path):
     r = subprocess.run(_cmd([*args, "--resume"]), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / ".out.zarr.scratch").exists()
+    # the resumed output is the uninterrupted run's, voxel for voxel
+    whole = [*args[:3], tmp_path / "whole.zarr", *args[4:]]
+    r = subprocess.run(_cmd(whole), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = zarr.open_group(str(tmp_path / "out.zarr"))["0"][...]
+    ref = zarr.open_group(str(tmp_path / "whole.zarr"))["0"][...]
+    assert got.shape == ref.shape and np.array_equal(got, ref)
 
 
 def test_an_unwritable_output_midway_reports_the_real_error(tmp_path, capsys, monkeypatch):

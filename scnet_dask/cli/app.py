@@ -16,20 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
 
 from scnet_dask import __version__
 from scnet_dask.cli.options import (
     build_config,
-    chosen_method,
     cluster_options,
     command_from_models,
-    method_models,
-    method_option,
+    is_section,
     on_cluster,
     path_argument,
     setup_logging,
-    without_fields,
 )
+from scnet_dask.cli.per_method import chosen_method, method_models, method_option, without_fields
 from scnet_dask.commands import convert as convert_cmd
 from scnet_dask.commands import demo as demo_cmd
 from scnet_dask.commands import denoise as denoise_cmd
@@ -146,7 +145,7 @@ def _train(method: str = "scnet") -> click.Command:
         "Train --method on the NOISY OME-Zarr (its first input); checkpoints to --out. With "
         "--cluster other than threads, one PyTorch DDP rank runs on each Dask worker. "
         f"The options shown are the engine's and --method {method}'s; another method's: "
-        "'scnet-dask train --method NAME --help'.",
+        "'scnet-dask train --method NAME --help'." + _sections_help(models),
         cluster=True, method=("train", method),
     )  # fmt: skip
 
@@ -184,7 +183,7 @@ def _denoise(method: str = "scnet") -> click.Command:
         "TIFF; OUTPUT is .zarr (OME-Zarr), .mrc/.rec or .tif. CHECKPOINT (best.pt of 'scnet-dask "
         "train') is needed for the trained methods only. "
         f"The options shown are the common ones and --method {method}'s; another method's: "
-        "'scnet-dask denoise --method NAME --help'.",
+        "'scnet-dask denoise --method NAME --help'." + _sections_help(models),
         cluster=True, method=("denoise", method),
     )  # fmt: skip
 
@@ -260,6 +259,22 @@ def _import_scnet() -> click.Command:
         click.echo(f"wrote {s['output']}: SC-Net, {s['features']} features, {s['tensors']} tensors")
 
     return import_scnet
+
+
+def _sections_help(models: list[tuple[str, type[BaseModel]]]) -> str:
+    """The help sentence naming a method's nested option groups: YAML sections, not flags."""
+    found = [
+        f"{name} ({info.description})"
+        for _, model in models
+        for name, info in model.model_fields.items()
+        if is_section(info.annotation)
+    ]
+    if not found:
+        return ""
+    return (
+        " Expert option groups are sections of the --config YAML file, not flags (e.g. "
+        "'gan: {steps: 300}'; docs/methods.md lists their fields): " + "; ".join(found) + "."
+    )
 
 
 def _known(method: str) -> str | None:

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import click
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
+from scnet_dask.cli.per_method import (
+    MethodCommand,
+    foreign_options,
+)
 from scnet_dask.config import ClusterConfig, format_validation_error, load_yaml
 from scnet_dask.distributed.cluster import cluster_client
 from scnet_dask.errors import InputError
-from scnet_dask.methods import get, names, trainable
 
 __all__ = [
     "command_from_models",
@@ -25,13 +28,6 @@ __all__ = [
     "config_aliases",
     "params_of",
     "path_argument",
-    "method_models",
-    "chosen_method",
-    "foreign_options",
-    "MethodCommand",
-    "method_help",
-    "method_option",
-    "without_fields",
     "config_option",
     "build_config",
     "setup_logging",
@@ -39,6 +35,7 @@ __all__ = [
     "on_cluster",
     "model_options",
     "given",
+    "is_section",
 ]
 
 #: ``--config`` keys of the cluster options: field names and their flag names (aliases).
@@ -48,6 +45,9 @@ CLUSTER_KEYS = (
 )
 
 _CLUSTER_ALIAS = {f.alias: k for k, f in ClusterConfig.model_fields.items() if f.alias}
+
+#: ``ctx.meta`` key of the ``--config`` values that are no option (nested YAML sections).
+_SECTIONS = "scnet_dask.config_sections"
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
@@ -90,6 +90,7 @@ def config_option(keys: Iterable[str], aliases: dict[str, str] | None = None) ->
                 par.type_cast_value(ctx, val)
             except click.BadParameter as e:
                 raise click.BadParameter(f"{value}: key {key!r}: {e.message}", ctx, param) from None
+        ctx.meta[_SECTIONS] = {k: v for k, v in data.items() if k not in params}
         ctx.default_map = {**(ctx.default_map or {}), **data}
 
     def decorator(f: F) -> F:
@@ -105,14 +106,21 @@ def config_option(keys: Iterable[str], aliases: dict[str, str] | None = None) ->
     return decorator
 
 
+def is_section(annotation: Any) -> bool:
+    """Whether a field is a nested options model: a YAML section of ``--config``, not a flag."""
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def build_config(config_cls: type[M], /, **kwargs: Any) -> M:
     """Validate command options into a config model, as one clear error line on failure.
 
     Options left unset (``None``) are not passed, so the model's (or the method's) defaults
     apply.
     """
+    ctx = click.get_current_context(silent=True)
+    sections = dict(ctx.meta.get(_SECTIONS, {})) if ctx is not None else {}
     try:
-        return config_cls(**given(kwargs))
+        return config_cls(**sections, **given(kwargs))
     except ValidationError as e:
         raise InputError(format_validation_error(e)) from e
 
@@ -181,7 +189,7 @@ def model_options(
     order: list[str] = []
     for label, model in models:
         for name, info in model.model_fields.items():
-            if name in skip:
+            if name in skip or is_section(info.annotation):
                 continue
             if info.description is None:
                 raise ValueError(f"{model.__name__}.{name} has no description (its --help text)")
@@ -319,104 +327,3 @@ def path_argument(name: str, **kw: Any) -> click.Argument:
     return click.Argument([name], type=click.Path(path_type=Path), **kw)
 
 
-def method_models(kind: str, method: str | None = None) -> list[tuple[str, type[BaseModel]]]:
-    """``(name, options model)`` for ``train`` or ``denoise``: of ``method``, or of every method."""
-    out: list[tuple[str, type[BaseModel]]] = []
-    for n in names() if method is None else [method]:
-        m = get(n)
-        model = m.train_options if kind == "train" else m.denoise_options
-        if model is not None:
-            out.append((n, model))
-    return out
-
-
-def foreign_options(kind: str, method: str, keys: Iterable[str]) -> str | None:
-    """The one-line refusal of ``keys`` that are other methods' options, or ``None``.
-
-    ``train``/``denoise`` only have the options of the method they run; naming another method's
-    option is a mistake worth saying plainly (``--sigma: not an option of denoise --method n2n``).
-    """
-    own = set().union(*(set(m.model_fields) for _, m in method_models(kind, method)))
-    others = {k for _, m in method_models(kind) for k in m.model_fields}
-    foreign = sorted(k for k in keys if k in others and k not in own)
-    if not foreign:
-        return None
-    valid = ", ".join(sorted(own)) or "none"
-    return (
-        f"{', '.join(foreign)}: not an option of {kind} --method {method} "
-        f"(its own options: {valid})"
-    )
-
-
-class MethodCommand(click.Command):
-    """``train`` or ``denoise`` built for one method: another method's option is refused plainly.
-
-    Click would say "No such option"; this says whose option it is not (exit status 1).
-    """
-
-    def __init__(self, *args: Any, kind: str, method: str, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.kind = kind
-        self.method = method
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Parse as click does; an unknown option that belongs to another method → InputError."""
-        try:
-            return super().parse_args(ctx, args)
-        except click.NoSuchOption as e:
-            key = e.option_name.lstrip("-").replace("-", "_")
-            msg = foreign_options(self.kind, self.method, [key])
-            if msg:
-                raise InputError(msg) from None
-            raise
-
-
-def chosen_method(args: Sequence[str], default: str) -> str:
-    """The ``--method`` a command line asks for (or its ``--config`` file's ``method``).
-
-    Read before the command is built, so that its options are the engine's and that method's
-    only. An unknown name is returned as given (``--method``'s choices then refuse it); a
-    missing or unreadable config file gives ``default`` (``--config`` then reports it).
-    """
-    config = None
-    for i, a in enumerate(args):
-        if a == "--method" and i + 1 < len(args):
-            return str(args[i + 1])
-        if a.startswith("--method="):
-            return a.split("=", 1)[1]
-        if a == "--config" and i + 1 < len(args):
-            config = args[i + 1]
-        elif a.startswith("--config="):
-            config = a.split("=", 1)[1]
-    if config is not None:
-        try:
-            data = load_yaml(config)
-        except (InputError, OSError, ValueError):
-            return default
-        if isinstance(data.get("method"), str):
-            return str(data["method"])
-    return default
-
-
-def method_help(kind: str) -> str:
-    """``--method`` help: each method's one-line summary."""
-    ms = [get(n) for n in names()]
-    return "; ".join(
-        f"{m.name}: {m.summary.rstrip('.')}" for m in ms if kind != "train" or m.trains
-    )
-
-
-def method_option(kind: str) -> list[tuple[str, type[BaseModel]]]:
-    """A one-field model for ``--method``, with the registry's names as choices."""
-    choices = tuple(trainable() if kind == "train" else names())
-    model = create_model(  # type: ignore[call-overload]
-        f"{kind.title()}Method",
-        method=(Literal[choices], Field("scnet", description=method_help(kind))),
-    )
-    return [("", model)]
-
-
-def without_fields(model: type[BaseModel], *names: str) -> type[BaseModel]:
-    """A copy of ``model`` without the fields ``names`` (for option generation only)."""
-    fields = {k: (v.annotation, v) for k, v in model.model_fields.items() if k not in names}
-    return create_model(model.__name__, **fields)  # type: ignore[call-overload,no-any-return]

@@ -7,6 +7,7 @@ import shutil
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,80 @@ def _fit_scores(output: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
     return corr, 10 * np.log10(peak**2 / mse)
 
 
+def _fresh_out_dir(out_dir: Path) -> Path:
+    """``out_dir``, emptied if an earlier demo made it; another non-empty folder is refused."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
+        if any(out_dir.iterdir()) and not (out_dir / DEMO_MARKER).exists():
+            raise InputError(
+                f"{out_dir}: folder is not empty and was not made by 'scnet-dask demo'; "
+                "choose another --out"
+            )
+        shutil.rmtree(out_dir)  # an earlier demo's outputs
+    out_dir.mkdir(parents=True)
+    (out_dir / DEMO_MARKER).write_text("made by scnet-dask demo; replaced by the next demo\n")
+    return out_dir
+
+
+def _score_and_show(
+    out_dir: Path, noisy: Path, gaussian: Path, denoised: Path
+) -> dict[str, tuple[float, float]]:
+    """(r, PSNR) of each volume against the clean simulation; ``slices.png`` of all four."""
+    zarr_path, base_path, den_path = noisy, gaussian, denoised
+    clean = np.asarray(open_source(sample_path("temsim_clean_crop.mrc")).data, np.float32)
+    shown = {  # the embedded crop is small (3 MiB): whole arrays are fine here
+        name: np.asarray(open_source(p).data, np.float32)
+        for name, p in (("noisy", zarr_path), ("gaussian σ1", base_path), ("SC-Net", den_path))
+    }
+    scores = {name: _fit_scores(vol, clean) for name, vol in shown.items()}
+    validation_slices({**shown, "clean simulation": clean}, out_dir / "slices.png")
+    return scores
+
+
+def _summary(
+    out_dir: Path,
+    zarr_path: Path,
+    run_dir: Path,
+    same: bool,
+    voxel_in: tuple[float, float, float],
+    voxel_out: tuple[float, float, float],
+    summary: dict[str, Any],
+    den: dict[str, Any],
+    scores: dict[str, tuple[float, float]],
+    times: tuple[float, float, float, float, float, float],
+) -> list[str]:
+    """The demo's report, one line per step (times in s from ``times``' successive marks)."""
+    t0, t1, t2, t3, t4, t5 = times
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    first, last = rows[0], rows[-1]
+    lines = [
+        "scnet-dask demo: embedded TEM-Simulator tomogram crop",
+        format_info(volume_info(zarr_path)),
+        f"convert: {t1 - t0:.2f} s; export to MRC: {t2 - t1:.2f} s",
+        f"round trip MRC -> OME-Zarr -> MRC value-exact: {same}; voxel size kept: "
+        f"{voxel_in == voxel_out} ({voxel_out[0]:.3g} Å)",
+        f"prior (gaussian σ 1 voxel): {t3 - t2:.2f} s",
+        f"train (short: 32³ patches, 16 features, {summary['steps']} steps on CPU): "
+        f"{t4 - t3:.1f} s, "
+        f"{summary['mean_step_seconds']:.2f} s/step, "
+        f"data wait {100 * summary['wait_fraction']:.1f} %",
+        f"  loss total {float(first['total']):.4g} -> {float(last['total']):.4g}; "
+        f"validation {summary['best_val']:.4g}; checkpoints and curves.png in {run_dir}/",
+        f"denoise (tiled: tiles {den['tile'][0] if den['tile'] else 'per chunk'}, halo "
+        f"{tuple(den['halo'])} below / {tuple(den['halo_hi'])} above, "
+        f"{den['chunks_written']} chunks): "
+        f"{t5 - t4:.1f} s",
+        "vs the clean simulation (correlation r, PSNR after a least-squares scale + offset fit;",
+        " a negative r means an inverted contrast, which a run this short can produce):",
+        *(f"  {k:14s} r = {c:.3f}  PSNR {p:.2f} dB" for k, (c, p) in scores.items()),
+        f"central z-slices (noisy | gaussian | SC-Net | clean): {out_dir / 'slices.png'}",
+        f"outputs in {out_dir}/ (view with napari or export to MRC)",
+    ]
+    return lines
+
+
 def run_demo(out_dir: Path) -> str:
     """Run convert, export, prior, a short training and denoising on the embedded sample.
 
@@ -57,18 +132,7 @@ def run_demo(out_dir: Path) -> str:
         A multi-line summary.
 
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
-        if any(out_dir.iterdir()) and not (out_dir / DEMO_MARKER).exists():
-            raise InputError(
-                f"{out_dir}: folder is not empty and was not made by 'scnet-dask demo'; "
-                "choose another --out"
-            )
-        shutil.rmtree(out_dir)  # an earlier demo's outputs
-    out_dir.mkdir(parents=True)
-    (out_dir / DEMO_MARKER).write_text("made by scnet-dask demo; replaced by the next demo\n")
+    out_dir = _fresh_out_dir(Path(out_dir))
     src = sample_path()
     t0 = time.perf_counter()
     zarr_path = out_dir / "sample.ome.zarr"
@@ -121,37 +185,9 @@ def run_demo(out_dir: Path) -> str:
         ),
         show_progress=False,
     )
-    clean = np.asarray(open_source(sample_path("temsim_clean_crop.mrc")).data, np.float32)
-    shown = {  # the embedded crop is small (3 MiB): whole arrays are fine here
-        name: np.asarray(open_source(p).data, np.float32)
-        for name, p in (("noisy", zarr_path), ("gaussian σ1", base_path), ("SC-Net", den_path))
-    }
-    scores = {name: _fit_scores(vol, clean) for name, vol in shown.items()}
-    validation_slices({**shown, "clean simulation": clean}, out_dir / "slices.png")
-    with open(run_dir / "log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    first, last = rows[0], rows[-1]
-    lines = [
-        "scnet-dask demo: embedded TEM-Simulator tomogram crop",
-        format_info(volume_info(zarr_path)),
-        f"convert: {t1 - t0:.2f} s; export to MRC: {t2 - t1:.2f} s",
-        f"round trip MRC -> OME-Zarr -> MRC value-exact: {same}; voxel size kept: "
-        f"{a.voxel_size_angstrom == b.voxel_size_angstrom} ({b.voxel_size_angstrom[0]:.3g} Å)",
-        f"prior (gaussian σ 1 voxel): {t3 - t2:.2f} s",
-        f"train (short: 32³ patches, 16 features, {summary['steps']} steps on CPU): "
-        f"{t4 - t3:.1f} s, "
-        f"{summary['mean_step_seconds']:.2f} s/step, "
-        f"data wait {100 * summary['wait_fraction']:.1f} %",
-        f"  loss total {float(first['total']):.4g} -> {float(last['total']):.4g}; "
-        f"validation {summary['best_val']:.4g}; checkpoints and curves.png in {run_dir}/",
-        f"denoise (tiled: tiles {den['tile'][0] if den['tile'] else 'per chunk'}, halo "
-        f"{tuple(den['halo'])} below / {tuple(den['halo_hi'])} above, "
-        f"{den['chunks_written']} chunks): "
-        f"{t5 - t4:.1f} s",
-        "vs the clean simulation (correlation r, PSNR after a least-squares scale + offset fit;",
-        " a negative r means an inverted contrast, which a run this short can produce):",
-        *(f"  {k:14s} r = {c:.3f}  PSNR {p:.2f} dB" for k, (c, p) in scores.items()),
-        f"central z-slices (noisy | gaussian | SC-Net | clean): {out_dir / 'slices.png'}",
-        f"outputs in {out_dir}/ (view with napari or export to MRC)",
-    ]
+    scores = _score_and_show(out_dir, zarr_path, base_path, den_path)
+    lines = _summary(
+        out_dir, zarr_path, run_dir, same, a.voxel_size_angstrom, b.voxel_size_angstrom,
+        summary, den, scores, (t0, t1, t2, t3, t4, t5),
+    )  # fmt: skip
     return "\n".join(lines)

@@ -42,7 +42,7 @@ from scnet_dask.io.resume import (
     progress_record,
 )
 from scnet_dask.io.store import finalise_store, source_signature
-from scnet_dask.methods import PredictContext, TilePredictor, get
+from scnet_dask.methods import Geometry, PredictContext, TilePredictor, get
 from scnet_dask.methods.runtime import file_sha256
 from scnet_dask.tiling.blend import TilePlan
 from scnet_dask.tiling.graph import overlap_add
@@ -169,6 +169,32 @@ def _work_store(
     return create_level(group, 0, shape, ch, np.dtype(np.float32))
 
 
+def _plan(
+    cfg: DenoiseConfig,
+    data: da.Array,
+    geom: Geometry,
+    device: str,
+    annotations: dict[str, Any] | None,
+) -> tuple[TilePlan, HaloSides, tuple[int, int, int] | None]:
+    """The tile plan of ``data``: halo per side from the predictor's geometry, tile size."""
+    sides = plan_halo_sides(cfg.halo, geom.margin, geom.margin_hi, geom.post_sigma)
+    shape3 = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+    tile = _resolve_tile(cfg, geom, sides, shape3, device, annotations)
+    plan = TilePlan(
+        shape=shape3,
+        chunks=data.chunks,
+        halo=sides.halo_lo,
+        margin=sides.margin_lo,
+        multiple=geom.multiple,
+        window=cfg.window,
+        post_sigma=geom.post_sigma,
+        halo_hi=sides.halo_hi,
+        margin_hi=sides.margin_hi,
+        tile=tile,
+    )
+    return plan, sides, tile
+
+
 def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     """Denoise ``cfg.input`` into ``cfg.output`` (OME-Zarr, MRC or TIFF).
 
@@ -194,23 +220,9 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     with dask.config.set({"array.rechunk.method": "tasks"}):  # no p2p shuffle on clusters
         data = vol.data.astype(np.float32).rechunk(chunk)
     data = data.map_blocks(_check_finite, path=str(src), dtype=np.float32)
-    sides = plan_halo_sides(cfg.halo, geom.margin, geom.margin_hi, post_sigma)
-    halo, margin = sides.halo_lo, sides.margin_lo
     annotations = _gpu_annotations()
-    shape3 = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
-    tile = _resolve_tile(cfg, geom, sides, shape3, str(details.get("device", "cpu")), annotations)
-    plan = TilePlan(
-        shape=shape3,
-        chunks=data.chunks,
-        halo=halo,
-        margin=margin,
-        multiple=geom.multiple,
-        window=cfg.window,
-        post_sigma=post_sigma,
-        halo_hi=sides.halo_hi,
-        margin_hi=sides.margin_hi,
-        tile=tile,
-    )
+    plan, sides, tile = _plan(cfg, data, geom, str(details.get("device", "cpu")), annotations)
+    halo, margin = sides.halo_lo, sides.margin_lo
     scratch = _scratch_dir(target)
     remove_path(scratch)  # pieces of an interrupted run are recomputed, never trusted
     out = overlap_add(

@@ -65,29 +65,8 @@ def train(
     """
     lead = rank == 0
     out = Path(cfg.out)
-    created = not out.exists()
-    if world == 1:  # train_distributed does these once, before starting the ranks
-        prepare_run_dir(cfg)
-    try:
-        if world == 1:
-            get(cfg.method).prepare(cfg, show_progress)
-        run = _Run(cfg, rank, world, stats)
-    except Exception:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # bad input: leave nothing behind
-        raise
+    run = _start(cfg, rank, world, stats, show_progress)
     fields = log_fields(run.method)
-    if cfg.resume:
-        run.restore(load_checkpoint(out / "last.pt"))
-        if lead:
-            truncate_log(out / "log.csv", run.step, fields)
-        log.info("resuming at epoch %d, step %d", run.epoch + 1, run.step)
-    if world > 1:
-
-        ids = [run.device.index] if run.device.type == "cuda" else None
-        run.state.forward = {
-            k: DistributedDataParallel(v, device_ids=ids) for k, v in run.state.networks.items()
-        }
     log_path = out / ("log.csv" if lead else f".log.rank{rank}.csv")
     new_log = not log_path.exists()
     step_times: list[float] = []
@@ -99,50 +78,12 @@ def train(
             writer.writeheader()
         try:
             for epoch in range(run.epoch + 1, cfg.epochs + 1):
-                bar = tqdm(
-                    range(run.steps),
-                    desc=f"epoch {epoch}/{cfg.epochs}",
-                    file=sys.stderr,
-                    disable=not show_progress,
-                )
-                for _ in bar:
-                    t0 = time.perf_counter()
-                    w0 = run.sampler.wait_seconds
-                    batch = run.sampler.next_batch(cfg.batch_size)
-                    terms = run.method.step(run.state, batch, run.gen, train=True)
-                    run.state.step += 1
-                    dt = time.perf_counter() - t0
-                    step_times.append(dt)
-                    row = {k: f"{float(terms[k].detach()):.6g}" for k in run.method.log_terms}
-                    writer.writerow(
-                        {
-                            "epoch": epoch,
-                            "step": run.step,
-                            **row,
-                            "lr": f"{run.current_lr():.6g}",
-                            "step_seconds": f"{dt:.4f}",
-                            "wait_seconds": f"{run.sampler.wait_seconds - w0:.4f}",
-                        }
-                    )
-                    bar.set_postfix(loss=row["total"])
+                step_times += _run_epoch(run, epoch, writer, show_progress)
                 logf.flush()
                 run.sampler.reset_queue()
                 run.epoch = epoch
-                if not lead:
-                    continue
-                val = run.validate()
-                improved = not math.isnan(val) and val < run.best_val
-                if improved:
-                    run.best_val = val
-                save_checkpoint(out / "last.pt", run.payload())
-                if improved or not (out / "best.pt").exists():
-                    save_checkpoint(out / "best.pt", run.payload())
-                log.info("epoch %d: validation loss %.5g", epoch, val)
-                if cfg.plots:
-
-                    training_curves(log_path, out / "curves.png", run.method.log_terms)
-                    if run.val_set:
-                        validation_slices(run.preview(), out / f"epoch_{epoch:03d}.png")
+                if lead:
+                    _end_epoch(run, epoch, log_path)
         finally:
             run.sampler.close()
     if not lead:
@@ -162,6 +103,90 @@ def train(
         "world": world,
         "weights_sha256": _weights_hash(run.state.networks),
     }
+
+
+def _start(
+    cfg: TrainConfig,
+    rank: int,
+    world: int,
+    stats: dict[str, dict[str, Any]] | None,
+    show_progress: bool,
+) -> _Run:
+    """The run folder, the method's preparation, the run state (restored with ``--resume``).
+
+    Bad input leaves nothing behind: a run folder this call created is removed if still empty.
+    """
+    out = Path(cfg.out)
+    created = not out.exists()
+    if world == 1:  # train_distributed does these once, before starting the ranks
+        prepare_run_dir(cfg)
+    try:
+        if world == 1:
+            get(cfg.method).prepare(cfg, show_progress)
+        run = _Run(cfg, rank, world, stats)
+    except Exception:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # bad input: leave nothing behind
+        raise
+    if cfg.resume:
+        run.restore(load_checkpoint(out / "last.pt"))
+        if rank == 0:
+            truncate_log(out / "log.csv", run.step, log_fields(run.method))
+        log.info("resuming at epoch %d, step %d", run.epoch + 1, run.step)
+    if world > 1:
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.state.forward = {
+            k: DistributedDataParallel(v, device_ids=ids) for k, v in run.state.networks.items()
+        }
+    return run
+
+
+def _run_epoch(run: _Run, epoch: int, writer: Any, show_progress: bool) -> list[float]:
+    """The optimiser steps of one epoch, one ``log.csv`` row each; returns the step times (s)."""
+    cfg = run.cfg
+    times = []
+    bar = tqdm(
+        range(run.steps), desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr,
+        disable=not show_progress,
+    )  # fmt: skip
+    for _ in bar:
+        t0 = time.perf_counter()
+        w0 = run.sampler.wait_seconds
+        batch = run.sampler.next_batch(cfg.batch_size)
+        terms = run.method.step(run.state, batch, run.gen, train=True)
+        run.state.step += 1
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        row = {k: f"{float(terms[k].detach()):.6g}" for k in run.method.log_terms}
+        writer.writerow(
+            {
+                "epoch": epoch,
+                "step": run.step,
+                **row,
+                "lr": f"{run.current_lr():.6g}",
+                "step_seconds": f"{dt:.4f}",
+                "wait_seconds": f"{run.sampler.wait_seconds - w0:.4f}",
+            }
+        )
+        bar.set_postfix(loss=row["total"])
+    return times
+
+
+def _end_epoch(run: _Run, epoch: int, log_path: Path) -> None:
+    """Rank 0 at an epoch's end: validation, ``last.pt`` / ``best.pt``, figures."""
+    out = Path(run.cfg.out)
+    val = run.validate()
+    improved = not math.isnan(val) and val < run.best_val
+    if improved:
+        run.best_val = val
+    save_checkpoint(out / "last.pt", run.payload())
+    if improved or not (out / "best.pt").exists():
+        save_checkpoint(out / "best.pt", run.payload())
+    log.info("epoch %d: validation loss %.5g", epoch, val)
+    if run.cfg.plots:
+        training_curves(log_path, out / "curves.png", run.method.log_terms)
+        if run.val_set:
+            validation_slices(run.preview(), out / f"epoch_{epoch:03d}.png")
 
 
 def _weights_hash(networks: dict[str, torch.nn.Module]) -> str:

@@ -216,6 +216,49 @@ def _slab_bytes(block: np.ndarray) -> bytes:
     return block.tobytes()
 
 
+def _mrc_header(
+    path: str | os.PathLike[str],
+    dtype: np.dtype,
+    shape: tuple[int, int, int],
+    voxel_size_angstrom: tuple[float, float, float],
+    attrs: dict[str, Any],
+    ext: bytes,
+) -> tuple[Any, bytes]:
+    """Create ``path`` with the header of a (z, y, x) ``shape`` volume; its header, ext. header.
+
+    Voxel size in Å, origin, the source's labels (then ours where there is room) and its
+    extended header are kept.
+    """
+    nz, ny, nx = shape
+    with mrcfile.new(path, overwrite=True) as mrc:
+        # header only: set data as a tiny placeholder of the right dtype, then fix the header.
+        mrc.set_data(np.zeros((1, 1, 1), dtype=dtype))
+        if ext:
+            mrc.set_extended_header(np.frombuffer(ext, dtype="V1"))
+            exttyp = attrs.get("exttyp", "")
+            if exttyp:
+                mrc.header.exttyp = exttyp.encode("latin-1")[:4].ljust(4)
+        h = mrc.header
+        h.nx, h.ny, h.nz = nx, ny, nz
+        h.mx, h.my, h.mz = nx, ny, nz
+        h.ispg = 1
+        vz, vy, vx = voxel_size_angstrom
+        h.cella.x, h.cella.y, h.cella.z = vx * nx, vy * ny, vz * nz
+        oz, oy, ox = attrs.get("origin_angstrom", (0.0, 0.0, 0.0))
+        h.origin.x, h.origin.y, h.origin.z = ox, oy, oz
+        # the source's labels first (all ten if it had ten), then ours where there is room
+        labels = [str(lab)[:80] for lab in attrs.get("labels", [])][:10]
+        if len(labels) < 10:
+            labels.append("scnet-dask: written by scnet-dask")
+        h.label[:] = b""
+        for i, lab in enumerate(labels):
+            h.label[i] = lab.encode("latin-1", errors="replace")
+        h.nlabl = len(labels)
+        header = h.copy()
+        ext_bytes = mrc.extended_header.tobytes() if mrc.extended_header is not None else b""
+    return header, ext_bytes
+
+
 def write_mrc(
     path: str | os.PathLike[str],
     data: da.Array,
@@ -251,32 +294,7 @@ def write_mrc(
     attrs = header_attrs or {}
     ext = base64.b64decode(attrs.get("extended_header_b64", "") or b"")
     nz, ny, nx = (int(s) for s in data.shape)
-    with mrcfile.new(path, overwrite=True) as mrc:
-        # header only: set data as a tiny placeholder of the right dtype, then fix the header.
-        mrc.set_data(np.zeros((1, 1, 1), dtype=dtype))
-        if ext:
-            mrc.set_extended_header(np.frombuffer(ext, dtype="V1"))
-            exttyp = attrs.get("exttyp", "")
-            if exttyp:
-                mrc.header.exttyp = exttyp.encode("latin-1")[:4].ljust(4)
-        h = mrc.header
-        h.nx, h.ny, h.nz = nx, ny, nz
-        h.mx, h.my, h.mz = nx, ny, nz
-        h.ispg = 1
-        vz, vy, vx = voxel_size_angstrom
-        h.cella.x, h.cella.y, h.cella.z = vx * nx, vy * ny, vz * nz
-        oz, oy, ox = attrs.get("origin_angstrom", (0.0, 0.0, 0.0))
-        h.origin.x, h.origin.y, h.origin.z = ox, oy, oz
-        # the source's labels first (all ten if it had ten), then ours where there is room
-        labels = [str(lab)[:80] for lab in attrs.get("labels", [])][:10]
-        if len(labels) < 10:
-            labels.append("scnet-dask: written by scnet-dask")
-        h.label[:] = b""
-        for i, lab in enumerate(labels):
-            h.label[i] = lab.encode("latin-1", errors="replace")
-        h.nlabl = len(labels)
-        header = h.copy()
-        ext_bytes = mrc.extended_header.tobytes() if mrc.extended_header is not None else b""
+    header, ext_bytes = _mrc_header(path, dtype, (nz, ny, nx), voxel_size_angstrom, attrs, ext)
     # Rewrite the file: header, extended header, then the data streamed slab by slab; the
     # statistics (dmin/dmax/dmean/rms) are accumulated on the way and patched in at the end.
     stats = {"min": np.inf, "max": -np.inf, "sum": 0.0, "sumsq": 0.0}

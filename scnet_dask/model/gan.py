@@ -5,8 +5,8 @@ unpadded ("valid") 3-D convolutions, so its output is stationary: no voxel sees 
 any (z, y, x) size can be generated (the white field is drawn ``reach`` voxels larger on every
 side). A stack of convolutions and leaky ReLUs on white noise can represent any stationary
 colouring within its reach (the spectrum: cryo-ET noise is correlated, shaped by the CTF and
-the reconstruction) and a non-Gaussian voxel histogram. These choices are ours: NMSG's
-architecture is not public.
+the reconstruction) and a non-Gaussian voxel histogram. These choices are ours (NMSG's
+authors synthesise 2-D noise images with a transposed-convolution WGAN-GP).
 
 The critic is a small strided 3-D CNN without normalisation layers (WGAN-GP, Gulrajani et al.
 2017, advises against batch norm in the critic) ending in a global mean.

@@ -2,27 +2,29 @@
 
 NMSG (Yang, Zang, Li, Zhang, Zhang, Han, Ultramicroscopy 255, 2024) learns the noise of a
 cryo-ET volume with a GAN, generates noisy pairs from the single volume and trains a denoiser
-with a loss that keeps structure and local smoothness ("sparsity guidance"). Its code and full
-text are not public; this module is **our reconstruction** from the abstract and the designs it
-stands on (``../shared/METHODS.md`` §1). The choices that are ours:
+with a loss that keeps structure and local smoothness ("sparsity guidance"). This module is
+**our reconstruction** from the abstract and the designs it stands on (``../shared/METHODS.md``
+§1), written before the authors' code (repository ``ZhidongYang/NMSG``) was known; that code
+differs (its pairs, its three-term loss, a 2-D WGAN-GP noise synthesiser). The choices that are
+ours:
 
-1. **Noise cubes** (:mod:`scnet_dask.methods.nmsg.noise_bank`): smooth cubes found out of core by
-GCBD's rule,
-   adapted to tomograms (sub-cube mean deviation in units of the cube's std), screened on a coarse
-   pyramid level; mean removed; stored in ``RUN/noise.zarr`` (``--noise``). 10 % are held back.
+1. **Noise cubes** (:mod:`scnet_dask.methods.nmsg.noise_bank`): smooth cubes found out of core
+   by GCBD's rule, adapted to tomograms (sub-cube mean deviation in units of the cube's std),
+   screened on a coarse pyramid level; mean removed; stored in ``RUN/noise.zarr``
+   (``noise_bank.path``). 10 % are held back.
 2. **Noise model** (:mod:`scnet_dask.model.gan`): a fully convolutional generator of stationary
-   noise from a white field, trained for the first ``gan_steps`` steps of the run on a
+   noise from a white field, trained for the first ``gan.steps`` steps of the run on a
    **spectral term** (log ratio of the batch's power spectrum to the real cubes', weight
-   ``lambda_spectrum``), optionally plus a WGAN-GP adversarial term (weight
-   ``lambda_adversarial``; ``critic_steps`` critic updates per generator update, gradient
-   penalty ``gp_weight``); Adam with a cosine decay of ``gan_lr``. A reconstructed tomogram's
+   ``gan.lambda_spectrum``), optionally plus a WGAN-GP adversarial term (weight
+   ``gan.lambda_adversarial``; ``gan.critic_steps`` critic updates per generator update, gradient
+   penalty ``gan.gp_weight``); Adam with a cosine decay of ``gan.lr``. A reconstructed tomogram's
    noise is a sum over many projections, close to Gaussian, and a stationary Gaussian field is
    fixed by its spectrum: spectral matching is the stable fit. Measured on correlated Gaussian
    noise (16³ cubes, 200 steps, 8 features, spectral weight 1): spectral term alone, the true
    spectrum matched within 8 % per band (90 % power band); plus the adversarial term at weight
    0.1 (2 critic steps), 48 % (the critic pulls the lowest band); at weight 1 (5 critic steps,
    spectral weight 10), 18 % at 3x the time. So the adversarial term is off by default
-   (``lambda_adversarial 0``: no critic is trained), an option for noise far from Gaussian.
+   (``gan.lambda_adversarial 0``: no critic is trained), an option for noise far from Gaussian.
    At the end of that phase ``RUN/noise_model.json`` and ``.png`` compare
    generated with held-back real cubes (spectrum per band, histogram, autocorrelation).
 3. **Pairs** (``--pair-form``), for the remaining steps, from patches ``y`` of the tomogram:
@@ -117,20 +119,20 @@ class Nmsg(UNetMethod):
         """The U-Net ``model``, the noise ``generator`` and its ``critic``."""
         return {
             "model": SCNetUNet(features=options.features, upsample=options.upsample),
-            "generator": NoiseGenerator(options.gan_features, layers=options.gan_layers),
-            "critic": NoiseCritic(options.gan_features),
+            "generator": NoiseGenerator(options.gan.features, layers=options.gan.layers),
+            "critic": NoiseCritic(options.gan.features),
         }
 
     def optimizers(
         self, networks: dict[str, torch.nn.Module], options: Any, config: Any
     ) -> dict[str, torch.optim.Optimizer]:
-        """Adam for the U-Net (the run's lr, betas); Adam(gan_lr, (0.5, 0.9)) for the GAN."""
+        """Adam for the U-Net (the run's lr, betas); Adam(gan.lr, (0.5, 0.9)) for the GAN."""
         return {
             "model": torch.optim.Adam(
                 networks["model"].parameters(), lr=config.lr, betas=(config.beta1, config.beta2)
             ),
             **{
-                k: torch.optim.Adam(networks[k].parameters(), lr=options.gan_lr, betas=(0.5, 0.9))
+                k: torch.optim.Adam(networks[k].parameters(), lr=options.gan.lr, betas=(0.5, 0.9))
                 for k in ("generator", "critic")
             },
         }
@@ -138,20 +140,21 @@ class Nmsg(UNetMethod):
     def prepare(self, config: Any, show_progress: bool = True) -> None:
         """Find the noise cubes (or reuse them) before training; warn if no denoiser steps."""
         o = config.options
-        if config.steps_per_epoch and config.epochs * config.steps_per_epoch <= o.gan_steps:
+        nb = o.noise_bank
+        if config.steps_per_epoch and config.epochs * config.steps_per_epoch <= o.gan.steps:
             log.warning(
-                "--gan-steps %d leaves no denoiser steps in %d epoch(s) of %d steps: this run "
+                "gan.steps %d leaves no denoiser steps in %d epoch(s) of %d steps: this run "
                 "trains the noise model only; continue with --resume and more --epochs",
-                o.gan_steps, config.epochs, config.steps_per_epoch,
+                o.gan.steps, config.epochs, config.steps_per_epoch,
             )  # fmt: skip
-        if o.noise_cube % 2:
-            raise InputError(f"--noise-cube must be even, got {o.noise_cube}")
-        path = Path(o.noise) if o.noise is not None else Path(config.out) / "noise.zarr"
-        o.noise = path
+        if nb.cube % 2:
+            raise InputError(f"noise_bank.cube must be even, got {nb.cube}")
+        path = Path(nb.path) if nb.path is not None else Path(config.out) / "noise.zarr"
+        nb.path = path
         std = float(volume_statistics(open_source(config.noisy))["std"])
         spec = NoiseBankSpec(
-            o.noise_cube, o.noise_rule, o.noise_mu, o.noise_gamma, o.noise_tolerance,
-            o.noise_max_cubes, min(o.noise_min_cubes, o.noise_max_cubes), o.noise_screen,
+            nb.cube, nb.rule, nb.mu, nb.gamma, nb.tolerance,
+            nb.max_cubes, min(nb.min_cubes, nb.max_cubes), nb.screen,
         )  # fmt: skip
         report = extract_noise_bank(Path(config.noisy), path, spec, std)
         log.info("NMSG noise cubes: %d (of %d tested)", report["found"], report["tested"])
@@ -160,51 +163,51 @@ class Nmsg(UNetMethod):
         self, options: Any, optimizers: Iterable[str], total_steps: int
     ) -> dict[str, tuple[int, int]]:
         """``--lr-schedule`` drives the denoiser over its steps (the GAN has its own cosine)."""
-        return {"model": (min(options.gan_steps, total_steps), total_steps)}
+        return {"model": (min(options.gan.steps, total_steps), total_steps)}
 
     def step(
         self, state: TrainState, batch: Mapping[str, np.ndarray], generator: torch.Generator,
         train: bool = True,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
-        """A noise-model step for the first ``gan_steps`` steps, then a denoiser step."""
+        """A noise-model step for the first ``gan.steps`` steps, then a denoiser step."""
         o: NmsgTrainOptions = state.options
         nan = torch.tensor(float("nan"))
-        if state.step < o.gan_steps:
+        if state.step < o.gan.steps:
             if not train:  # the U-Net is untrained: no validation loss (best.pt stays open)
                 return dict.fromkeys(self.log_terms, nan)
             terms = self._gan_step(state, generator)
-            if state.step + 1 == o.gan_steps and state.lead and state.run_dir is not None:
+            if state.step + 1 == o.gan.steps and state.lead and state.run_dir is not None:
                 self.diagnose(state, state.run_dir, generator)
             return terms
         return self._denoise_step(state, batch, generator, train)
 
     def _gan_step(self, state: TrainState, generator: torch.Generator) -> dict[str, torch.Tensor]:
         o: NmsgTrainOptions = state.options
-        bank = _bank(str(o.noise))
+        bank = _bank(str(o.noise_bank.path))
         gen, critic = _gen(state.networks), state.networks["critic"]
         dev = state.device
         c = bank.train.shape[1]
-        b = o.gan_batch
-        lr = o.gan_lr * lr_factor("cosine", state.step, 0, o.gan_steps)
+        b = o.gan.batch
+        lr = o.gan.lr * lr_factor("cosine", state.step, 0, o.gan.steps)
         for name in ("generator", "critic"):
             for group in state.optimizers[name].param_groups:
                 group["lr"] = lr
         nan = torch.tensor(float("nan"))
         w, loss_d = nan, nan
-        adversarial = o.lambda_adversarial > 0
-        for _ in range(o.critic_steps if adversarial else 0):
+        adversarial = o.gan.lambda_adversarial > 0
+        for _ in range(o.gan.critic_steps if adversarial else 0):
             idx = torch.randint(len(bank.train), (b,), generator=generator).numpy()
             real = torch.from_numpy(_flip(bank.train[idx], generator)[:, None]).to(dev)
             with torch.no_grad():
                 fake = gen.sample(b, (c, c, c), generator, dev)
             w = critic(real).mean() - critic(fake).mean()
-            loss_d = -w + o.gp_weight * gradient_penalty(critic, real, fake)
+            loss_d = -w + o.gan.gp_weight * gradient_penalty(critic, real, fake)
             state.update(loss_d, "critic", sync=True)
         fake = gen.sample(b, (c, c, c), generator, dev)
         spec = spectral_loss(fake, torch.from_numpy(bank.spectrum).to(dev))
-        loss_g = o.lambda_spectrum * spec
+        loss_g = o.gan.lambda_spectrum * spec
         if adversarial:
-            loss_g = loss_g - o.lambda_adversarial * critic(fake).mean()
+            loss_g = loss_g - o.gan.lambda_adversarial * critic(fake).mean()
         state.update(loss_g, "generator", sync=True)
         return {
             "total": loss_g.detach(),
@@ -258,7 +261,7 @@ class Nmsg(UNetMethod):
     ) -> dict[str, Any]:
         """Compare generated noise with the held-back real cubes; ``noise_model.json``/``.png``."""
         o = state.options
-        bank = _bank(str(o.noise))
+        bank = _bank(str(o.noise_bank.path))
         gen = _gen(state.networks)
         c = bank.held.shape[1]
         n = max(len(bank.held), 256)

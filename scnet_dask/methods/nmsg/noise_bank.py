@@ -201,6 +201,65 @@ def _read_cubes(path: str, origins: np.ndarray, cube: int) -> np.ndarray:
     )
 
 
+def _existing_report(out: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """The report of the bank in ``out`` if it was made from the same source and settings."""
+    try:
+        old = zarr.open_array(str(out), mode="r")
+        same = {k: old.attrs.get(k) for k in identity} == identity
+    except Exception:  # not an array: refuse below
+        same = False
+    if not same:
+        raise InputError(
+            f"{out}: holds noise cubes of another volume or other settings; remove it or "
+            "choose another noise_bank.path"
+        )
+    return dict(cast(dict[str, Any], old.attrs["report"]))
+
+
+def _candidate_cubes(
+    source: Path, spec: NoiseBankSpec, origins: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Origins (N, 3) and level-0 cubes (N, c, c, c) of up to ``4 x max_cubes`` candidates.
+
+    Drawn at random (seeded) among those whose coarse score is not an outlier: not the
+    smoothest first, since the coarse score is also the noise's low-frequency power and ranking
+    by it would bias the bank against low frequencies; structure is the outlier.
+    """
+    limit = (1 + spec.screen_tolerance) * float(np.quantile(scores, 0.25)) if len(scores) else 0
+    eligible = np.flatnonzero(scores <= limit)
+    n_test = min(len(eligible), 4 * spec.max_cubes)
+    pick = np.sort(np.random.default_rng(0).permutation(eligible)[:n_test])
+    tested = origins[pick]
+    batch = 64
+    parts = [tested[i : i + batch] for i in range(0, len(tested), batch)]
+    read = dask.compute(*[dask.delayed(_read_cubes)(str(source), p, spec.cube) for p in parts])
+    cubes = np.concatenate(read) if read else np.zeros((0,) + (spec.cube,) * 3, np.float32)
+    return tested, cubes
+
+
+def _thresholds(spec: NoiseBankSpec, md: np.ndarray, vd: np.ndarray) -> tuple[float, float]:
+    """GCBD's (mu, gamma): absolute (``rule="gcbd"``) or ``tolerance`` x the median scores."""
+    if spec.rule == "gcbd":
+        return spec.mu, spec.gamma
+    finite = np.isfinite(md) & np.isfinite(vd)
+    mu = float(spec.tolerance * np.median(md[finite])) if finite.any() else 0.0
+    gamma = float(spec.tolerance * np.median(vd[finite])) if finite.any() else 0.0
+    return mu, gamma
+
+
+def _store_bank(out: Path, cubes: np.ndarray, attrs: dict[str, Any]) -> None:
+    """Write (N, c, c, c) float32 ``cubes`` with ``attrs`` to the Zarr array ``out``, atomically."""
+    with atomic_output(out, overwrite=True) as tmp:
+        arr = zarr.create_array(
+            str(tmp),
+            shape=cubes.shape,
+            chunks=(min(256, len(cubes)),) + tuple(cubes.shape[1:]),
+            dtype="float32",
+        )
+        arr[...] = cubes
+        arr.attrs.update(cast(Any, attrs))
+
+
 def extract_noise_bank(
     source: Path,
     out: Path,
@@ -242,38 +301,14 @@ def extract_noise_bank(
     source, out = Path(source), Path(out)
     identity = {"source": str(source.resolve()), "spec": asdict(spec), "scale": float(scale)}
     if out.exists() and resume:
-        try:
-            old = zarr.open_array(str(out), mode="r")
-            same = {k: old.attrs.get(k) for k in identity} == identity
-        except Exception:  # not an array: refuse below
-            same = False
-        if not same:
-            raise InputError(
-                f"{out}: holds noise cubes of another volume or other settings; remove it or "
-                "choose another --noise"
-            )
-        return dict(cast(dict[str, Any], old.attrs["report"]))
+        return _existing_report(out, identity)
     if not scale > 0:
         raise InputError(f"{source}: constant volume (std {scale}), no noise to model")
     origins, scores, level = screen_candidates(source, spec.cube)
-    # not the smoothest first: the coarse score is also the noise's low-frequency power, and
-    # ranking by it would bias the bank against low frequencies; structure is an outlier
-    limit = (1 + spec.screen_tolerance) * float(np.quantile(scores, 0.25)) if len(scores) else 0
-    eligible = np.flatnonzero(scores <= limit)
-    n_test = min(len(eligible), 4 * spec.max_cubes)
-    pick = np.sort(np.random.default_rng(0).permutation(eligible)[:n_test])
-    tested = origins[pick]
-    batch = 64
-    parts = [tested[i : i + batch] for i in range(0, len(tested), batch)]
-    read = dask.compute(*[dask.delayed(_read_cubes)(str(source), p, spec.cube) for p in parts])
-    cubes = np.concatenate(read) if read else np.zeros((0,) + (spec.cube,) * 3, np.float32)
+    tested, cubes = _candidate_cubes(source, spec, origins, scores)
+    n_test = len(tested)
     md, vd = gcbd_scores(cubes)
-    if spec.rule == "gcbd":
-        mu, gamma = spec.mu, spec.gamma
-    else:
-        finite = np.isfinite(md) & np.isfinite(vd)
-        mu = float(spec.tolerance * np.median(md[finite])) if finite.any() else 0.0
-        gamma = float(spec.tolerance * np.median(vd[finite])) if finite.any() else 0.0
+    mu, gamma = _thresholds(spec, md, vd)
     ok = np.flatnonzero((md <= mu) & (vd <= gamma))[: spec.max_cubes]  # in random order
     report = {
         "found": int(len(ok)),
@@ -286,27 +321,19 @@ def extract_noise_bank(
     }
     if len(ok) < spec.min_cubes:
         hint = (
-            "raise --noise-mu / --noise-gamma, use --noise-rule calibrated"
+            "raise noise_bank.mu / gamma, use noise_bank.rule calibrated"
             if spec.rule == "gcbd"
-            else "raise --noise-tolerance"
+            else "raise noise_bank.tolerance"
         )
         raise InputError(
             f"{source}: only {len(ok)} smooth {spec.cube}³ cubes of {n_test} tested pass the "
             f"GCBD rule (mu {mu:.3g}, gamma {gamma:.3g}); NMSG needs at least "
-            f"{spec.min_cubes}: {hint} or lower --noise-cube"
+            f"{spec.min_cubes}: {hint} or lower noise_bank.cube (YAML section of --config)"
         )
     ok = ok[np.random.default_rng(0).permutation(len(ok))]
     keep = cubes[ok] - cubes[ok].mean(axis=(1, 2, 3), keepdims=True)
-    with atomic_output(out, overwrite=True) as tmp:
-        arr = zarr.create_array(
-            str(tmp),
-            shape=keep.shape,
-            chunks=(min(256, len(keep)),) + (spec.cube,) * 3,
-            dtype="float32",
-        )
-        arr[...] = (keep / scale).astype(np.float32)
-        attrs = {**identity, "report": report, "origins": tested[ok].tolist()}
-        arr.attrs.update(cast(Any, attrs))
+    attrs = {**identity, "report": report, "origins": tested[ok].tolist()}
+    _store_bank(out, (keep / scale).astype(np.float32), attrs)
     log.info(
         "noise cubes: %d of %d tested candidates pass (mu %.3g, gamma %.3g; screened on "
         "level %d) -> %s",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 
 from scnet_dask.methods._unet import (
     UNetOptions,
@@ -15,9 +15,82 @@ from scnet_dask.methods.base import (
 )
 
 __all__ = [
+    "LEGACY_KEYS",
+    "NoiseBankOptions",
+    "GanOptions",
     "NmsgTrainOptions",
     "NmsgDenoiseOptions",
 ]
+
+
+#: Flat option names of earlier versions (checkpoints, the Python API) -> (section, field).
+LEGACY_KEYS: dict[str, tuple[str, str]] = {
+    "noise": ("noise_bank", "path"), "noise_cube": ("noise_bank", "cube"),
+    "noise_rule": ("noise_bank", "rule"), "noise_tolerance": ("noise_bank", "tolerance"),
+    "noise_mu": ("noise_bank", "mu"), "noise_gamma": ("noise_bank", "gamma"),
+    "noise_max_cubes": ("noise_bank", "max_cubes"), "noise_min_cubes": ("noise_bank", "min_cubes"),
+    "noise_screen": ("noise_bank", "screen"), "gan_steps": ("gan", "steps"),
+    "gan_batch": ("gan", "batch"), "critic_steps": ("gan", "critic_steps"),
+    "gan_features": ("gan", "features"), "gan_layers": ("gan", "layers"), "gan_lr": ("gan", "lr"),
+    "gp_weight": ("gan", "gp_weight"), "lambda_spectrum": ("gan", "lambda_spectrum"),
+    "lambda_adversarial": ("gan", "lambda_adversarial"),
+}  # fmt: skip
+
+
+class NoiseBankOptions(Options):
+    """NMSG's noise-cube bank: the YAML section ``noise_bank:`` of ``train --method nmsg``."""
+
+    path: Path | None = Field(
+        None, description="Noise-cube store (made there if absent); default RUN/noise.zarr."
+    )
+    cube: int = Field(16, ge=8, le=64, description="Edge of a noise cube (even).")
+    rule: Literal["calibrated", "gcbd"] = Field(
+        "calibrated",
+        description="Smooth-cube thresholds: tolerance x the median GCBD scores of the "
+        "tested cubes, or GCBD's absolute mu/gamma (white noise).",
+    )
+    tolerance: float = Field(
+        1.5, gt=0, description="Calibrated rule: multiple of the median scores allowed."
+    )
+    mu: float = Field(
+        0.1, gt=0, description="GCBD rule: max sub-cube mean deviation, in cube std units."
+    )
+    gamma: float = Field(
+        0.25, gt=0, description="GCBD rule: max relative sub-cube variance deviation."
+    )
+    max_cubes: int = Field(2000, ge=16, description="Noise cubes to collect at most.")
+    min_cubes: int = Field(64, ge=8, description="Fewer passing cubes is an error.")
+    screen: float = Field(
+        1.0,
+        gt=0,
+        description="Skip candidate cubes whose coarse-level variance exceeds "
+        "(1 + this) x its 25th percentile (structure).",
+    )
+
+
+class GanOptions(Options):
+    """NMSG's noise-model phase: the YAML section ``gan:`` of ``train --method nmsg``."""
+
+    steps: int = Field(
+        400, ge=1, description="Steps of the noise-model phase (generator updates)."
+    )
+    batch: int = Field(16, ge=2, description="Noise cubes per critic/generator batch.")
+    critic_steps: int = Field(2, ge=1, description="Critic updates per generator update.")
+    features: int = Field(32, ge=4, description="Channels of generator and critic.")
+    layers: int = Field(4, ge=2, le=8, description="Convolutions of the generator.")
+    lr: float = Field(
+        1e-3, gt=0, description="Adam learning rate of the noise model (cosine decay to 0)."
+    )
+    gp_weight: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight.")
+    lambda_spectrum: float = Field(
+        1.0, ge=0, description="Weight of the generator's spectral term (0: adversarial only)."
+    )
+    lambda_adversarial: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the generator's adversarial (WGAN-GP) term; 0 "
+        "trains no critic (spectral matching only, the measured best for near-Gaussian noise).",
+    )
 
 
 class NmsgTrainOptions(UNetOptions):
@@ -40,52 +113,31 @@ class NmsgTrainOptions(UNetOptions):
     alpha: float = Field(
         1.0, gt=0, le=2, description="Noisier2Noise: scale of the added generated noise."
     )
-    noise: Path | None = Field(
-        None, description="Noise-cube store (made there if absent); default RUN/noise.zarr."
+    noise_bank: NoiseBankOptions = Field(
+        default_factory=NoiseBankOptions,
+        description="the noise-cube bank: path, cube, rule, tolerance, mu, gamma, max_cubes, "
+        "min_cubes, screen",
     )
-    noise_cube: int = Field(16, ge=8, le=64, description="Edge of a noise cube (even).")
-    noise_rule: Literal["calibrated", "gcbd"] = Field(
-        "calibrated",
-        description="Smooth-cube thresholds: --noise-tolerance x the median GCBD scores of the "
-        "tested cubes, or GCBD's absolute --noise-mu/--noise-gamma (white noise).",
+    gan: GanOptions = Field(
+        default_factory=GanOptions,
+        description="the noise-model phase: steps, batch, critic_steps, features, layers, lr, "
+        "gp_weight, lambda_spectrum, lambda_adversarial",
     )
-    noise_tolerance: float = Field(
-        1.5, gt=0, description="Calibrated rule: multiple of the median scores allowed."
-    )
-    noise_mu: float = Field(
-        0.1, gt=0, description="GCBD rule: max sub-cube mean deviation, in cube std units."
-    )
-    noise_gamma: float = Field(
-        0.25, gt=0, description="GCBD rule: max relative sub-cube variance deviation."
-    )
-    noise_max_cubes: int = Field(2000, ge=16, description="Noise cubes to collect at most.")
-    noise_min_cubes: int = Field(64, ge=8, description="Fewer passing cubes is an error.")
-    noise_screen: float = Field(
-        1.0,
-        gt=0,
-        description="Skip candidate cubes whose coarse-level variance exceeds "
-        "(1 + this) x its 25th percentile (structure).",
-    )
-    gan_steps: int = Field(
-        400, ge=1, description="Steps of the noise-model phase (generator updates)."
-    )
-    gan_batch: int = Field(16, ge=2, description="Noise cubes per critic/generator batch.")
-    critic_steps: int = Field(2, ge=1, description="Critic updates per generator update.")
-    gan_features: int = Field(32, ge=4, description="Channels of generator and critic.")
-    gan_layers: int = Field(4, ge=2, le=8, description="Convolutions of the generator.")
-    gan_lr: float = Field(
-        1e-3, gt=0, description="Adam learning rate of the noise model (cosine decay to 0)."
-    )
-    gp_weight: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight.")
-    lambda_spectrum: float = Field(
-        1.0, ge=0, description="Weight of the generator's spectral term (0: adversarial only)."
-    )
-    lambda_adversarial: float = Field(
-        0.0,
-        ge=0,
-        description="Weight of the generator's adversarial (WGAN-GP) term; 0 "
-        "trains no critic (spectral matching only, the measured best for near-Gaussian noise).",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        """Move flat option names of earlier versions into their sections."""
+        if not isinstance(data, dict) or not any(k in LEGACY_KEYS for k in data):
+            return data
+        data = dict(data)
+        for key in [k for k in data if k in LEGACY_KEYS]:
+            section, field = LEGACY_KEYS[key]
+            given = data.get(section) or {}
+            if isinstance(given, BaseModel):
+                given = given.model_dump()
+            data[section] = {**dict(given), field: data.pop(key)}
+        return data
 
 
 class NmsgDenoiseOptions(Options):
