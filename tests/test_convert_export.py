@@ -171,7 +171,7 @@ def test_resume_after_interruption_matches_uninterrupted(small_mrc, tmp_path, ca
     assert run_cli(["convert", small_mrc, ref, "--chunks", "8"], capsys)[0] == 0
     out = tmp_path / "r.zarr"
     real_store = da.store
-    import scnet_dask.commands.convert as convert_mod
+    import scnet_dask.io.store as convert_mod
 
     real_mark, calls = convert_mod.mark_done, {"n": 0}
 

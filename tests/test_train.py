@@ -298,3 +298,27 @@ def test_lr_schedule_spans():
     spans = get("nmsg").lr_schedule_span(opts, ["model", "critic"], 100)
     assert spans == {"model": (30, 100)}
     assert get("scnet").lr_schedule_span(None, ["model"], 100) == {"model": (0, 100)}
+
+
+def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_work(volumes, tmp_path, monkeypatch):
+    """B1: ``--overwrite`` stopped before its first checkpoint must not lose the earlier run."""
+    import scnet_dask.engine.run as run_mod
+
+    n, p = volumes
+    out = tmp_path / "run"
+    train(_cfg(n, p, out, epochs=1), show_progress=False)
+    before = (out / "last.pt").read_bytes()
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod._Run, "validate", killed)  # stops at the first epoch's end
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(n, p, out, epochs=1, overwrite=True), show_progress=False)
+    assert (out / "previous-run" / "last.pt").read_bytes() == before
+    assert (out / "previous-run" / "log.csv").exists()
+    monkeypatch.undo()
+    # overwriting again: the stopped run had no checkpoint, so the earlier run stays aside
+    train(_cfg(n, p, out, epochs=1, overwrite=True), show_progress=False)
+    assert (out / "last.pt").exists()
+    assert (out / "previous-run" / "last.pt").read_bytes() == before

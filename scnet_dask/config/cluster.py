@@ -50,7 +50,11 @@ class ClusterConfig(StrictModel):
         description="Seconds without any worker after which a run stops (resumable).",
     )  # fmt: skip
 
-    def model_post_init(self, context: Any, /) -> None:
+    def __init__(self, **data: Any):
+        super().__init__(**data)
+        self._check()
+
+    def _check(self) -> None:
         """Refuse impossible values with one line naming the flag."""
         ok = ("threads", "local", *JOBQUEUE_KINDS)
         if self.kind not in ok and not self.kind.startswith("tcp://"):

@@ -26,6 +26,7 @@ from scnet_dask.engine.run import input_statistics
 from scnet_dask.engine.rundir import prepare_run_dir
 from scnet_dask.engine.train import train
 from scnet_dask.errors import InputError, RunStopped
+from scnet_dask.io.lock import output_lock
 from scnet_dask.methods import get
 from scnet_dask.model.device import resolve_device
 
@@ -105,6 +106,14 @@ def train_distributed(
         If a rank fails or a worker is lost; the message names the run's ``last.pt``.
 
     """
+    with output_lock(cfg.out):  # one writer per run folder
+        return _run_ranks(cfg, client, ranks, timeout_s)
+
+
+def _run_ranks(
+    cfg: TrainConfig, client: Any, ranks: int | None, timeout_s: float | None
+) -> dict[str, Any]:
+    """:func:`train_distributed`'s body, under the run folder's lock."""
     prepare_run_dir(cfg)
     get(cfg.method).prepare(cfg, show_progress=False)
     stats = input_statistics(cfg)  # once, here: not in every rank before the first collective

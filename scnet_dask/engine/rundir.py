@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,8 @@ from scnet_dask.io._atomic import refuse_overlap
 from scnet_dask.methods import Method, get
 
 __all__ = ["prepare_run_dir", "log_fields", "truncate_log", "META", "TIMING"]
+
+log = logging.getLogger(__name__)
 
 META = ["epoch", "step"]
 TIMING = ["lr", "step_seconds", "wait_seconds"]
@@ -28,7 +33,7 @@ def prepare_run_dir(cfg: Any) -> None:
         return
     if (out / "last.pt").exists() and not cfg.overwrite:
         raise InputError(f"{out}: holds a training run; pass --resume to continue or --overwrite")
-    ours = {"last.pt", "best.pt", "log.csv", "curves.png", "pool", "worker-logs"}
+    ours = {"last.pt", "best.pt", "log.csv", "curves.png", "pool", "worker-logs", "previous-run"}
     mine = ("epoch_", ".log.rank", ".last.pt", ".best.pt")
     names = [p.name for p in out.iterdir()] if out.is_dir() else []
     foreign = sorted(n for n in names if n not in ours and not n.startswith(mine))
@@ -39,8 +44,34 @@ def prepare_run_dir(cfg: Any) -> None:
             "choose another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("last.pt", "best.pt", "log.csv", "curves.png"):
-        (out / name).unlink(missing_ok=True)
+    _set_aside_previous_run(out)
+
+
+def _set_aside_previous_run(out: Path) -> None:
+    """With ``--overwrite``: move an earlier run's files into ``out/previous-run/``.
+
+    Nothing is deleted before the new run has work of its own: a run stopped before its first
+    checkpoint leaves the earlier one intact there. Only a run with a checkpoint replaces an
+    older ``previous-run/``; the log of one that never checkpointed is simply removed.
+    """
+    names = [
+        p for p in out.iterdir()
+        if p.name in ("last.pt", "best.pt", "log.csv", "curves.png")
+        or (p.name.startswith("epoch_") and p.suffix == ".png")
+    ]  # fmt: skip
+    if not names:
+        return
+    if not (out / "last.pt").exists():  # leftovers of a run that never checkpointed
+        for p in names:
+            p.unlink()
+        return
+    aside = out / "previous-run"
+    if aside.is_dir():
+        shutil.rmtree(aside)
+    aside.mkdir()
+    for p in names:
+        os.replace(p, aside / p.name)
+    log.warning("%s: --overwrite: the earlier run's files were moved to %s", out, aside)
 
 
 def log_fields(method: Method) -> list[str]:

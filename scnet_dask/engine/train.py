@@ -8,6 +8,7 @@ the step. Patches of every input the method names are sampled lazily from the OM
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import logging
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from scnet_dask.config import TrainConfig
 from scnet_dask.engine.run import _Run
 from scnet_dask.engine.rundir import log_fields, prepare_run_dir, truncate_log
+from scnet_dask.io.lock import output_lock
 from scnet_dask.io.plots import training_curves, validation_slices
 from scnet_dask.methods import get
 from scnet_dask.methods.loading import load_checkpoint
@@ -63,6 +65,19 @@ def train(
         the time the trainer waited for data, and a SHA-256 of the final weights.
 
     """
+    # one writer per run folder; DDP ranks run under train_distributed's lock
+    with output_lock(cfg.out) if world == 1 else contextlib.nullcontext():
+        return _train(cfg, show_progress, rank, world, stats)
+
+
+def _train(
+    cfg: TrainConfig,
+    show_progress: bool,
+    rank: int,
+    world: int,
+    stats: dict[str, dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """:func:`train`'s body, under the run folder's lock."""
     lead = rank == 0
     out = Path(cfg.out)
     run = _start(cfg, rank, world, stats, show_progress)

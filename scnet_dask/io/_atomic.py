@@ -1,4 +1,8 @@
-"""Atomic outputs: write under a temporary name beside the target, rename when complete."""
+"""Atomic outputs: write under a temporary name beside the target, rename when complete.
+
+Every writer holds the output's lock meanwhile (:mod:`scnet_dask.io.lock`): a second run
+writing the same output is refused at once, naming the first.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scnet_dask.errors import InputError, OutputError, RunStopped
+from scnet_dask.io.lock import output_lock
 
 __all__ = [
     "partial_path",
@@ -106,6 +111,9 @@ def atomic_output(
     :class:`~scnet_dask.errors.RunStopped` saying that ``--resume`` continues. Kills
     (``KeyboardInterrupt``-like) always leave it for ``--resume``.
 
+    The output's lock is held from before the temporary output is touched until it is renamed
+    (or the body fails).
+
     Parameters
     ----------
     target
@@ -120,25 +128,26 @@ def atomic_output(
     """
     target = Path(target)
     check_output_target(target, overwrite)
-    tmp = partial_path(target)
-    if tmp.exists() and not resume:
-        log.info("removing stale partial output %s", tmp)
-        remove_path(tmp)
-    try:
-        yield tmp
-    except InputError:
-        remove_path(tmp)
-        raise
-    except Exception as e:
-        if not keep_on_error:
+    with output_lock(target):
+        tmp = partial_path(target)
+        if tmp.exists() and not resume:
+            log.info("removing stale partial output %s", tmp)
+            remove_path(tmp)
+        try:
+            yield tmp
+        except InputError:
             remove_path(tmp)
             raise
-        raise stopped(target, e) from e
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old")
-        remove_path(trash)
-        os.replace(target, trash)
-        os.replace(tmp, target)
-        remove_path(trash)
-    else:
-        os.replace(tmp, target)
+        except Exception as e:
+            if not keep_on_error:
+                remove_path(tmp)
+                raise
+            raise stopped(target, e) from e
+        if target.exists():
+            trash = target.with_name(f".{target.name}.old")
+            remove_path(trash)
+            os.replace(target, trash)
+            os.replace(tmp, target)
+            remove_path(trash)
+        else:
+            os.replace(tmp, target)
