@@ -19,6 +19,7 @@ def _r(a: object, b: np.ndarray) -> float:
     return float(np.corrcoef(np.asarray(a, dtype=np.float64).ravel(), b.ravel())[0, 1])
 
 
+@pytest.mark.slow  # a quality margin (+0.01 in r over the prior), not a unit check
 def test_training_beats_the_input_and_the_prior(tmp_path):
     """Blobs of σ 1.5 voxels plus white noise of their std; prior = an over-smoothed Gaussian
     (σ 2) of the noisy volume. An output that only copied the prior would tie with it; the
