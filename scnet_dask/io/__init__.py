@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ __all__ = [
     "store_of",
     "voxel_mismatch",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 def voxel_mismatch(a: Any, b: Any) -> float:
@@ -62,6 +66,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
+    if not p.is_file() and not p.is_dir():
+        raise InputError(f"{p}: not a regular file or folder (a pipe, socket or device)")
     if is_zarr(p):
         return "zarr"
     if p.is_dir():
@@ -80,34 +86,60 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 
 def _placeholder(voxel: tuple[float, float, float]) -> bool:
-    return any(v <= 0 or abs(v - 1.0) < 1e-6 for v in voxel)
+    return any(not np.isfinite(v) or v <= 0 or abs(v - 1.0) < 1e-6 for v in voxel)
+
+
+def _checked_voxel(path: Path, voxel: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The header's voxel size, with a NaN/Inf or negative one replaced by 0 (no size known).
+
+    Such a value is never written on: it is logged once here, and every command then treats
+    the volume as having no voxel size (a placeholder), as for 0.
+    """
+    if all(np.isfinite(v) and v >= 0 for v in voxel):
+        return voxel
+    log.warning(
+        "%s: voxel size %s Å in the header is not a finite, non-negative size; treated as "
+        "unknown (0): pass --voxel-size to convert", path, tuple(voxel),
+    )  # fmt: skip
+    return (0.0, 0.0, 0.0)
+
+
+def _real_valued(path: Path, dtype: np.dtype) -> None:
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(
+        dtype, np.complexfloating
+    ):
+        raise InputError(
+            f"{path}: data type {dtype} is not a real-valued volume (complex or non-numeric "
+            "data would lose information); convert it to real values first"
+        )
 
 
 def open_source(path: str | os.PathLike[str], level: int = 0) -> Volume:
-    """Open any supported volume lazily, with its voxel size and header attributes."""
+    """Open any supported volume lazily, with its voxel size and header attributes.
+
+    One validation for every format: complex or non-numeric data are refused, and a voxel
+    size that is not a finite, non-negative number is treated as unknown (with a warning).
+    """
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "mrc":
         arr, info = open_mrc(p)
-        voxel = info.voxel_size_angstrom
+        _real_valued(p, np.dtype(arr.dtype))
+        voxel = _checked_voxel(p, info.voxel_size_angstrom)
         return Volume(p, fmt, arr, voxel, not _placeholder(voxel), {"source": info.to_attrs()})
     if fmt == "tiff":
         arr, tinfo = open_tiff(p)
-        voxel = tinfo["voxel_size_angstrom"]
+        _real_valued(p, np.dtype(arr.dtype))
+        voxel = _checked_voxel(p, tinfo["voxel_size_angstrom"])
         found = bool(tinfo["voxel_size_found"]) and not _placeholder(voxel)
         return Volume(p, fmt, arr, voxel, found, {"source": tinfo["attrs"]})
     arr, voxel, attrs = open_ome_zarr(p, level=level)
+    voxel = _checked_voxel(p, voxel)
     ours = attrs.get(ATTRS_KEY, {})
     found = "ome" in attrs and not _placeholder(voxel)
     if ours:
         found = bool(ours.get("voxel_size_found", found))
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.issubdtype(
-        arr.dtype, np.complexfloating
-    ):
-        raise InputError(
-            f"{p}: data type {arr.dtype} is not a real-valued volume (complex or non-numeric "
-            "data would lose information); convert it to real values first"
-        )
+    _real_valued(p, np.dtype(arr.dtype))
     return Volume(p, fmt, arr, voxel, found, ours or {"source": {"format": "zarr"}})
 
 

@@ -39,6 +39,9 @@ class MrcInfo:
         (z, y, x) voxel size in Å.
     origin_angstrom
         (z, y, x) origin in Å, as stored in the header.
+    start_voxels
+        (nzstart, nystart, nxstart): the index of the first voxel in the map's grid (kept
+        through every step and written back on export).
 
     """
 
@@ -51,6 +54,7 @@ class MrcInfo:
     data_offset: int
     exttyp: str = ""
     extended_header_b64: str = ""
+    start_voxels: tuple[int, int, int] = (0, 0, 0)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_attrs(self) -> dict[str, Any]:
@@ -60,6 +64,7 @@ class MrcInfo:
             "mode": self.mode,
             "labels": self.labels,
             "origin_angstrom": list(self.origin_angstrom),
+            "start_voxels": list(self.start_voxels),
             "exttyp": self.exttyp,
             "extended_header_b64": self.extended_header_b64,
             **self.extra,
@@ -99,6 +104,18 @@ def read_mrc_header(path: str | os.PathLike[str]) -> MrcInfo:
                 f"{path}: not an MRC file (no 'MAP ' identifier and no valid mode)"
             ) from e
         raise InputError(f"{path}: unsupported MRC mode {int(header.mode)}") from e
+    if np.dtype(dtype).kind == "c":
+        raise InputError(
+            f"{path}: complex data (MRC mode {int(header.mode)}) is not a real-valued volume; "
+            "the imaginary part would be lost: convert it to real values first"
+        )
+    axes = (int(header.mapc), int(header.mapr), int(header.maps))
+    if axes != (1, 2, 3) and axes != (0, 0, 0):
+        raise InputError(
+            f"{path}: MRC axis order mapc/mapr/maps = {axes[0]},{axes[1]},{axes[2]} is not the "
+            "standard 1,2,3 (columns x, rows y, sections z); reorder it first (e.g. with "
+            "IMOD's 'clip rotx' or 'trimvol -yz'): it is not reinterpreted here"
+        )
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     ispg = int(header.ispg)
     mz = int(header.mz) if int(header.mz) > 0 else nz
@@ -132,6 +149,7 @@ def read_mrc_header(path: str | os.PathLike[str]) -> MrcInfo:
         data_offset=offset,
         exttyp=bytes(header.exttyp).decode("latin-1").strip("\x00 "),
         extended_header_b64=ext_b64,
+        start_voxels=(int(header.nzstart), int(header.nystart), int(header.nxstart)),
     )
 
 
@@ -246,6 +264,8 @@ def _mrc_header(
         h.cella.x, h.cella.y, h.cella.z = vx * nx, vy * ny, vz * nz
         oz, oy, ox = attrs.get("origin_angstrom", (0.0, 0.0, 0.0))
         h.origin.x, h.origin.y, h.origin.z = ox, oy, oz
+        sz, sy, sx = attrs.get("start_voxels", (0, 0, 0))
+        h.nxstart, h.nystart, h.nzstart = int(sx), int(sy), int(sz)
         # the source's labels first (all ten if it had ten), then ours where there is room
         labels = [str(lab)[:80] for lab in attrs.get("labels", [])][:10]
         if len(labels) < 10:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,15 @@ _UNIT_TO_ANGSTROM = {
 TiffInfo = dict[str, Any]
 
 
+def _natural_key(path: Path) -> list[Any]:
+    """Sort key reading digit runs as numbers: slice2 before slice10 (not 1, 10, 11, 2)."""
+    return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", path.name)]
+
+
 def _slice_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES), key=_natural_key
+    )
     if not files:
         raise InputError(f"{folder}: folder holds no .tif/.tiff slices")
     return files
