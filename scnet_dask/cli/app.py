@@ -9,6 +9,7 @@ registered at run time brings its options with it.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -131,7 +132,8 @@ def _train(method: str = "scnet") -> click.Command:
                 )
         click.echo(
             f"trained {s['epochs']} epochs ({s['steps']} steps) on {s['device']}: best "
-            f"validation loss {s['best_val']:.5g}, {s['mean_step_seconds']:.3f} s/step, data "
+            f"validation loss {_figure(s['best_val'], '.5g')}, "
+            f"{_figure(s['mean_step_seconds'], '.3f')} s/step, data "
             f"wait {100 * s['wait_fraction']:.1f} %; checkpoints in {s['run_dir']}"
         )
 
@@ -275,6 +277,11 @@ def _sections_help(models: list[tuple[str, type[BaseModel]]]) -> str:
         " Expert option groups are sections of the --config YAML file, not flags (e.g. "
         "'gan: {steps: 300}'; docs/methods.md lists their fields): " + "; ".join(found) + "."
     )
+
+
+def _figure(value: float, fmt: str) -> str:
+    """A number for the summary line, or "none" where there is none (no validation, no step)."""
+    return format(value, fmt) if math.isfinite(value) else "none"
 
 
 def _known(method: str) -> str | None:

@@ -90,6 +90,10 @@ def config_option(keys: Iterable[str], aliases: dict[str, str] | None = None) ->
                 par.type_cast_value(ctx, val)
             except click.BadParameter as e:
                 raise click.BadParameter(f"{value}: key {key!r}: {e.message}", ctx, param) from None
+            except (TypeError, ValueError):  # e.g. a list where a number belongs
+                raise click.BadParameter(
+                    f"{value}: key {key!r}: {val!r} is not a valid {par.type.name}", ctx, param
+                ) from None
         ctx.meta[_SECTIONS] = {k: v for k, v in data.items() if k not in params}
         ctx.default_map = {**(ctx.default_map or {}), **data}
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 from tqdm import tqdm
 
@@ -17,7 +19,10 @@ from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.io.mrc import write_mrc
 from scnet_dask.io.tiff import write_tiff
 
-__all__ = ["export", "write_volume_file"]
+__all__ = ["export", "write_volume_file", "F16_MAX"]
+
+#: The largest finite float16.
+F16_MAX = 65504.0
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,24 @@ def write_volume_file(
             write_mrc(path, data, voxel_size_angstrom, header_attrs, progress=bar)
 
 
+def _check_float16_range(path: Any, data: da.Array, stats: dict[str, Any]) -> None:
+    """Refuse a float16 export that would turn values beyond ±65504 into Inf.
+
+    The stored statistics are used when the input has them; otherwise one Dask pass finds the
+    extremes (bounded memory).
+    """
+    if stats and "min" in stats and "max" in stats:
+        lo, hi = float(stats["min"]), float(stats["max"])
+    else:
+        lo, hi = (float(v) for v in dask.compute(data.min(), data.max()))
+    big = max(abs(lo), abs(hi))
+    if big > F16_MAX:
+        raise InputError(
+            f"{path}: values reach {big:.6g}, beyond the float16 range (±{F16_MAX:g}); they "
+            "would become Inf: export as float32"
+        )
+
+
 def export(cfg: ExportConfig, show_progress: bool = True) -> dict[str, Any]:
     """Export an OME-Zarr (or any readable volume) to MRC or TIFF atomically.
 
@@ -69,16 +92,20 @@ def export(cfg: ExportConfig, show_progress: bool = True) -> dict[str, Any]:
         info = np.iinfo(dtype)
         data = data.round().clip(info.min, info.max)
     if dtype == np.float16:
-        stats = vol.attrs.get("statistics", {})
-        if stats and max(abs(stats.get("min", 0)), abs(stats.get("max", 0))) > 65504:
-            raise InputError(f"{cfg.input}: values exceed the float16 range; export as float32")
+        _check_float16_range(cfg.input, data, vol.attrs.get("statistics", {}))
     data = data.astype(dtype)
+    fmt = "tiff" if cfg.output.suffix.lower() in (".tif", ".tiff") else "mrc"
+    written = np.dtype(np.uint16) if fmt == "mrc" and dtype == np.uint8 else dtype
+    if written != dtype:
+        log.warning(
+            "%s: MRC has no unsigned 8-bit mode: the uint8 values are written as uint16 "
+            "(mode 6), value for value", cfg.output,
+        )  # fmt: skip
     with atomic_output(cfg.output, overwrite=cfg.overwrite) as tmp:
-        fmt = "tiff" if cfg.output.suffix.lower() in (".tif", ".tiff") else "mrc"
         write_volume_file(tmp, data, vol.voxel_size_angstrom, source, show_progress, fmt)
     return {
         "output": str(cfg.output),
         "shape": list(data.shape),
-        "dtype": str(dtype),
+        "dtype": str(written),
         "voxel_size_angstrom": list(vol.voxel_size_angstrom),
     }

@@ -43,9 +43,16 @@ def parse_tilts(spec: str) -> np.ndarray:
         start, stop, step = (float(v) for v in spec.split(":"))
     except ValueError as e:
         raise InputError(f"--tilts must be START:STOP:STEP in degrees, got {spec!r}") from e
-    if step <= 0 or stop < start or max(abs(start), abs(stop)) >= 90:
+    finite = all(np.isfinite(v) for v in (start, stop, step))
+    if not finite or step <= 0 or stop < start or max(abs(start), abs(stop)) >= 90:
         raise InputError(f"--tilts needs STEP > 0, START <= STOP, |angles| < 90, got {spec!r}")
-    return np.arange(start, stop + step / 2, step)
+    angles = np.arange(start, stop + step / 2, step)
+    if len(angles) < 3:
+        raise InputError(
+            f"--tilts {spec!r} gives {len(angles)} tilt(s); a reconstruction (and its even and "
+            "odd halves) needs at least 3"
+        )
+    return angles
 
 
 def _write(data: da.Array, path: Path, voxel: tuple[float, float, float], attrs: dict[str, Any],

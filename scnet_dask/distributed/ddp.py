@@ -22,7 +22,7 @@ import torch.distributed as dist
 from distributed import as_completed
 
 from scnet_dask.config import TrainConfig
-from scnet_dask.engine.run import input_statistics
+from scnet_dask.engine.inputs import input_statistics
 from scnet_dask.engine.rundir import prepare_run_dir
 from scnet_dask.engine.train import train
 from scnet_dask.errors import InputError, RunStopped

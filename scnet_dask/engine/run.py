@@ -6,119 +6,35 @@ that drives it is :func:`scnet_dask.engine.train.train`.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
 from scnet_dask import __version__
 from scnet_dask.config import TrainConfig
-from scnet_dask.engine.sampling import PatchSampler, foreground_mask, split_regions
+from scnet_dask.engine.inputs import (
+    _mask_from_pyramid,
+    _open_inputs,
+    augment_planes,
+)
+from scnet_dask.engine.sampling import PatchSampler, split_regions
 from scnet_dask.errors import InputError
-from scnet_dask.io import open_source, voxel_mismatch
-from scnet_dask.io.omezarr import coarsest_level, get_array
+from scnet_dask.io.store import source_signature
 from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.methods.base import lr_factor
 from scnet_dask.model.device import resolve_device
-from scnet_dask.science.stats import volume_statistics
 
 __all__ = [
     "TrainingDiverged",
-    "augment_planes",
-    "input_statistics",
 ]
 
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _open_level0(path: Path) -> tuple[zarr.Array, dict[str, Any]]:
-    vol = open_source(path)
-    if vol.format != "zarr":
-        raise InputError(f"{path}: training reads OME-Zarr; run 'scnet-dask convert' first")
-    group = zarr.open_group(str(path), mode="r")
-    ome: Any = dict(group.attrs).get("ome", {})
-    ms = ome.get("multiscales", [])
-    name = ms[0]["datasets"][0]["path"] if ms else "0"
-    stats = volume_statistics(vol)
-    if not np.isfinite(stats.get("std", np.nan)) or stats.get("n_nonfinite", 0):
-        raise InputError(f"{path}: volume has NaN/Inf voxels or no finite statistics")
-    return get_array(group, name), {**stats, "voxel_size_angstrom": list(vol.voxel_size_angstrom)}
-
-
-def _mask_from_pyramid(path: Path) -> tuple[np.ndarray, int]:
-    level, factor = coarsest_level(path)
-    return foreground_mask(level), factor
-
-
-def augment_planes(
-    choice: str, voxel_size_angstrom: Any, patch: tuple[int, int, int]
-) -> Literal["all", "yx"]:
-    """The rotation planes of the augmentation (``--augment-planes``).
-
-    ``"auto"`` gives ``"yx"`` when the voxels are anisotropic (z more than 1.5x y or x, as in
-    vEM) or the patch is not a cube, else ``"all"``.
-
-    Raises
-    ------
-    InputError
-        ``"all"`` asked for non-cubic patches.
-
-    """
-    cubic = len(set(patch)) == 1
-    if choice == "all":
-        if not cubic:
-            raise InputError(
-                f"--augment-planes all needs cubic patches; this method's are {patch}: use yx"
-            )
-        return "all"
-    if choice == "yx":
-        return "yx"
-    vz, vy, vx = (float(v) for v in voxel_size_angstrom)
-    anisotropic = vz > 1.5 * min(vy, vx) or min(vy, vx) > 1.5 * vz
-    return "yx" if anisotropic or not cubic else "all"
-
-
-def _open_inputs(
-    cfg: TrainConfig, method: Method
-) -> tuple[dict[str, Path], dict[str, zarr.Array], dict[str, dict[str, Any]]]:
-    """The method's input paths, their level-0 arrays and stored statistics, checked to agree."""
-    paths = method.input_paths(cfg.noisy, cfg.options, Path(cfg.out))
-    arrays: dict[str, zarr.Array] = {}
-    stats: dict[str, dict[str, Any]] = {}
-    primary = next(iter(paths))
-    for name, path in paths.items():
-        arrays[name], stats[name] = _open_level0(path)
-        if arrays[name].shape != arrays[primary].shape:
-            raise InputError(
-                f"{path}: {name} grid {tuple(arrays[name].shape)} differs from the "
-                f"{primary} grid {tuple(arrays[primary].shape)} of {paths[primary]}"
-            )
-        va = stats[name]["voxel_size_angstrom"]
-        vb = stats[primary]["voxel_size_angstrom"]
-        if voxel_mismatch(va, vb) > 0.01:
-            raise InputError(
-                f"{path}: {name} voxel size {tuple(va)} Å differs from the {primary} voxel "
-                f"size {tuple(vb)} Å of {paths[primary]}"
-            )
-    return paths, arrays, stats
-
-
-def input_statistics(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
-    """The normalisation statistics of every input of ``cfg.method`` (its hook applied).
-
-    :func:`scnet_dask.distributed.ddp.train_distributed` computes them once, before starting the
-    ranks,
-    and hands them to every rank, so that a method's full-volume pass (SC-Net's affine prior
-    fit) runs once and not inside every rank while the others wait at the first collective.
-    """
-    method = get(cfg.method)
-    paths, _, stats = _open_inputs(cfg, method)
-    return method.input_statistics(cfg.options, stats, paths)
 
 
 class _Run:
@@ -243,10 +159,16 @@ class _Run:
         if self.world > 1:  # every rank stops together
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if not bool(finite):
+            ck = self.out / "last.pt"
+            kept = (
+                f"the last good checkpoint {ck} (epoch {self.epoch}) is kept"
+                if self.epoch > 0 and ck.exists()
+                else "no checkpoint was written (it diverged in the first epoch): lower --lr "
+                "or check the input"
+            )
             raise TrainingDiverged(
                 f"{self.out}: loss became {float(loss.detach())} at step {self.step + 1} "
-                f"(epoch {self.epoch + 1}); stopped, last good checkpoint "
-                f"{self.out / 'last.pt'} (epoch {self.epoch}) kept"
+                f"(epoch {self.epoch + 1}); stopped, {kept}"
             )
         opt = self.state.optimizers[optimizer]
         if optimizer in self.lr_spans:
@@ -279,6 +201,8 @@ class _Run:
             "normalisation": {k: _plain(v) for k, v in self.stats.items()},
             "epoch": self.epoch,
             "step": self.step,
+            "total_steps": self.state.total_steps,
+            "input_signatures": self.signatures(),
             "best_val": self.best_val,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -306,6 +230,8 @@ class _Run:
                     f"{ck}: checkpoint was trained with {key}={old.get(key)!r}, "
                     f"this run asks for {new[key]!r}"
                 )
+        self._check_same_inputs(data)
+        self._check_same_schedule(data)
         try:
             for k, net in self.state.networks.items():
                 net.load_state_dict(data["networks"][k])
@@ -322,6 +248,48 @@ class _Run:
         if self.rank == 0:  # other ranks keep their own streams (see train_distributed)
             self.gen.set_state(data["rng"]["blind_spot"])
             self.sampler.set_state(data["rng"]["sampler"])
+
+    def signatures(self) -> dict[str, Any]:
+        """What identifies each input's content (:func:`scnet_dask.io.store.source_signature`)."""
+        return {k: _plain(source_signature(Path(v))) for k, v in self.paths.items()}
+
+    def _check_same_inputs(self, data: dict[str, Any]) -> None:
+        """``--resume`` continues a run on its own inputs: another volume is refused."""
+        ck = self.out / "last.pt"
+        old = data.get("input_signatures")
+        if old is None:  # a checkpoint of an earlier version: compare the paths
+            prov = data.get("provenance", {})
+            old_paths = {k: prov.get(k) for k in self.paths}
+            new_paths = {k: str(Path(v).resolve()) for k, v in self.paths.items()}
+            changed = [k for k in self.paths if old_paths[k] not in (None, new_paths[k])]
+        else:
+            new = json.loads(json.dumps(self.signatures()))
+            changed = [k for k in new if k in old and old[k] != new[k]]
+        if changed:
+            k = changed[0]
+            raise InputError(
+                f"{ck}: the run was trained on another {k} volume than {self.paths[k]} (or it "
+                "changed since); --resume continues a run on its own inputs: give the same "
+                "ones, or start a new run in another --out"
+            )
+
+    def _check_same_schedule(self, data: dict[str, Any]) -> None:
+        """``--resume`` with a schedule that spans the run needs the run's own length."""
+        old_total = data.get("total_steps")
+        new_total = self.state.total_steps
+        if old_total is None or int(old_total) == new_total:
+            return
+        warmup = float(getattr(self.cfg.options, "rec_warmup", 0.0) or 0.0)
+        if self.lr_schedule == "constant" and warmup == 0:
+            return  # nothing depends on the run's length: more epochs simply continue it
+        old_epochs = data.get("config", {}).get("epochs")
+        raise InputError(
+            f"{self.out / 'last.pt'}: this run was planned as {old_total} steps "
+            f"({old_epochs} epochs) and its {self.lr_schedule} learning rate"
+            f"{' and rec_warmup' if warmup else ''} follow that length; --resume with "
+            f"{new_total} steps would not equal a straight run: resume with --epochs "
+            f"{old_epochs} (and the same --steps-per-epoch), or start a new run"
+        )
 
     def set_mode(self, training: bool) -> None:
         for net in self.state.networks.values():

@@ -63,8 +63,11 @@ def open_progress(
     value = group.attrs.get(PROGRESS_KEY, {})
     same = isinstance(value, dict) and value.get("signature") == sig
     if not same:
-        if value:
-            log.info("%s: partial output is from other settings; starting over", store)
+        if value:  # said at the default log level: --resume asked for the opposite
+            log.warning(
+                "%s: the partial output was written with other settings (or another input); "
+                "it cannot be continued: starting over", store,
+            )  # fmt: skip
         for name in list(group.array_keys()):
             del group[name]
         remove_path(done_folder(store))

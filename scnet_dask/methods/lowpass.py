@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from scnet_dask.errors import InputError
 from scnet_dask.methods.base import Method, Options, PredictContext, TilePredictor
 from scnet_dask.methods.gaussian import GaussianPredictor
 
 __all__ = ["LowpassOptions", "Lowpass", "lowpass_sigma_voxels"]
+
+log = logging.getLogger(__name__)
 
 
 class LowpassOptions(Options):
@@ -42,7 +46,24 @@ class Lowpass(Method):
     denoise_options = LowpassOptions
 
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
-        """A Gaussian of the σ per axis that puts the response 0.5 at the cut-off."""
-        sigma = lowpass_sigma_voxels(options.cutoff_angstrom, ctx.volume.voxel_size_angstrom)
+        """A Gaussian of the σ per axis that puts the response 0.5 at the cut-off.
+
+        The cut-off is in Å, so the voxel size matters: none (0) is refused, a placeholder
+        (1 Å) warned about with both figures.
+        """
+        vol = ctx.volume
+        voxel = vol.voxel_size_angstrom
+        if any(v <= 0 for v in voxel):
+            raise InputError(
+                f"{vol.path}: --method lowpass needs the voxel size, and this volume has none "
+                f"({voxel} Å); convert it with --voxel-size"
+            )
+        if not vol.voxel_size_found:
+            log.warning(
+                "%s: voxel size %s Å looks like a placeholder; the --cutoff-angstrom %g Å "
+                "low-pass assumes it is real (check it, or convert with --voxel-size)",
+                vol.path, voxel, options.cutoff_angstrom,
+            )  # fmt: skip
+        sigma = lowpass_sigma_voxels(options.cutoff_angstrom, voxel)
         details = {"cutoff_angstrom": options.cutoff_angstrom, "sigma_voxels": sigma}
         return GaussianPredictor(sigma), details

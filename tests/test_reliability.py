@@ -1,0 +1,163 @@
+"""Results that could be silently wrong are refused or warned about (issue 26's rows)."""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+
+from scnet_dask.io import open_source
+from tests.conftest import run_cli, write_mrc
+from tests.test_denoise import structured
+
+
+@pytest.fixture(scope="module")
+def vols(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rel")
+    a = write_mrc(d / "a.mrc", structured((32, 48, 48), seed=1), voxel=10.0)
+    b = write_mrc(d / "b.mrc", structured((32, 48, 48), seed=2), voxel=10.0)
+    return d, a, b
+
+
+def _zarr(capsys, src, out):
+    code, _, err = run_cli(["convert", src, out, "--chunks", "16"], capsys)
+    assert code == 0, err
+    return out
+
+
+def test_float16_export_beyond_its_range_is_refused(tmp_path, capsys):
+    """B8: values > 65504 would become Inf; MRC inputs carry no stored statistics."""
+    big = write_mrc(tmp_path / "big.mrc", np.full((4, 8, 8), 1e5, np.float32))
+    out = tmp_path / "h.mrc"
+    code, _, err = run_cli(["export", big, out, "--dtype", "float16"], capsys)
+    assert code == 1 and "100000" in err and "float16" in err and not out.exists()
+    ok = write_mrc(tmp_path / "ok.mrc", np.full((4, 8, 8), 3.0, np.float32))
+    assert run_cli(["export", ok, tmp_path / "ok16.mrc", "--dtype", "float16"], capsys)[0] == 0
+
+
+def test_uint8_to_mrc_reports_what_was_written(tmp_path, capsys):
+    """B19: MRC has no uint8 mode: the summary says uint16, a warning says why."""
+    import tifffile
+
+    src = tmp_path / "u8.tif"
+    data = np.arange(6 * 8 * 8, dtype=np.uint16).reshape(6, 8, 8) % 256
+    tifffile.imwrite(src, data.astype(np.uint8), photometric="minisblack")
+    z = tmp_path / "u8.zarr"
+    assert run_cli(["convert", src, z, "--dtype", "source", "--voxel-size", "10"], capsys)[0] == 0
+    code, out, err = run_cli(["export", z, tmp_path / "u8.mrc", "--dtype", "source"], capsys)
+    assert code == 0, err
+    assert out.strip().endswith(") uint16")
+    assert "no unsigned 8-bit mode" in err
+    with mrcfile.open(tmp_path / "u8.mrc") as m:
+        assert m.data.dtype == np.uint16 and int(m.data.max()) == 255
+
+
+def test_lowpass_needs_a_real_voxel_size(tmp_path, capsys):
+    """B20: voxel size 0 is refused in one line; B14: a 1 Å placeholder is warned about."""
+    zero = write_mrc(tmp_path / "z.mrc", structured((16, 32, 32)), voxel=0.0)
+    code, _, err = run_cli(["denoise", zero, tmp_path / "z.zarr", "--method", "lowpass"], capsys)
+    assert code == 1 and "needs the voxel size" in err and "internal error" not in err
+    assert not (tmp_path / "z.zarr").exists()
+    one = write_mrc(tmp_path / "one.mrc", structured((16, 32, 32)), voxel=1.0)
+    code, _, err = run_cli(["denoise", one, tmp_path / "o.zarr", "--method", "lowpass"], capsys)
+    assert code == 0 and "placeholder" in err and "40" in err and str(one) in err
+
+
+def test_simulate_with_too_few_tilts_leaves_nothing(tmp_path, capsys):
+    """B22: --tilts 0:0:1 is one tilt: a one-line error, no half-written folder."""
+    src = write_mrc(tmp_path / "v.mrc", structured((16, 32, 32)))
+    out = tmp_path / "sim"
+    code, _, err = run_cli(["simulate", src, out, "--tilts", "0:0:1"], capsys)
+    assert code == 1 and "at least 3" in err and "internal error" not in err
+    assert not out.exists()
+
+
+def test_a_yaml_list_where_a_number_belongs(tmp_path, capsys, vols):
+    """B23: ``chunks: [16, 16]`` names the key and the file, no internal error."""
+    _, a, _ = vols
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("chunks: [16, 16]\n")
+    code, _, err = run_cli(["convert", a, tmp_path / "x.zarr", "--config", cfg], capsys)
+    assert code == 2 and "'chunks'" in err and str(cfg) in err and "internal error" not in err
+
+
+def _train(capsys, vol, run, *extra):
+    return run_cli(
+        ["train", vol, "--out", run, "--patch-size", "16", "--features", "4",
+         "--steps-per-epoch", "3", "--val-patches", "1", "--device", "cpu", "--no-plots",
+         *extra],
+        capsys,
+    )  # fmt: skip
+
+
+def test_resume_refuses_another_input_volume(tmp_path, capsys, vols):
+    """B9: ``train --resume`` on another NOISY volume is refused, the checkpoint untouched."""
+    _, a, b = vols
+    za, zb = _zarr(capsys, a, tmp_path / "a.zarr"), _zarr(capsys, b, tmp_path / "b.zarr")
+    run = tmp_path / "run"
+    code, _, err = _train(capsys, za, run, "--method", "n2v", "--epochs", "1")
+    assert code == 0, err
+    before = (run / "last.pt").read_bytes()
+    code, _, err = _train(capsys, zb, run, "--method", "n2v", "--epochs", "2", "--resume")
+    assert code == 1 and "another noisy volume" in err and (run / "last.pt").read_bytes() == before
+    # the same input continues (a constant rate: more epochs simply continue the run)
+    code, _, err = _train(capsys, za, run, "--method", "n2v", "--epochs", "2", "--resume")
+    assert code == 0, err
+
+
+def test_resume_with_another_length_of_a_cosine_run_is_refused(tmp_path, capsys, vols):
+    """R49: the cosine decay spans the planned run; resuming with more epochs is refused."""
+    _, a, _ = vols
+    za = _zarr(capsys, a, tmp_path / "a.zarr")
+    prior = tmp_path / "p.zarr"
+    assert run_cli(["prior", za, prior], capsys)[0] == 0
+    run = tmp_path / "run"
+    args = ("--prior", str(prior), "--lr-schedule", "cosine")
+    code, _, err = _train(capsys, za, run, *args, "--epochs", "1")
+    assert code == 0, err
+    code, _, err = _train(capsys, za, run, *args, "--epochs", "2", "--resume")
+    assert code == 1 and "resume with --epochs 1" in err
+
+
+def test_no_validation_and_no_checkpoint_are_said_plainly(tmp_path, capsys, vols):
+    """B35: no "inf" for a validation loss that was never computed."""
+    _, a, _ = vols
+    za = _zarr(capsys, a, tmp_path / "a.zarr")
+    code, out, err = run_cli(
+        ["train", za, "--method", "n2v", "--out", tmp_path / "r", "--patch-size", "16",
+         "--features", "4", "--epochs", "1", "--steps-per-epoch", "2", "--val-patches", "0",
+         "--device", "cpu", "--no-plots"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "validation loss none" in out and " inf" not in out and "nan" not in out
+
+
+def test_a_resume_that_must_start_over_says_so(tmp_path, capsys, vols):
+    """B36: a partial output from other settings is not continued silently."""
+    _, a, _ = vols
+    out = tmp_path / "g.zarr"
+    partial = tmp_path / ".g.zarr.partial"
+    import scnet_dask.distributed.compute as compute
+
+    real = compute._store_block
+    calls = {"n": 0}
+
+    def fail_third(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk hiccup")
+        return real(*args, **kw)
+
+    compute._store_block = fail_third
+    try:
+        code, _, _ = run_cli(["denoise", a, out, "--method", "gaussian", "--chunks", "16"], capsys)
+    finally:
+        compute._store_block = real
+    assert code == 1 and partial.exists()
+    code, _, err = run_cli(
+        ["denoise", a, out, "--method", "gaussian", "--sigma", "2", "--chunks", "16", "--resume"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0 and "starting over" in err
+    assert np.isfinite(np.asarray(open_source(out).data)).all()
