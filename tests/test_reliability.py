@@ -161,3 +161,33 @@ def test_a_resume_that_must_start_over_says_so(tmp_path, capsys, vols):
     )  # fmt: skip
     assert code == 0 and "starting over" in err
     assert np.isfinite(np.asarray(open_source(out).data)).all()
+
+
+def test_damaged_checkpoint_weights_are_refused_at_load(tmp_path, capsys, vols):
+    """B5 / B29: a flipped bit or NaN weights: one line at load, not a NaN output."""
+    import torch
+
+    from tests.test_denoise import make_checkpoint
+
+    _, a, _ = vols
+    ck = make_checkpoint(tmp_path / "c.pt", features=4, voxel=10.0)
+    data = torch.load(ck, weights_only=True)
+    assert "networks_sha256" in data
+    net = data["networks"]["model"]
+    key = next(k for k, v in net.items() if v.is_floating_point() and v.numel() > 4)
+    flipped = dict(data)
+    w = net[key].clone()
+    w.view(-1)[3] = w.view(-1)[3] * 1.5  # a changed weight, still finite
+    flipped["networks"] = {"model": {**net, key: w}}
+    torch.save(flipped, tmp_path / "flip.pt")
+    code, _, err = run_cli(["denoise", a, tmp_path / "flip.pt", tmp_path / "o.zarr"], capsys)
+    assert code == 1 and "do not match their stored SHA-256" in err
+    assert not (tmp_path / "o.zarr").exists()
+    nan = dict(data)
+    w = net[key].clone()
+    w.view(-1)[0] = float("nan")
+    nan["networks"] = {"model": {**net, key: w}}
+    nan.pop("networks_sha256")
+    torch.save(nan, tmp_path / "nan.pt")
+    code, _, err = run_cli(["denoise", a, tmp_path / "nan.pt", tmp_path / "n.zarr"], capsys)
+    assert code == 1 and "non-finite weights" in err and f"model.{key}" in err
