@@ -191,3 +191,19 @@ def test_damaged_checkpoint_weights_are_refused_at_load(tmp_path, capsys, vols):
     torch.save(nan, tmp_path / "nan.pt")
     code, _, err = run_cli(["denoise", a, tmp_path / "nan.pt", tmp_path / "n.zarr"], capsys)
     assert code == 1 and "non-finite weights" in err and f"model.{key}" in err
+
+
+def test_a_volume_in_other_units_than_the_training_data_is_warned_about(tmp_path, capsys):
+    """B3: a tomogram scaled by 100 and shifted, denoised with a checkpoint of the original."""
+    from tests.test_denoise import make_checkpoint
+
+    vol = structured((32, 48, 48), seed=6)
+    ck = make_checkpoint(tmp_path / "c.pt", features=4, voxel=10.0, mean=float(vol.mean()),
+                         std=float(vol.std()))  # fmt: skip
+    same = write_mrc(tmp_path / "same.mrc", vol, voxel=10.0)
+    code, _, err = run_cli(["denoise", same, ck, tmp_path / "a.zarr", "--chunks", "16"], capsys)
+    assert code == 0 and "unlike" not in err, err
+    scaled = write_mrc(tmp_path / "scaled.mrc", vol * 100 + 500, voxel=10.0)
+    code, _, err = run_cli(["denoise", scaled, ck, tmp_path / "b.zarr", "--chunks", "16"], capsys)
+    assert code == 0 and "unlike those" in err and str(scaled) in err
+    assert f"{vol.std():.4g}" in err  # both figures: the volume's and the training data's

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import dask
+import dask.array as da
 import numpy as np
 import torch
 from pydantic import Field
@@ -17,7 +20,11 @@ from scnet_dask.methods.base import Geometry, Method, Options, PredictContext, T
 from scnet_dask.methods.loading import load_trained
 from scnet_dask.methods.runtime import forward_normalised
 from scnet_dask.model.unet import TILE_MULTIPLE, SCNetUNet
-from scnet_dask.science.stats import volume_statistics
+from scnet_dask.science.stats import sample_step, volume_statistics
+
+#: How far a volume's std (ratio) or mean (in training stds) may be from the training data's
+#: before :func:`warn_if_unlike_training` speaks.
+UNLIKE_FACTOR = 3.0
 
 __all__ = [
     "UNetOptions",
@@ -27,6 +34,8 @@ __all__ = [
     "network_predictor",
     "network_geometry",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Relative voxel-size difference above which a checkpoint is refused for an input.
 VOXEL_TOLERANCE = 0.05
@@ -113,6 +122,39 @@ def volume_normalisation(vol: Any) -> tuple[float, float]:
     return float(stats["mean"]), float(stats["std"]) or 1.0
 
 
+def sampled_normalisation(vol: Any) -> tuple[float, float]:
+    """(mean, std) of a volume: its stored statistics, else a strided sample (≤ ~8 M voxels)."""
+    stored = vol.attrs.get("statistics")
+    if stored:
+        return float(stored["mean"]), float(stored["std"])
+    step = sample_step(tuple(int(s) for s in vol.data.shape))
+    sample = vol.data[::step, ::step, ::step].astype(np.float64)
+    mean, std = dask.compute(da.nanmean(sample), da.nanstd(sample))
+    return float(mean), float(std)
+
+
+def warn_if_unlike_training(vol: Any, trained: tuple[float, float], checkpoint: str) -> None:
+    """Warn, with both figures, when ``vol``'s intensities are unlike the training data's.
+
+    A checkpoint normalises tiles with its training statistics; a volume in other units (a
+    scaled or shifted export, another detector gain) then reaches the network far outside
+    what it learnt, and the output is garbage without any error. The warning fires when the
+    standard deviations differ by more than ``UNLIKE_FACTOR`` or the means by more than
+    ``UNLIKE_FACTOR`` training standard deviations.
+    """
+    mean, std = sampled_normalisation(vol)
+    t_mean, t_std = trained
+    ratio = std / t_std if t_std > 0 else float("inf")
+    shift = abs(mean - t_mean) / t_std if t_std > 0 else float("inf")
+    if not (1 / UNLIKE_FACTOR <= ratio <= UNLIKE_FACTOR) or shift > UNLIKE_FACTOR:
+        log.warning(
+            "%s: intensities (mean %.4g, std %.4g) are unlike those %s was trained on (mean "
+            "%.4g, std %.4g): the output may be meaningless; check the volume's units, or "
+            "train on data like it",
+            vol.path, mean, std, checkpoint, t_mean, t_std,
+        )  # fmt: skip
+
+
 def network_predictor(
     checkpoint: str | Path, device: str = "cpu", amp: bool = True, post_sigma: float = 0.0
 ) -> NetworkPredictor:
@@ -180,6 +222,9 @@ class UNetMethod(Method):
             raise InputError(f"{ctx.checkpoint}: {e}") from None
         device = ctx.device
         norm = self.normalisation(options, ctx)
+        if norm is None:
+            trained = checkpoint_normalisation(tr, self.inputs[0])
+            warn_if_unlike_training(ctx.volume, trained, tr.path)
         mean, std = norm if norm is not None else (None, None)
         pred = NetworkPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, "model", self.inputs[0],
