@@ -88,3 +88,71 @@ def test_a_fifo_is_named_as_such(tmp_path, capsys):
     os.mkfifo(fifo)
     code, _, err = run_cli(["info", fifo], capsys)
     assert code == 1 and "not a regular file" in err and "no such file" not in err
+
+
+def test_a_zarr_group_of_several_arrays_is_not_guessed(tmp_path, capsys):
+    """B11: arrays ``labels`` and ``raw`` without multiscales: refused, naming both."""
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    g.create_array("labels", data=np.zeros((4, 8, 8), np.uint8))
+    g.create_array("raw", data=np.ones((4, 8, 8), np.float32))
+    code, _, err = run_cli(["convert", tmp_path / "g.zarr", tmp_path / "o.zarr"], capsys)
+    assert code == 1 and "labels, raw" in err and not (tmp_path / "o.zarr").exists()
+    code, _, err = run_cli(["info", tmp_path / "g.zarr" / "raw", "--json"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ngff_multiscales_level_scale_is_applied(tmp_path, capsys, version):
+    """B12 / B26: the multiscales-level scale multiplies the dataset's (80 Å, not 10 Å)."""
+    import zarr
+
+    fmt = 2 if version == "0.4" else 3
+    g = zarr.open_group(str(tmp_path / "n.zarr"), mode="w", zarr_format=fmt)
+    g.create_array("s0", data=np.random.default_rng(0).random((8, 16, 16), np.float32))
+    g.create_array("s1", data=np.random.default_rng(0).random((4, 8, 8), np.float32))
+    axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"]
+    ms = {
+        "axes": axes,
+        "datasets": [
+            {"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [10, 10, 10]}]},
+            {"path": "s1", "coordinateTransformations": [{"type": "scale", "scale": [20, 20, 20]}]},
+        ],
+        "coordinateTransformations": [{"type": "scale", "scale": [8, 8, 8]}],
+    }
+    if version == "0.4":
+        g.attrs["multiscales"] = [{**ms, "version": "0.4"}]
+    else:
+        g.attrs["ome"] = {"version": "0.5", "multiscales": [ms]}
+    code, out, err = run_cli(["info", tmp_path / "n.zarr", "--json"], capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["voxel_size_angstrom"] == [80.0, 80.0, 80.0]
+    assert "placeholder" not in err
+    from scnet_dask.io.omezarr import pyramid_levels
+
+    assert [a.shape for a in pyramid_levels(tmp_path / "n.zarr")] == [(8, 16, 16), (4, 8, 8)]
+
+
+def test_training_on_a_bare_zarr_array_says_what_to_do(tmp_path, capsys):
+    """B28: not "No group found in store"."""
+    import zarr
+
+    zarr.create_array(str(tmp_path / "a.zarr"), data=np.random.default_rng(0).random(
+        (16, 32, 32), np.float32))  # fmt: skip
+    code, _, err = run_cli(
+        ["train", tmp_path / "a.zarr", "--method", "n2v", "--out", tmp_path / "r",
+         "--patch-size", "16", "--device", "cpu"],
+        capsys,
+    )  # fmt: skip
+    assert code == 1 and "bare Zarr array" in err and "scnet-dask convert" in err
+
+
+def test_an_os_error_names_its_file_in_one_line():
+    """B33: a read-only folder is one line naming the path, not a raw errno tuple."""
+    from scnet_dask.cli.app import _one_line
+
+    e = PermissionError(13, "Permission denied", "/data/out/results.csv")
+    want = "/data/out/results.csv: permission denied; choose a folder you can write to"
+    assert _one_line(e) == want

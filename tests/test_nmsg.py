@@ -202,3 +202,13 @@ def test_nmsg_bad_input(tomo, tmp_path, capsys):
     assert code == 1 and "a n2v checkpoint, but --method nmsg" in err
     assert not (tmp_path / "x.zarr").exists()
     assert not Path(str(tmp_path / "x.zarr") + ".partial").exists()
+
+
+def test_a_volume_with_too_few_candidate_cubes_gets_advice_that_can_help(tomo, tmp_path):
+    """B31: when fewer cubes exist than needed, raising the tolerance cannot help: say so."""
+    from scnet_dask.errors import InputError
+
+    _, n, _, noisy = tomo
+    spec = NoiseBankSpec(cube=16, min_cubes=1500, max_cubes=2000)
+    with pytest.raises(InputError, match="offers only .* lower noise_bank.min_cubes"):
+        extract_noise_bank(n, tmp_path / "b.zarr", spec, float(noisy.std()))

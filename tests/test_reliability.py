@@ -207,3 +207,34 @@ def test_a_volume_in_other_units_than_the_training_data_is_warned_about(tmp_path
     code, _, err = run_cli(["denoise", scaled, ck, tmp_path / "b.zarr", "--chunks", "16"], capsys)
     assert code == 0 and "unlike those" in err and str(scaled) in err
     assert f"{vol.std():.4g}" in err  # both figures: the volume's and the training data's
+
+
+def test_a_prior_of_a_volume_with_nan_is_refused(tmp_path, capsys):
+    """B15: a Zarr holding NaN gives no NaN prior with exit 0."""
+    vol = structured((16, 32, 32), seed=7)
+    vol[3, 4, 5] = np.nan
+    src = write_mrc(tmp_path / "nan.mrc", vol)
+    z = tmp_path / "nan.zarr"
+    assert run_cli(["convert", src, z, "--nan-policy", "zero"], capsys)[0] == 0  # fine: replaced
+    import zarr
+
+    g = zarr.open_group(str(z), mode="r+")
+    g["0"][3, 4, 5] = np.nan  # a store written elsewhere, holding NaN and saying so
+    attrs = dict(g.attrs["scnet_dask"])
+    attrs["statistics"] = {**attrs["statistics"], "n_nonfinite": 1}
+    g.attrs["scnet_dask"] = attrs
+    code, _, err = run_cli(["prior", z, tmp_path / "p.zarr"], capsys)
+    assert code == 1 and "NaN/Inf" in err and not (tmp_path / "p.zarr").exists()
+
+
+def test_evaluate_rows_that_would_share_files_are_refused(tmp_path, capsys):
+    """B18: "Gauss 1" and "gauss-1" would write the same kept volume."""
+    src = write_mrc(tmp_path / "n.mrc", structured((16, 32, 32), seed=8))
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(
+        f"noisy: {src}\nout_dir: {tmp_path / 'ev'}\nmethods:\n"
+        "  - {name: Gauss 1, method: gaussian, sigma: 1}\n"
+        "  - {name: gauss-1, method: gaussian, sigma: 2}\n"
+    )
+    code, _, err = run_cli(["evaluate", cfg], capsys)
+    assert code == 1 and "'Gauss 1' and 'gauss-1'" in err

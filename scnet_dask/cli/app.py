@@ -340,6 +340,16 @@ def cli(verbose: int) -> None:
     setup_logging(verbose)
 
 
+def _one_line(e: BaseException) -> str:
+    """The user's line for an error: our messages as they are; an OS error names its file."""
+    if isinstance(e, OSError) and getattr(e, "filename", None) and e.strerror:
+        hint = (
+            "; choose a folder you can write to" if isinstance(e, PermissionError) else ""
+        )
+        return f"{e.filename}: {e.strerror.lower()}{hint}"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning errors into one line and a non-zero exit.
 
@@ -367,8 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     ) as e:
         if _STATE["verbose"]:
             traceback.print_exc()
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        click.echo(f"scnet-dask: error: {msg}", err=True)
+        click.echo(f"scnet-dask: error: {_one_line(e)}", err=True)
         sys.exit(1)
     except Exception as e:  # a bug: one line, the traceback with -v
         if _STATE["verbose"]:

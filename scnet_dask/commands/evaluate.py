@@ -150,6 +150,15 @@ def _validate(cfg: EvaluateConfig) -> tuple[float, float, float]:
                 f"{path}: grid {other} differs from the noisy volume's {shape} ({cfg.noisy})"
             )
     refuse_overlap(cfg.out_dir, cfg.noisy)
+    slugs: dict[str, str] = {}
+    for m in cfg.methods:
+        slug = _slug(m.name)
+        if slug in slugs:
+            raise InputError(
+                f"method rows {slugs[slug]!r} and {m.name!r} would write the same files "
+                f"({slug}*); rename one"
+            )
+        slugs[slug] = m.name
     for m in cfg.methods:
         if m.method == "none":
             continue

@@ -16,7 +16,7 @@ import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
 from scnet_dask.config import PriorConfig
-from scnet_dask.errors import InputError
+from scnet_dask.errors import InputError, nonfinite_input
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.io.provenance import volume_attrs
@@ -117,6 +117,9 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
     """
     refuse_overlap(cfg.output, cfg.noisy, cfg.prior_file, cfg.tilt_series, cfg.tlt)
     vol = open_source(cfg.noisy)
+    bad = int((vol.attrs.get("statistics") or {}).get("n_nonfinite", 0) or 0)
+    if bad:  # a prior of NaN voxels would train SC-Net towards NaN
+        raise nonfinite_input(cfg.noisy, f" ({bad} voxels)")
     if cfg.method == "gaussian":
         data = _gaussian(vol.data, cfg.sigma)
         details: dict[str, Any] = {"sigma_voxels": cfg.sigma}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ from scnet_dask.config import TrainConfig
 from scnet_dask.engine.sampling import foreground_mask
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source, voxel_mismatch
-from scnet_dask.io.omezarr import coarsest_level, get_array
+from scnet_dask.io.omezarr import coarsest_level, get_array, ngff_multiscales
 from scnet_dask.methods import Method, get
 from scnet_dask.science.stats import volume_statistics
 
@@ -26,10 +27,20 @@ def _open_level0(path: Path) -> tuple[zarr.Array, dict[str, Any]]:
     vol = open_source(path)
     if vol.format != "zarr":
         raise InputError(f"{path}: training reads OME-Zarr; run 'scnet-dask convert' first")
-    group = zarr.open_group(str(path), mode="r")
-    ome: Any = dict(group.attrs).get("ome", {})
-    ms = ome.get("multiscales", [])
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:  # a bare array (or no group): not what convert writes
+        raise InputError(
+            f"{path}: a bare Zarr array, not an OME-Zarr image; run 'scnet-dask convert "
+            f"{path} OUT.ome.zarr' first (training reads the pyramid and statistics it writes)"
+        ) from None
+    ms = ngff_multiscales(json.loads(json.dumps(dict(group.attrs))))
     name = ms[0]["datasets"][0]["path"] if ms else "0"
+    if name not in set(group.array_keys()):
+        raise InputError(
+            f"{path}: Zarr group without an OME multiscales image (arrays: "
+            f"{', '.join(sorted(group.array_keys())) or 'none'}); run 'scnet-dask convert' first"
+        )
     stats = volume_statistics(vol)
     if not np.isfinite(stats.get("std", np.nan)) or stats.get("n_nonfinite", 0):
         raise InputError(f"{path}: volume has NaN/Inf voxels or no finite statistics")

@@ -14,7 +14,7 @@ import xarray as xr
 
 from scnet_dask.errors import InputError
 from scnet_dask.io.mrc import MRC_SUFFIXES, open_mrc
-from scnet_dask.io.omezarr import ATTRS_KEY, is_zarr, open_ome_zarr
+from scnet_dask.io.omezarr import ATTRS_KEY, is_zarr, ngff_multiscales, open_ome_zarr
 from scnet_dask.io.tiff import TIFF_SUFFIXES, open_tiff
 
 __all__ = [
@@ -136,7 +136,7 @@ def open_source(path: str | os.PathLike[str], level: int = 0) -> Volume:
     arr, voxel, attrs = open_ome_zarr(p, level=level)
     voxel = _checked_voxel(p, voxel)
     ours = attrs.get(ATTRS_KEY, {})
-    found = "ome" in attrs and not _placeholder(voxel)
+    found = bool(ngff_multiscales(attrs)) and not _placeholder(voxel)
     if ours:
         found = bool(ours.get("voxel_size_found", found))
     _real_valued(p, np.dtype(arr.dtype))

@@ -19,6 +19,7 @@ from scnet_dask.errors import InputError
 __all__ = [
     "ATTRS_KEY",
     "multiscales_metadata",
+    "ngff_multiscales",
     "create_level",
     "open_ome_zarr",
     "read_attrs",
@@ -46,11 +47,35 @@ def get_array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
+def ngff_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``multiscales`` list of OME-NGFF 0.5 (under ``ome``) or 0.4 (top level)."""
+    ome = attrs.get("ome", attrs)
+    ms = ome.get("multiscales") if isinstance(ome, dict) else None
+    return list(ms) if isinstance(ms, list) else []
+
+
 def pyramid_levels(path: str | Path) -> list[zarr.Array]:
-    """The pyramid levels ``0, 1, ...`` of an OME-Zarr written by scnet-dask, finest first."""
+    """The pyramid levels of an OME-Zarr, finest first.
+
+    The multiscales' datasets in their order (NGFF 0.4 or 0.5, any array names); for a group
+    without multiscales, its arrays named ``0, 1, ...``.
+    """
     group = zarr.open_group(str(path), mode="r")
-    names = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
+    ms = ngff_multiscales(json.loads(json.dumps(dict(group.attrs))))
+    if ms:
+        names = [str(d["path"]) for d in ms[0].get("datasets", [])]
+    else:
+        names = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
     return [get_array(group, n) for n in names]
+
+
+def _scale_of(transforms: list[dict[str, Any]], ndim: int) -> list[float]:
+    """The product of the ``scale`` transformations in ``transforms`` (1 where none)."""
+    scale = [1.0] * ndim
+    for t in transforms or []:
+        if t.get("type") == "scale" and len(t.get("scale", [])) == ndim:
+            scale = [a * float(b) for a, b in zip(scale, t["scale"], strict=True)]
+    return scale
 
 
 def coarsest_level(path: str | Path) -> tuple[np.ndarray, int]:
@@ -245,13 +270,18 @@ def open_ome_zarr(
         voxel = (1.0, 1.0, 1.0)
     else:
         attrs = json.loads(json.dumps(dict(node.attrs)))
-        ome = attrs.get("ome", attrs)
-        ms = ome.get("multiscales")
+        ms = ngff_multiscales(attrs)
         if not ms:
-            arrays = [k for k, v in node.arrays()]
+            arrays = sorted(k for k, v in node.arrays())
             if not arrays:
                 raise InputError(f"{path}: Zarr group holds no array and no OME multiscales")
-            arr = get_array(node, sorted(arrays)[0])
+            if len(arrays) > 1 and arrays != [str(i) for i in range(len(arrays))]:
+                raise InputError(
+                    f"{path}: Zarr group holds several arrays ({', '.join(arrays)}) and no OME "
+                    f"multiscales to say which is the image; give the array itself, e.g. "
+                    f"{path / arrays[-1]}"
+                )
+            arr = get_array(node, arrays[0])
             voxel = (1.0, 1.0, 1.0)
         else:
             datasets = ms[0]["datasets"]
@@ -259,14 +289,10 @@ def open_ome_zarr(
                 raise InputError(f"{path}: has {len(datasets)} pyramid levels, got level {level}")
             ds = datasets[level]
             arr = get_array(node, ds["path"])
-            scale = next(
-                (
-                    t["scale"]
-                    for t in ds.get("coordinateTransformations", [])
-                    if t["type"] == "scale"
-                ),
-                [1.0] * arr.ndim,
-            )
+            # the dataset's scale, times the multiscales-level one (OME-NGFF 0.4 and 0.5)
+            own = _scale_of(ds.get("coordinateTransformations", []), arr.ndim)
+            outer = _scale_of(ms[0].get("coordinateTransformations", []), arr.ndim)
+            scale = [a * b for a, b in zip(own, outer, strict=True)]
             axes = ms[0].get("axes", [])
             factor = [
                 _unit_to_angstrom(a.get("unit"), path) if isinstance(a, dict) else 1.0 for a in axes

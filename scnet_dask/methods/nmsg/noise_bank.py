@@ -320,6 +320,13 @@ def extract_noise_bank(
         "spec": asdict(spec),
     }
     if len(ok) < spec.min_cubes:
+        if n_test < spec.min_cubes:  # no threshold can help: too few candidates at all
+            raise InputError(
+                f"{source}: the volume offers only {n_test} candidate {spec.cube}³ noise cubes "
+                f"(of {len(origins)} places, after screening out structure); NMSG needs at "
+                f"least {spec.min_cubes}: lower noise_bank.min_cubes or noise_bank.cube, or "
+                "train on a larger volume"
+            )
         hint = (
             "raise noise_bank.mu / gamma, use noise_bank.rule calibrated"
             if spec.rule == "gcbd"
