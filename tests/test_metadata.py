@@ -156,3 +156,62 @@ def test_an_os_error_names_its_file_in_one_line():
     e = PermissionError(13, "Permission denied", "/data/out/results.csv")
     want = "/data/out/results.csv: permission denied; choose a folder you can write to"
     assert _one_line(e) == want
+
+
+def test_a_tiff_of_pages_of_two_shapes_is_refused(tmp_path, capsys):
+    """B6 / B21: not the first 6 of 12 pages converted, nor an internal error."""
+    two = tmp_path / "two.tif"
+    with tifffile.TiffWriter(two) as w:
+        w.write(np.zeros((6, 8, 8), np.float32))
+        w.write(np.zeros((6, 16, 16), np.float32))
+    mid = tmp_path / "mid.tif"
+    with tifffile.TiffWriter(mid) as w:
+        for i in range(12):
+            w.write(np.zeros((9, 9) if i == 5 else (8, 8), np.float32), contiguous=False)
+    for path, what in ((two, "6 page(s) of (16, 16)"), (mid, "1 page(s) of (9, 9)")):
+        for cmd in (["info", path], ["convert", path, tmp_path / "o.zarr"]):
+            code, _, err = run_cli(cmd, capsys)
+            assert code == 1 and what in err and "internal error" not in err, err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_a_slice_of_another_type_is_named(tmp_path, capsys):
+    """B25: one uint16 slice among uint8 ones: the error names it (no 'cannot reshape')."""
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for i in range(4):
+        dtype = np.uint16 if i == 2 else np.uint8
+        tifffile.imwrite(folder / f"s{i}.tif", np.zeros((8, 8), dtype))
+    code, _, err = run_cli(["convert", folder, tmp_path / "o.zarr"], capsys)
+    assert code == 1 and "s2.tif" in err and "uint16" in err and "reshape" not in err
+
+
+def test_ome_tiff_physical_size_is_read(tmp_path, capsys):
+    """B27: PhysicalSize* in nm, not a 'placeholder'."""
+    path = tmp_path / "v.ome.tif"
+    meta = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 0.5, "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": 1.0,
+            "PhysicalSizeZUnit": "nm"}  # fmt: skip
+    tifffile.imwrite(path, np.zeros((4, 8, 8), np.float32), ome=True, metadata=meta)
+    code, out, err = run_cli(["info", path, "--json"], capsys)
+    assert code == 0 and json.loads(out)["voxel_size_angstrom"] == [10.0, 5.0, 5.0]
+    assert "placeholder" not in err
+
+
+def test_an_input_changed_during_convert_gives_no_output(tmp_path, capsys, monkeypatch):
+    """B16: the input is rewritten while convert reads it: refused, nothing left behind."""
+    import scnet_dask.commands.convert as convert_mod
+
+    src = write_mrc(tmp_path / "v.mrc", np.random.default_rng(2).random((8, 16, 16), np.float32))
+    real = convert_mod.write_volume_zarr
+
+    def rewrite_meanwhile(*a, **k):
+        out = real(*a, **k)
+        write_mrc(src, np.zeros((8, 16, 16), np.float32) + 5)  # another acquisition lands
+        os.utime(src, (1, 1))
+        return out
+
+    monkeypatch.setattr(convert_mod, "write_volume_zarr", rewrite_meanwhile)
+    code, _, err = run_cli(["convert", src, tmp_path / "o.zarr"], capsys)
+    assert code == 1 and "changed while it was being read" in err
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / ".o.zarr.partial").exists()

@@ -113,6 +113,11 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
             _replace_nonfinite(group, value)
             attrs["nonfinite_replaced"] = {"count": n_bad, "value": value}
             stats = finalise_store(group, voxel, attrs, cfg.pyramid_levels)
+        if source_signature(src) != sig["source"]:  # before the rename: no mixed output
+            raise InputError(
+                f"{src}: the input changed while it was being read (size, time or metadata); "
+                "the output would mix old and new data: convert it again once it is complete"
+            )
     stored = bytes_on_disk(cfg.output)
     return {
         "output": str(cfg.output),

@@ -56,8 +56,37 @@ def _metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
     return dict(shaped[0]) if shaped else {}
 
 
+_OME_UNITS = {"µm": 1e4, "um": 1e4, "nm": 10.0, "Å": 1.0, "A": 1.0, "mm": 1e7, "pm": 0.01}
+
+
+def _ome_voxel_size(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
+    """(z, y, x) in Å from OME-XML ``PhysicalSize{X,Y,Z}`` (default unit µm), if present."""
+    xml = tif.ome_metadata if tif.is_ome else None
+    if not xml:
+        return None
+    sizes: list[float | None] = []
+    for axis in "ZYX":
+        m = re.search(rf'PhysicalSize{axis}="([^"]+)"', xml)
+        if m is None:
+            sizes.append(None)
+            continue
+        u = re.search(rf'PhysicalSize{axis}Unit="([^"]+)"', xml)
+        factor = _OME_UNITS.get(u.group(1) if u else "µm")
+        sizes.append(float(m.group(1)) * factor if factor is not None else None)
+    if sizes[1] is None or sizes[2] is None:
+        return None
+    z = sizes[0] if sizes[0] is not None else sizes[2]
+    return (float(z), float(sizes[1]), float(sizes[2]))
+
+
 def _voxel_size(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], bool]:
-    """Return the (z, y, x) voxel size in Å and whether it was found in the file."""
+    """Return the (z, y, x) voxel size in Å and whether it was found in the file.
+
+    OME-TIFF's ``PhysicalSize*`` first, then ImageJ's unit, spacing and resolution tags.
+    """
+    ome = _ome_voxel_size(tif)
+    if ome is not None:
+        return ome, True
     ij = _metadata(tif)
     unit = str(ij.get("unit", "")).strip().lower()
     scale = _UNIT_TO_ANGSTROM.get(unit)
@@ -121,6 +150,24 @@ class _TiffReader:
         return out.reshape(shape)
 
 
+def _one_stack(path: Path, tif: tifffile.TiffFile) -> None:
+    """Refuse a multi-page TIFF whose pages are not one stack of equal pages.
+
+    tifffile splits pages of different shapes (or types) into several series; reading the first
+    would silently drop the others.
+    """
+    if len(tif.series) > 1:
+        kinds: dict[str, int] = {}
+        for s in tif.series:
+            kind = f"{tuple(int(v) for v in s.shape[-2:])} {s.dtype}"
+            kinds[kind] = kinds.get(kind, 0) + len(s.pages)
+        parts = ", ".join(f"{n} page(s) of {k}" for k, n in kinds.items())
+        raise InputError(
+            f"{path}: pages of different shapes or types ({parts}); expected one stack of "
+            "equal pages: split or resample it first"
+        )
+
+
 def open_tiff(
     path: str | os.PathLike[str], chunks: tuple[int, int, int] | None = None
 ) -> tuple[da.Array, TiffInfo]:
@@ -145,7 +192,11 @@ def open_tiff(
             voxel, found = _voxel_size(tif)
             ij = _metadata(tif)
             samples = int(getattr(tif.pages.first, "samplesperpixel", 1) or 1)
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
+            if len(files) == 1:
+                _one_stack(files[0], tif)
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, RuntimeError) as e:
         raise InputError(f"{files[0]}: not a readable TIFF file ({e})") from e
     if samples > 1:
         raise InputError(
@@ -159,11 +210,17 @@ def open_tiff(
             try:
                 with tifffile.TiffFile(f) as tif:
                     other = tuple(int(v) for v in tif.series[0].shape)
-            except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
+                    other_dtype = np.dtype(tif.series[0].dtype)
+            except (tifffile.TiffFileError, OSError, ValueError, IndexError, RuntimeError) as e:
                 raise InputError(f"{f}: not a readable TIFF slice ({e})") from e
             if other != shape:
                 raise InputError(
                     f"{f}: slice of shape {other} differs from {files[0].name}'s {shape}"
+                )
+            if other_dtype != dtype:
+                raise InputError(
+                    f"{f}: slice of type {other_dtype} differs from {files[0].name}'s {dtype}; "
+                    "every slice of a stack must have one type"
                 )
         shape = (len(files),) + shape
     if len(shape) == 2:
