@@ -119,6 +119,7 @@ def test_the_lock_is_reentrant_and_released(tmp_path):
     assert not lock_path(target).exists()
 
 
+@pytest.mark.slow  # the same lock as convert and denoise (tested above), ~20 s
 def test_training_twice_into_one_run_folder(tmp_path):
     src = write_mrc(tmp_path / "v.mrc", structured((32, 64, 64), seed=4))
     vol = tmp_path / "v.zarr"

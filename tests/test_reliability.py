@@ -238,3 +238,17 @@ def test_evaluate_rows_that_would_share_files_are_refused(tmp_path, capsys):
     )
     code, _, err = run_cli(["evaluate", cfg], capsys)
     assert code == 1 and "'Gauss 1' and 'gauss-1'" in err
+
+
+def test_another_methods_option_in_yaml_names_the_file(tmp_path, capsys, vols):
+    """B32: the refusal names the YAML file, the option and the method."""
+    _, a, _ = vols
+    za = _zarr(capsys, a, tmp_path / "a.zarr")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("lambda_smooth: 0.1\n")
+    code, _, err = run_cli(
+        ["train", za, "--method", "n2v", "--out", tmp_path / "r", "--config", cfg], capsys
+    )
+    assert code == 1 and str(cfg) in err
+    assert "lambda_smooth: not an option of train --method n2v" in err
+    assert not (tmp_path / "r").exists()
