@@ -252,3 +252,38 @@ def test_another_methods_option_in_yaml_names_the_file(tmp_path, capsys, vols):
     assert code == 1 and str(cfg) in err
     assert "lambda_smooth: not an option of train --method n2v" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_constant_output_is_an_error_not_exit_0(tmp_path, capsys):
+    """A collapsed model (every weight 0) gives a constant volume: refused, nothing written."""
+    import torch
+
+    from scnet_dask.methods.scnet import write_checkpoint
+    from scnet_dask.model.unet import SCNetUNet
+
+    net = SCNetUNet(features=4, upsample=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    vol = structured((32, 48, 48), seed=9)
+    norm = {"noisy": {"mean": float(vol.mean()), "std": float(vol.std()),
+                      "voxel_size_angstrom": [10.0] * 3}}  # fmt: skip
+    write_checkpoint(tmp_path / "flat.pt", net, norm, {})
+    src = write_mrc(tmp_path / "v.mrc", vol, voxel=10.0)
+    for out in (tmp_path / "o.zarr", tmp_path / "o.mrc"):
+        code, _, err = run_cli(
+            ["denoise", src, tmp_path / "flat.pt", out, "--chunks", "16", "--post-sigma", "0"],
+            capsys,
+        )  # fmt: skip
+        assert code == 1 and "is constant" in err and not out.exists(), err
+        assert not list(tmp_path.glob(f".{out.name}*"))  # no partial, markers or work store
+
+
+def test_an_output_with_nan_is_refused():
+    from pathlib import Path
+
+    from scnet_dask.commands.denoise import _check_output
+    from scnet_dask.errors import InputError
+
+    with pytest.raises(InputError, match="3 NaN/Inf voxels"):
+        _check_output(Path("o.zarr"), {"n_nonfinite": 3, "std": 1.0}, None)  # type: ignore[arg-type]

@@ -47,6 +47,30 @@ def _replace_nonfinite(group: zarr.Group, value: float) -> None:
     da.store(fixed, arr, lock=False)  # type: ignore[arg-type]
 
 
+def _apply_nan_policy(
+    cfg: ConvertConfig,
+    tmp: Path,
+    stats: dict[str, Any],
+    voxel: tuple[float, float, float],
+    attrs: dict[str, Any],
+) -> dict[str, Any]:
+    """``--nan-policy``: refuse NaN/Inf voxels, or replace them by 0 or the mean (reported).
+
+    Returns the statistics of the store at ``tmp`` after the replacement.
+    """
+    src, n_bad = Path(cfg.input), int(stats["n_nonfinite"])
+    if cfg.nan_policy == "error":
+        raise InputError(
+            f"{src}: {n_bad} NaN/Inf voxels; pass --nan-policy zero or mean to replace them"
+        )
+    value = 0.0 if cfg.nan_policy == "zero" else float(stats["mean"])
+    log.warning("%s: replacing %d NaN/Inf voxels with %g", src, n_bad, value)
+    group = zarr.open_group(str(tmp), mode="r+")
+    _replace_nonfinite(group, value)
+    attrs["nonfinite_replaced"] = {"count": n_bad, "value": value}
+    return finalise_store(group, voxel, attrs, cfg.pyramid_levels)
+
+
 def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
     """Convert ``cfg.input`` into an OME-Zarr at ``cfg.output``.
 
@@ -101,18 +125,8 @@ def convert(cfg: ConvertConfig, show_progress: bool = True) -> dict[str, Any]:
             show_progress,
             desc=f"convert {src.name}",
         )
-        n_bad = int(stats["n_nonfinite"])
-        if n_bad:
-            if cfg.nan_policy == "error":
-                raise InputError(
-                    f"{src}: {n_bad} NaN/Inf voxels; pass --nan-policy zero or mean to replace them"
-                )
-            value = 0.0 if cfg.nan_policy == "zero" else float(stats["mean"])
-            log.warning("%s: replacing %d NaN/Inf voxels with %g", src, n_bad, value)
-            group = zarr.open_group(str(tmp), mode="r+")
-            _replace_nonfinite(group, value)
-            attrs["nonfinite_replaced"] = {"count": n_bad, "value": value}
-            stats = finalise_store(group, voxel, attrs, cfg.pyramid_levels)
+        if int(stats["n_nonfinite"]):
+            stats = _apply_nan_policy(cfg, tmp, stats, voxel, attrs)
         if source_signature(src) != sig["source"]:  # before the rename: no mixed output
             raise InputError(
                 f"{src}: the input changed while it was being read (size, time or metadata); "

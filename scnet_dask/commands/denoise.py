@@ -44,6 +44,7 @@ from scnet_dask.io.resume import (
 from scnet_dask.io.store import finalise_store, source_signature
 from scnet_dask.methods import Geometry, PredictContext, TilePredictor, get
 from scnet_dask.methods.runtime import file_sha256
+from scnet_dask.science.stats import sample_step
 from scnet_dask.tiling.blend import TilePlan
 from scnet_dask.tiling.graph import overlap_add
 from scnet_dask.tiling.halo import HaloSides, plan_halo_sides
@@ -266,6 +267,28 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _check_output(target: Path, stats: dict[str, Any], vol: Volume) -> None:
+    """Refuse an output that holds NaN/Inf or is constant where the input is not.
+
+    Raised before the output is renamed into place, so nothing is left behind: a wrong result
+    is an error, never an exit status 0.
+    """
+    bad = int(stats.get("n_nonfinite", 0) or 0)
+    if bad:
+        raise InputError(
+            f"{target}: the denoised volume holds {bad} NaN/Inf voxels (a diverged or damaged "
+            "model, or overflow in bfloat16: try --no-amp); not written"
+        )
+    if float(stats.get("std", 1.0)) == 0.0:
+        step = sample_step(tuple(int(s) for s in vol.data.shape))
+        sample = vol.data[::step, ::step, ::step]
+        if float(da.nanstd(sample.astype(np.float64)).compute()) > 0:
+            raise InputError(
+                f"{target}: the denoised volume is constant ({float(stats.get('mean', 0)):.6g} "
+                f"everywhere) although {vol.path} is not; the model is unusable: not written"
+            )
+
+
 def _write(
     cfg: DenoiseConfig,
     vol: Volume,
@@ -292,12 +315,13 @@ def _write(
                 written, skipped = write_blocks(
                     out, arr, done_folder(tmp), show_progress, desc, _scratch_dir(target)
                 )
+                group = zarr.open_group(str(tmp), mode="r+")
+                finish_progress(group, tmp)
+                stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 3)
+                _check_output(target, stats, vol)
             except InputError:
-                remove_path(done_folder(tmp))  # bad input: nothing is left behind
+                remove_path(done_folder(tmp))  # bad input or output: nothing is left behind
                 raise
-            group = zarr.open_group(str(tmp), mode="r+")
-            finish_progress(group, tmp)
-            stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 3)
     else:
         work = _store_path(target)
         if not cfg.resume:
@@ -309,6 +333,7 @@ def _write(
             )
             group = zarr.open_group(str(work), mode="r+")
             stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 1)
+            _check_output(target, stats, vol)
             result = da.from_zarr(arr)
             with atomic_output(target, overwrite=cfg.overwrite) as tmp:
                 fmt = "tiff" if target.suffix.lower() in (".tif", ".tiff") else "mrc"

@@ -269,21 +269,14 @@ def extract_noise_bank(
 ) -> dict[str, Any]:
     """Find noise cubes in ``source`` (an OME-Zarr) and store them in ``out`` (a Zarr array).
 
-    Candidates whose coarse-level score marks structure (see ``screen_tolerance``) are skipped;
-    up to ``4 x max_cubes`` of the others, drawn at random (seeded) — not the smoothest first,
-    which would bias the bank against the noise's low frequencies (measured: 13 % too little
-    power in the lowest band) — are read from level 0 by Dask, in parallel batches, and scored
-    with GCBD's rule (:func:`gcbd_scores`). With ``rule="gcbd"`` a cube passes when its scores
-    are at most ``mu`` and ``gamma``. Those absolute thresholds suit white noise (GCBD's
-    images) but reject nearly every cube of correlated noise, whose sub-cube means fluctuate
-    more (measured, 16³ cubes: median mean score 0.09 for white noise, 0.39 for noise smoothed
-    by a Gaussian of σ (1.2, 0.8, 0.8) voxels); so the default ``rule="calibrated"`` passes a
-    cube when both scores are at most ``tolerance`` times their median over the tested
-    candidates, which are mostly background. At most ``max_cubes`` passing cubes are kept,
-    shuffled (seeded), with their mean removed, and stored divided by ``scale`` (the volume's
-    std: the training engine's normalised units) as an (N, c, c, c) float32 array; its
-    attributes hold the settings, counts, thresholds and cube origins. A bank of the same
-    source and settings in ``out`` is reused (``resume``).
+    Candidates are screened and drawn by :func:`_candidate_cubes`, scored with GCBD's rule
+    (:func:`gcbd_scores`) against the thresholds of :func:`_thresholds` (absolute with
+    ``rule="gcbd"``, which suits white noise only: measured on 16³ cubes, median mean score
+    0.09 for white noise, 0.39 for noise smoothed by σ (1.2, 0.8, 0.8) voxels; else
+    ``tolerance`` x the median scores). At most ``max_cubes`` passing cubes are kept, shuffled
+    (seeded), mean removed, divided by ``scale`` (the volume's std: the engine's normalised
+    units), as an (N, c, c, c) float32 array whose attributes hold the settings, counts,
+    thresholds and origins. A bank of the same source and settings in ``out`` is reused.
 
     Returns
     -------
