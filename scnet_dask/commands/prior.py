@@ -106,6 +106,26 @@ def _topaz(vol: Volume, name: str, device: str, tile: int) -> da.Array:
     return overlap_add(data, pred, plan, reader=store_of(vol.data), source_name=str(vol.path))
 
 
+def _warn_if_pixel_sizes_differ(cfg: PriorConfig, vol: Volume) -> None:
+    """The tilt series' pixel and the tomogram's voxel must agree (WBP works in voxels)."""
+    ts = open_source(cfg.tilt_series) if cfg.tilt_series is not None else None
+    if ts is None:
+        return
+    px, vx = ts.voxel_size_angstrom[2], vol.voxel_size_angstrom[2]
+    if not (ts.voxel_size_found and vol.voxel_size_found):
+        log.warning(
+            "%s: pixel size %.4g Å and %s: voxel size %.4g Å: one is a placeholder; the "
+            "reconstruction assumes they are equal (check the binning)",
+            cfg.tilt_series, px, cfg.noisy, vx,
+        )  # fmt: skip
+    elif abs(px - vx) > 0.05 * max(px, vx):
+        log.warning(
+            "%s: pixel size %.4g Å differs from the voxel size %.4g Å of %s; the "
+            "reconstruction assumes they are equal (bin the tilt series to the tomogram's)",
+            cfg.tilt_series, px, vx, cfg.noisy,
+        )  # fmt: skip
+
+
 def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
     """Build the prior volume for ``cfg.noisy`` into the OME-Zarr ``cfg.output``.
 
@@ -124,6 +144,7 @@ def make_prior(cfg: PriorConfig, show_progress: bool = True) -> dict[str, Any]:
         data = _gaussian(vol.data, cfg.sigma)
         details: dict[str, Any] = {"sigma_voxels": cfg.sigma}
     elif cfg.method == "tilt-series":
+        _warn_if_pixel_sizes_differ(cfg, vol)
         dev = str(resolve_device(cfg.device))
         data = _tilt_series(cfg, int(vol.data.shape[0]), tuple(vol.data.shape), dev)
         details = {

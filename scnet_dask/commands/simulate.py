@@ -96,6 +96,11 @@ def simulate(
         raise nonfinite_input(volume, f" ({bad} voxels)")
     nz = int(vol.data.shape[0])
     voxel = vol.voxel_size_angstrom
+    if not vol.voxel_size_found:
+        log.warning(
+            "%s: voxel size %s Å looks like a placeholder; the simulated volumes carry it "
+            "(convert the volume with --voxel-size first for outputs in Å)", volume, voxel,
+        )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     ext = ".ome.zarr" if fmt == "zarr" else ".mrc"
     files: list[dict[str, Any]] = []
