@@ -57,6 +57,7 @@ def test_ddp_keeps_replicas_identical_and_lowers_the_loss(volumes, tmp_path, clu
     assert ck["epoch"] == 2 and ck["step"] == 16
 
 
+@pytest.mark.slow  # 36 s; the cluster tests cover a lost worker in denoise
 def test_losing_a_worker_stops_cleanly_and_resume_continues(volumes, tmp_path, cluster2):  # noqa: F811
     n, p = volumes
     out = tmp_path / "run"

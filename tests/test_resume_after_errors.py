@@ -36,7 +36,7 @@ def test_convert_resumes_after_an_io_error(tmp_path, capsys, monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("suffix", [".zarr", ".mrc"])
+@pytest.mark.parametrize("suffix", [".zarr", pytest.param(".mrc", marks=pytest.mark.slow)])
 def test_denoise_resumes_after_a_predictor_error(suffix, tmp_path, capsys, monkeypatch):
     vol = write_mrc(tmp_path / "v.mrc", structured((16, 96, 96)), voxel=7.5)
     ck = make_checkpoint(tmp_path / "c.pt")
@@ -185,6 +185,7 @@ def test_an_unwritable_output_midway_reports_the_real_error(tmp_path, capsys, mo
     assert "PermissionError" in line and "Operation not permitted" in line and "--resume" in line
 
 
+@pytest.mark.slow  # 15 s
 def test_denoise_resumes_with_another_tile(tmp_path, capsys, monkeypatch):
     """A smaller --tile after a stopped run (e.g. out of GPU memory) continues it: exact tilings
     agree to float rounding, so the finished chunks are kept."""

@@ -93,7 +93,9 @@ def test_plan_halo_sides_keeps_each_side_of_the_reach():
     assert plan_halo_sides("auto", 5) == HaloSides((13,) * 3, (13,) * 3, (5,) * 3, (5,) * 3)
 
 
-@pytest.mark.parametrize("upsample", [True, False])
+@pytest.mark.parametrize(
+    "upsample", [pytest.param(True, marks=pytest.mark.slow), False]  # True: 36 s on 2 cores
+)
 def test_receptive_margin_of_the_unet_matches_an_impulse_probe(upsample):
     """The declared reach on each side is what an impulse probe finds at every phase.
 
@@ -176,6 +178,7 @@ def test_identity_predictor_returns_input_exactly(shape, chunks, window):
     np.testing.assert_array_equal(out, vol)
 
 
+@pytest.mark.slow  # 41 s; the decoupled-tile test below checks tiled = whole in the default run
 def test_tiled_network_matches_whole_volume_prediction():
     vol = structured_volume((90, 130, 150), seed=3)
     net = NetPredictor(features=4)

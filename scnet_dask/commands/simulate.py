@@ -25,7 +25,7 @@ from dask_image.ndfilters import gaussian_filter
 
 from scnet_dask.commands.export import write_volume_file
 from scnet_dask.errors import InputError, nonfinite_input
-from scnet_dask.io import open_source
+from scnet_dask.io import Volume, open_source
 from scnet_dask.io._atomic import atomic_output, refuse_overlap
 from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.store import write_volume_zarr
@@ -64,6 +64,32 @@ def _write(data: da.Array, path: Path, voxel: tuple[float, float, float], attrs:
             write_volume_file(tmp, data, voxel, None, False, "mrc")
 
 
+def _checked_inputs(
+    volume: str | Path, out: Path, noise_sigmas: tuple[float, ...], tilts: str, fmt: str,
+    overwrite: bool,
+) -> tuple[np.ndarray, Volume]:  # fmt: skip
+    """The tilt angles (degrees) and the opened volume, after every check (nothing written)."""
+    refuse_overlap(out, volume)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out}: output folder is not empty; pass --overwrite")
+    if fmt not in ("zarr", "mrc"):
+        raise InputError(f"format must be zarr or mrc, got {fmt!r}")
+    if not noise_sigmas or min(noise_sigmas) < 0:
+        raise InputError(f"noise sigmas must be >= 0, got {noise_sigmas}")
+    angles = parse_tilts(tilts)
+    vol = open_source(volume)
+    bad = int((~da.isfinite(vol.data)).sum().compute())  # one Dask pass
+    if bad:
+        raise nonfinite_input(volume, f" ({bad} voxels)")
+    if not vol.voxel_size_found:
+        log.warning(
+            "%s: voxel size %s Å looks like a placeholder; the simulated volumes carry it "
+            "(convert the volume with --voxel-size first for outputs in Å)",
+            volume, vol.voxel_size_angstrom,
+        )  # fmt: skip
+    return angles, vol
+
+
 def simulate(
     volume: str | Path,
     out_dir: str | Path,
@@ -82,25 +108,9 @@ def simulate(
 
     """
     out = Path(out_dir)
-    refuse_overlap(out, volume)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: output folder is not empty; pass --overwrite")
-    if fmt not in ("zarr", "mrc"):
-        raise InputError(f"format must be zarr or mrc, got {fmt!r}")
-    if not noise_sigmas or min(noise_sigmas) < 0:
-        raise InputError(f"noise sigmas must be >= 0, got {noise_sigmas}")
-    angles = parse_tilts(tilts)
-    vol = open_source(volume)
-    bad = int((~da.isfinite(vol.data)).sum().compute())  # one Dask pass
-    if bad:
-        raise nonfinite_input(volume, f" ({bad} voxels)")
+    angles, vol = _checked_inputs(volume, out, noise_sigmas, tilts, fmt, overwrite)
     nz = int(vol.data.shape[0])
     voxel = vol.voxel_size_angstrom
-    if not vol.voxel_size_found:
-        log.warning(
-            "%s: voxel size %s Å looks like a placeholder; the simulated volumes carry it "
-            "(convert the volume with --voxel-size first for outputs in Å)", volume, voxel,
-        )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     ext = ".ome.zarr" if fmt == "zarr" else ".mrc"
     files: list[dict[str, Any]] = []
