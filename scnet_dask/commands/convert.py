@@ -13,11 +13,12 @@ import zarr
 from scnet_dask.config import ConvertConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import Volume, bytes_on_disk, open_source
-from scnet_dask.io._atomic import atomic_output, refuse_overlap
+from scnet_dask.io._atomic import refuse_overlap
 from scnet_dask.io.mrc import open_mrc
 from scnet_dask.io.omezarr import (
     get_array,
 )
+from scnet_dask.io.output import atomic_output
 from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.store import finalise_store, source_signature, write_volume_zarr
 from scnet_dask.io.tiff import open_tiff

@@ -26,19 +26,15 @@ from scnet_dask.distributed.compute import _client, _gpu_annotations, write_bloc
 from scnet_dask.errors import InputError, nonfinite_input
 from scnet_dask.io import Volume, open_source, store_of
 from scnet_dask.io._atomic import (
-    atomic_output,
     check_output_target,
     partial_path,
     refuse_overlap,
     remove_path,
-    stopped,
 )
-from scnet_dask.io.omezarr import create_level
+from scnet_dask.io.output import ResumableOutput, atomic_output
 from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.resume import (
     done_folder,
-    finish_progress,
-    open_progress,
     progress_record,
 )
 from scnet_dask.io.store import finalise_store, source_signature
@@ -158,16 +154,6 @@ def _store_path(target: Path) -> Path:
 def _scratch_dir(target: Path) -> Path:
     """Folder for tile pieces awaiting their blend, beside the output (shared on a cluster)."""
     return target.with_name(f".{target.name}.scratch")
-
-
-def _work_store(
-    tmp: Path, shape: tuple[int, ...], chunks: int, sig: dict[str, Any], tile: list[int] | None
-) -> zarr.Array:
-    group = zarr.open_group(str(tmp), mode="a", zarr_format=3)
-    # the tiling in use, for a later --resume with --tile auto (free memory may differ then)
-    open_progress(group, tmp, sig, record={"tile": tile})
-    ch = tuple(min(chunks, s) for s in shape)
-    return create_level(group, 0, shape, ch, np.dtype(np.float32))
 
 
 def _plan(
@@ -306,48 +292,28 @@ def _write(
     is_zarr = str(target).lower().endswith(".zarr")
     desc = f"denoise {src.name}"
     tile = list(plan.tile) if plan.tile else None
-    if is_zarr:  # without --resume a stale partial store goes, and open_progress its markers
-        with atomic_output(
-            target, overwrite=cfg.overwrite, resume=cfg.resume, keep_on_error=True
-        ) as tmp:
-            try:
-                arr = _work_store(tmp, shape, cfg.chunks, sig, tile)
-                written, skipped = write_blocks(
-                    out, arr, done_folder(tmp), show_progress, desc, _scratch_dir(target)
-                )
-                group = zarr.open_group(str(tmp), mode="r+")
-                finish_progress(group, tmp)
-                stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 3)
-                _check_output(target, stats, vol)
-            except InputError:
-                remove_path(done_folder(tmp))  # bad input or output: nothing is left behind
-                raise
-    else:
-        work = _store_path(target)
-        if not cfg.resume:
-            remove_path(work)  # open_progress then removes its markers
-        try:
-            arr = _work_store(work, shape, cfg.chunks, sig, tile)
-            written, skipped = write_blocks(
-                out, arr, done_folder(work), show_progress, desc, _scratch_dir(target)
-            )
-            group = zarr.open_group(str(work), mode="r+")
+    # an OME-Zarr output is written in place of its partial store and renamed; MRC/TIFF are
+    # streamed from a work OME-Zarr once every chunk is done, then the work store goes
+    with ResumableOutput(
+        target, cfg.overwrite, cfg.resume, keep_on_error=True, store=_store_path(target)
+    ) as res:
+        arr = res.open_volume(shape, cfg.chunks, sig, record={"tile": tile})
+        written, skipped = write_blocks(out, arr, res.done, show_progress, desc, res.scratch)
+        if is_zarr:
+            stats = finalise_store(res.finish(), vol.voxel_size_angstrom, attrs, 3)
+            _check_output(target, stats, vol)
+            res.commit()
+        else:  # the work store's progress stays until the file is written (resumable)
+            group = zarr.open_group(str(res.store), mode="r+")
             stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 1)
             _check_output(target, stats, vol)
-            result = da.from_zarr(arr)
             with atomic_output(target, overwrite=cfg.overwrite) as tmp:
                 fmt = "tiff" if target.suffix.lower() in (".tif", ".tiff") else "mrc"
                 write_volume_file(
-                    tmp, result, vol.voxel_size_angstrom, attrs["source"], show_progress, fmt
-                )
-        except InputError:
-            remove_path(work)
-            remove_path(done_folder(work))
-            raise
-        except Exception as e:  # the work store and its markers stay for --resume
-            raise stopped(target, e) from e
-        finish_progress(group, work)
-        remove_path(work)
+                    tmp, da.from_zarr(arr), vol.voxel_size_angstrom, attrs["source"],
+                    show_progress, fmt,
+                )  # fmt: skip
+            res.discard()
     return {
         "output": str(target),
         "method": cfg.method,

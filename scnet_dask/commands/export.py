@@ -15,8 +15,9 @@ from tqdm import tqdm
 from scnet_dask.config import ExportConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
-from scnet_dask.io._atomic import atomic_output, refuse_overlap
+from scnet_dask.io._atomic import refuse_overlap
 from scnet_dask.io.mrc import write_mrc
+from scnet_dask.io.output import atomic_output
 from scnet_dask.io.tiff import write_tiff
 
 __all__ = ["export", "write_volume_file", "F16_MAX"]

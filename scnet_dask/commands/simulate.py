@@ -26,7 +26,8 @@ from dask_image.ndfilters import gaussian_filter
 from scnet_dask.commands.export import write_volume_file
 from scnet_dask.errors import InputError, nonfinite_input
 from scnet_dask.io import Volume, open_source
-from scnet_dask.io._atomic import atomic_output, refuse_overlap
+from scnet_dask.io._atomic import refuse_overlap
+from scnet_dask.io.output import atomic_output
 from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.store import write_volume_zarr
 from scnet_dask.science.recon import project, wbp

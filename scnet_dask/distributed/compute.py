@@ -26,9 +26,7 @@ from distributed import default_client, wait
 from tqdm import tqdm
 
 from scnet_dask.errors import RunStopped
-from scnet_dask.io._atomic import (
-    remove_path,
-)
+from scnet_dask.io._atomic import remove_path
 from scnet_dask.io.resume import (
     done_marker,
 )

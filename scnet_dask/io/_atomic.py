@@ -9,16 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from scnet_dask.errors import InputError, OutputError, RunStopped
-from scnet_dask.io.lock import output_lock
+from scnet_dask.errors import OutputError, RunStopped
 
 __all__ = [
     "partial_path",
-    "atomic_output",
     "check_output_target",
     "refuse_overlap",
     "remove_path",
@@ -97,57 +93,3 @@ def refuse_overlap(output: str | os.PathLike[str], *inputs: str | os.PathLike[st
                 f"{output}: output {how} the input {item}; inputs are never modified, choose "
                 "another output path"
             )
-
-
-@contextmanager
-def atomic_output(
-    target: Path, overwrite: bool = False, resume: bool = False, keep_on_error: bool = False
-) -> Iterator[Path]:
-    """Yield a temporary path to write ``target`` into; rename it into place on success.
-
-    On bad input (:class:`~scnet_dask.errors.InputError`) the temporary output is removed: no
-    output where none was asked for. On any other exception it is removed too, unless
-    ``keep_on_error`` (a resumable writer): then it is kept and the error is re-raised as
-    :class:`~scnet_dask.errors.RunStopped` saying that ``--resume`` continues. Kills
-    (``KeyboardInterrupt``-like) always leave it for ``--resume``.
-
-    The output's lock is held from before the temporary output is touched until it is renamed
-    (or the body fails).
-
-    Parameters
-    ----------
-    target
-        Final path (file or directory).
-    overwrite
-        Replace an existing ``target``.
-    resume
-        Keep an existing temporary output from an interrupted run instead of starting over.
-    keep_on_error
-        Keep the temporary output when the body fails for a reason other than bad input.
-
-    """
-    target = Path(target)
-    check_output_target(target, overwrite)
-    with output_lock(target):
-        tmp = partial_path(target)
-        if tmp.exists() and not resume:
-            log.info("removing stale partial output %s", tmp)
-            remove_path(tmp)
-        try:
-            yield tmp
-        except InputError:
-            remove_path(tmp)
-            raise
-        except Exception as e:
-            if not keep_on_error:
-                remove_path(tmp)
-                raise
-            raise stopped(target, e) from e
-        if target.exists():
-            trash = target.with_name(f".{target.name}.old")
-            remove_path(trash)
-            os.replace(target, trash)
-            os.replace(tmp, target)
-            remove_path(trash)
-        else:
-            os.replace(tmp, target)

@@ -30,7 +30,8 @@ from pydantic import Field, model_validator
 
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
-from scnet_dask.io._atomic import atomic_output, remove_path
+from scnet_dask.io._atomic import remove_path
+from scnet_dask.io.output import atomic_output
 from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.store import source_signature, write_volume_zarr
 from scnet_dask.methods._dropout import DropoutMethod, mc_dropout

@@ -32,8 +32,8 @@ import numpy as np
 import zarr
 
 from scnet_dask.errors import InputError
-from scnet_dask.io._atomic import atomic_output
 from scnet_dask.io.omezarr import pyramid_levels
+from scnet_dask.io.output import atomic_output
 
 __all__ = [
     "NoiseBankSpec",
