@@ -287,3 +287,17 @@ def test_an_output_with_nan_is_refused():
 
     with pytest.raises(InputError, match="3 NaN/Inf voxels"):
         _check_output(Path("o.zarr"), {"n_nonfinite": 3, "std": 1.0}, None)  # type: ignore[arg-type]
+
+
+def test_evaluate_names_only_the_files_it_wrote(tmp_path, capsys):
+    """B35: no fsc.png is claimed without even/odd halves."""
+    src = write_mrc(tmp_path / "n.mrc", structured((16, 32, 32), seed=10))
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(
+        f"noisy: {src}\nout_dir: {tmp_path / 'ev'}\nmethods:\n"
+        "  - {name: gauss, method: gaussian, sigma: 1}\n"
+    )
+    code, out, err = run_cli(["evaluate", cfg], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "ev" / "fsc.png").exists() and "fsc.png" not in out
+    assert "results.csv" in out

@@ -221,7 +221,8 @@ def _evaluate() -> click.Command:
         with on_cluster(kwargs):
             rows = evaluate_cmd.evaluate(cfg)
         click.echo((Path(cfg.out_dir) / "results.md").read_text().rstrip())
-        click.echo(f"{len(rows)} methods; results.csv, fsc.png, slices.png in {cfg.out_dir}")
+        made = [n for n in ("results.csv", "fsc.png", "slices.png") if (cfg.out_dir / n).exists()]
+        click.echo(f"{len(rows)} methods; {', '.join(made)} in {cfg.out_dir}")
 
     return evaluate
 
