@@ -34,7 +34,6 @@ from scnet_dask.io._atomic import (
 from scnet_dask.io.output import ResumableOutput, atomic_output
 from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.resume import (
-    done_folder,
     progress_record,
 )
 from scnet_dask.io.store import finalise_store, source_signature
@@ -151,11 +150,6 @@ def _store_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.work.zarr")
 
 
-def _scratch_dir(target: Path) -> Path:
-    """Folder for tile pieces awaiting their blend, beside the output (shared on a cluster)."""
-    return target.with_name(f".{target.name}.scratch")
-
-
 def _plan(
     cfg: DenoiseConfig,
     data: da.Array,
@@ -210,7 +204,12 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     annotations = _gpu_annotations()
     plan, sides, tile = _plan(cfg, data, geom, str(details.get("device", "cpu")), annotations)
     halo, margin = sides.halo_lo, sides.margin_lo
-    scratch = _scratch_dir(target)
+    # an OME-Zarr output is written in place of its partial store and renamed; MRC/TIFF are
+    # streamed from a work OME-Zarr once every chunk is done, then the work store goes
+    res = ResumableOutput(
+        target, cfg.overwrite, cfg.resume, keep_on_error=True, store=_store_path(target)
+    )
+    scratch = res.scratch  # tile pieces awaiting their blend, beside the output
     remove_path(scratch)  # pieces of an interrupted run are recomputed, never trusted
     out = overlap_add(
         data,
@@ -222,7 +221,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         scratch=scratch,
         source_name=str(src),
         delete_pieces=False,
-        done_markers=done_folder(_store_path(target)),
+        done_markers=res.done,
         # a GPU worker runs one annotated task at a time: read tiles in tasks of their own
         separate_reads=annotations is not None,
     )
@@ -245,8 +244,9 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     sig = _signature(cfg, vol, details)
     try:
         return _write(
-            cfg, vol, out, plan, attrs, sig, annotations, halo, margin, data.shape, show_progress
-        )
+            cfg, res, vol, out, plan, attrs, sig, annotations, halo, margin, data.shape,
+            show_progress,
+        )  # fmt: skip
     finally:
         # never let the clean-up hide the real error: threads of a failed or interrupted
         # run may still be writing pieces; what is left is removed by the next run
@@ -277,6 +277,7 @@ def _check_output(target: Path, stats: dict[str, Any], vol: Volume) -> None:
 
 def _write(
     cfg: DenoiseConfig,
+    res: ResumableOutput,
     vol: Volume,
     out: da.Array,
     plan: TilePlan,
@@ -292,11 +293,7 @@ def _write(
     is_zarr = str(target).lower().endswith(".zarr")
     desc = f"denoise {src.name}"
     tile = list(plan.tile) if plan.tile else None
-    # an OME-Zarr output is written in place of its partial store and renamed; MRC/TIFF are
-    # streamed from a work OME-Zarr once every chunk is done, then the work store goes
-    with ResumableOutput(
-        target, cfg.overwrite, cfg.resume, keep_on_error=True, store=_store_path(target)
-    ) as res:
+    with res:
         arr = res.open_volume(shape, cfg.chunks, sig, record={"tile": tile})
         written, skipped = write_blocks(out, arr, res.done, show_progress, desc, res.scratch)
         if is_zarr:

@@ -6,7 +6,6 @@ writing the same output is refused at once, naming the first.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -20,8 +19,6 @@ __all__ = [
     "remove_path",
     "stopped",
 ]
-
-log = logging.getLogger(__name__)
 
 
 def partial_path(target: Path) -> Path:
