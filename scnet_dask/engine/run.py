@@ -55,6 +55,11 @@ class _Run:
         self.device = resolve_device(cfg.device)
         paths, arrays, own = _open_inputs(cfg, self.method)
         self.paths = paths
+        # what identifies each input's content, taken once at the start: recorded in every
+        # checkpoint, and compared by --resume (source_signature)
+        self.input_signatures: dict[str, Any] = json.loads(json.dumps(
+            {k: _plain(source_signature(Path(v))) for k, v in paths.items()}
+        ))  # fmt: skip
         primary = next(iter(paths))
         self.stats = (
             stats if stats is not None else self.method.input_statistics(cfg.options, own, paths)
@@ -202,7 +207,7 @@ class _Run:
             "epoch": self.epoch,
             "step": self.step,
             "total_steps": self.state.total_steps,
-            "input_signatures": self.signatures(),
+            "input_signatures": self.input_signatures,
             "best_val": self.best_val,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -249,10 +254,6 @@ class _Run:
             self.gen.set_state(data["rng"]["blind_spot"])
             self.sampler.set_state(data["rng"]["sampler"])
 
-    def signatures(self) -> dict[str, Any]:
-        """What identifies each input's content (:func:`scnet_dask.io.store.source_signature`)."""
-        return {k: _plain(source_signature(Path(v))) for k, v in self.paths.items()}
-
     def _check_same_inputs(self, data: dict[str, Any]) -> None:
         """``--resume`` continues a run on its own inputs: another volume is refused."""
         ck = self.out / "last.pt"
@@ -263,7 +264,7 @@ class _Run:
             new_paths = {k: str(Path(v).resolve()) for k, v in self.paths.items()}
             changed = [k for k in self.paths if old_paths[k] not in (None, new_paths[k])]
         else:
-            new = json.loads(json.dumps(self.signatures()))
+            new = self.input_signatures
             changed = [k for k in new if k in old and old[k] != new[k]]
         if changed:
             k = changed[0]
