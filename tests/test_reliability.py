@@ -207,6 +207,17 @@ def test_a_volume_in_other_units_than_the_training_data_is_warned_about(tmp_path
     code, _, err = run_cli(["denoise", scaled, ck, tmp_path / "b.zarr", "--chunks", "16"], capsys)
     assert code == 0 and "unlike those" in err and str(scaled) in err
     assert f"{vol.std():.4g}" in err  # both figures: the volume's and the training data's
+    assert "--normalise input" in err
+    # --normalise input: the same network in the scaled volume's own units, no warning
+    for name, src in (("c", same), ("d", scaled)):
+        code, _, err = run_cli(
+            ["denoise", src, ck, tmp_path / f"{name}.zarr", "--chunks", "16",
+             "--normalise", "input"], capsys,
+        )  # fmt: skip
+        assert code == 0 and "unlike" not in err, err
+    c = open_source(tmp_path / "c.zarr").data.compute()
+    d = open_source(tmp_path / "d.zarr").data.compute()
+    np.testing.assert_allclose(d, c * 100 + 500, rtol=1e-3, atol=0.05 * float(c.std()) * 100)
 
 
 def test_a_prior_of_a_volume_with_nan_is_refused(tmp_path, capsys):
@@ -301,3 +312,29 @@ def test_evaluate_names_only_the_files_it_wrote(tmp_path, capsys):
     assert code == 0, err
     assert not (tmp_path / "ev" / "fsc.png").exists() and "fsc.png" not in out
     assert "results.csv" in out
+
+
+def test_info_counts_nan_voxels_of_every_format(tmp_path, capsys):
+    """info reports NaN/Inf: counted with --scan for MRC/TIFF, stored for converted Zarr."""
+    import json
+
+    import tifffile
+
+    vol = structured((8, 16, 16), seed=9)
+    vol[1, 2, 3] = np.nan
+    vol[4, 5, 6] = np.inf
+    vol[7, 0, 0] = np.nan
+    mrc = write_mrc(tmp_path / "a.mrc", vol, voxel=10.0)
+    tif = tmp_path / "a.tif"
+    tifffile.imwrite(tif, vol)
+    for src in (mrc, tif):
+        code, out, _ = run_cli(["info", src], capsys)
+        assert code == 0 and "NaN/Inf voxels:    not counted (info --scan" in out
+        code, out, _ = run_cli(["info", src, "--scan"], capsys)
+        assert code == 0 and "NaN/Inf voxels:    3 (denoise" in out, out
+        code, out, _ = run_cli(["info", src, "--scan", "--json"], capsys)
+        assert json.loads(out)["statistics"]["n_nonfinite"] == 3
+    code, _, _ = run_cli(["convert", mrc, tmp_path / "z.zarr", "--nan-policy", "zero"], capsys)
+    assert code == 0
+    code, out, _ = run_cli(["info", tmp_path / "z.zarr"], capsys)
+    assert code == 0 and "NaN/Inf voxels:    0" in out, out

@@ -92,7 +92,7 @@ def _export() -> click.Command:
 def _info() -> click.Command:
     def body(**kwargs: Any) -> None:
         cfg = build_config(InfoConfig, **kwargs)
-        data = info_cmd.volume_info(cfg.path)
+        data = info_cmd.volume_info(cfg.path, scan=cfg.scan)
         click.echo(json.dumps(data) if cfg.json_output else info_cmd.format_info(data))
 
     return command_from_models(
@@ -344,9 +344,7 @@ def cli(verbose: int) -> None:
 def _one_line(e: BaseException) -> str:
     """The user's line for an error: our messages as they are; an OS error names its file."""
     if isinstance(e, OSError) and getattr(e, "filename", None) and e.strerror:
-        hint = (
-            "; choose a folder you can write to" if isinstance(e, PermissionError) else ""
-        )
+        hint = "; choose a folder you can write to" if isinstance(e, PermissionError) else ""
         return f"{e.filename}: {e.strerror.lower()}{hint}"
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 

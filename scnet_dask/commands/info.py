@@ -11,19 +11,29 @@ import zarr
 
 from scnet_dask.io import bytes_on_disk, open_source
 from scnet_dask.io.omezarr import get_array, read_attrs
+from scnet_dask.science.stats import compute_statistics
 
 __all__ = ["volume_info", "format_info"]
 
 
-def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Describe a volume without reading its data.
+def volume_info(path: str | os.PathLike[str], scan: bool = False) -> dict[str, Any]:
+    """Describe a volume without reading its data (unless ``scan``).
+
+    Parameters
+    ----------
+    path
+        The volume (OME-Zarr, MRC or TIFF).
+    scan
+        When the volume has no stored statistics, compute them in one Dask pass (memory
+        bounded by a chunk), NaN/Inf count (``n_nonfinite``) included.
 
     Returns
     -------
     dict
         ``path``, ``format``, ``shape`` (z, y, x), ``dtype``, ``chunks`` (z, y, x) or None for
         contiguous files, ``voxel_size_angstrom`` (z, y, x), ``voxel_size_found``,
-        ``statistics`` (stored by ``convert``; empty otherwise), ``pyramid_levels`` (shapes),
+        ``statistics`` (stored by ``convert``, or computed with ``scan``; empty otherwise;
+        ``n_nonfinite`` counts NaN/Inf voxels), ``pyramid_levels`` (shapes),
         ``stored_bytes``, ``raw_bytes`` and ``compression_ratio``.
 
     """
@@ -41,6 +51,9 @@ def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             ms = ome.get("multiscales", [])
             if ms:
                 levels = [list(get_array(node, d["path"]).shape) for d in ms[0]["datasets"]]
+    stats = dict(vol.attrs.get("statistics", {}))
+    if scan and not stats:
+        stats = dict(compute_statistics(vol.data))
     raw = int(np.prod(shape)) * dtype.itemsize
     stored = bytes_on_disk(p)
     return {
@@ -51,7 +64,7 @@ def volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "chunks": chunks,
         "voxel_size_angstrom": [float(v) for v in vol.voxel_size_angstrom],
         "voxel_size_found": vol.voxel_size_found,
-        "statistics": vol.attrs.get("statistics", {}),
+        "statistics": stats,
         "pyramid_levels": levels,
         "stored_bytes": stored,
         "raw_bytes": raw,
@@ -85,6 +98,13 @@ def format_info(info: dict[str, Any]) -> str:
             f"min {st['min']:.4g}, max {st['max']:.4g}, "
             f"p0.1 {st['p0.1']:.4g}, p99.9 {st['p99.9']:.4g}"
         )
+    bad = st.get("n_nonfinite") if st else None
+    lines.append(
+        "  NaN/Inf voxels:    "
+        + ("not counted (info --scan counts them)" if bad is None else f"{int(bad)}")
+        + (" (denoise, train and prior refuse them; convert --nan-policy replaces them)"
+           if bad else "")
+    )  # fmt: skip
     labels = info["source"].get("labels")
     if labels:
         lines.append(f"  MRC labels:        {len(labels)}; first: {labels[0]!r}")

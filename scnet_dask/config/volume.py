@@ -84,6 +84,11 @@ class InfoConfig(StrictModel):
 
     path: Path = Field(description="Volume (OME-Zarr, MRC or TIFF).")
     json_output: bool = Field(False, alias="json", description="Print one JSON object.")
+    scan: bool = Field(
+        False,
+        description="Read the volume once (Dask) to compute its statistics and count NaN/Inf "
+        "voxels when none are stored (MRC, TIFF, foreign Zarr).",
+    )
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

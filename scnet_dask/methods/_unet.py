@@ -28,6 +28,7 @@ UNLIKE_FACTOR = 3.0
 
 __all__ = [
     "UNetOptions",
+    "NormaliseOption",
     "BlindSpotOptions",
     "NetworkPredictor",
     "UNetMethod",
@@ -46,6 +47,16 @@ class UNetOptions(Options):
 
     features: int = Field(32, ge=1, description="Channels of every U-Net level (nch_ker).")
     upsample: bool = Field(True, description="SC-Net's 2x nearest up-sampling block along z and x.")
+
+
+class NormaliseOption(Options):
+    """``normalise``: which statistics tiles are normalised with at prediction."""
+
+    normalise: Literal["input", "checkpoint"] = Field(
+        "checkpoint",
+        description="Normalise tiles by the training data's statistics stored in the "
+        "checkpoint, or by the input volume's own (for a volume in other units).",
+    )
 
 
 class BlindSpotOptions(UNetOptions):
@@ -160,8 +171,8 @@ def warn_if_unlike_training(vol: Any, trained: tuple[float, float], checkpoint: 
     if not (1 / UNLIKE_FACTOR <= ratio <= UNLIKE_FACTOR) or shift > UNLIKE_FACTOR:
         log.warning(
             "%s: intensities (mean %.4g, std %.4g) are unlike those %s was trained on (mean "
-            "%.4g, std %.4g): the output may be meaningless; check the volume's units, or "
-            "train on data like it",
+            "%.4g, std %.4g): the output may be meaningless; check the volume's units, use "
+            "--normalise input, or train on data like it",
             vol.path, mean, std, checkpoint, t_mean, t_std,
         )  # fmt: skip
 
@@ -221,8 +232,24 @@ class UNetMethod(Method):
     output_name: str | None = None
 
     def normalisation(self, options: Any, ctx: PredictContext) -> tuple[float, float] | None:
-        """(mean, std) to normalise tiles with; ``None``: the checkpoint's (the default)."""
+        """(mean, std) to normalise tiles with; ``None``: the checkpoint's.
+
+        ``normalise: input`` (:class:`NormaliseOption`) gives the input volume's statistics
+        (stored, else one Dask pass); a method without the option uses the checkpoint's.
+        """
+        if getattr(options, "normalise", "checkpoint") == "input":
+            return volume_normalisation(ctx.volume)
         return None
+
+    def tile_normalisation(
+        self, options: Any, ctx: PredictContext, tr: Any
+    ) -> tuple[float, float] | None:
+        """:meth:`normalisation`, warning when the checkpoint's would meet unlike data."""
+        norm = self.normalisation(options, ctx)
+        if norm is None:
+            trained = checkpoint_normalisation(tr, self.inputs[0])
+            warn_if_unlike_training(ctx.volume, trained, tr.path)
+        return norm
 
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
         """The checkpoint's network on tiles; refuses a checkpoint of another voxel size."""
@@ -232,10 +259,7 @@ class UNetMethod(Method):
         except ValueError as e:
             raise InputError(f"{ctx.checkpoint}: {e}") from None
         device = ctx.device
-        norm = self.normalisation(options, ctx)
-        if norm is None:
-            trained = checkpoint_normalisation(tr, self.inputs[0])
-            warn_if_unlike_training(ctx.volume, trained, tr.path)
+        norm = self.tile_normalisation(options, ctx, tr)
         mean, std = norm if norm is not None else (None, None)
         pred = NetworkPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, "model", self.inputs[0],

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from scnet_dask.methods._unet import UNetMethod, UNetOptions, volume_normalisation
-from scnet_dask.methods.base import Options, PredictContext, TrainState
+from scnet_dask.methods._unet import NormaliseOption, UNetMethod, UNetOptions
+from scnet_dask.methods.base import TrainState
 
 __all__ = ["N2nTrainOptions", "N2nDenoiseOptions", "N2n"]
 
@@ -35,7 +35,7 @@ class N2nTrainOptions(UNetOptions):
     )
 
 
-class N2nDenoiseOptions(Options):
+class N2nDenoiseOptions(NormaliseOption):
     """Options of ``denoise --method n2n``."""
 
     post_sigma: float = Field(0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network.")
@@ -70,7 +70,3 @@ class N2n(UNetMethod):
         if train:
             state.update(loss, "model")
         return {"total": loss}
-
-    def normalisation(self, options: Any, ctx: PredictContext) -> tuple[float, float] | None:
-        """The input volume's statistics (``normalise: input``), else the checkpoint's."""
-        return volume_normalisation(ctx.volume) if options.normalise == "input" else None

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from scnet_dask.methods._unet import BlindSpotOptions, UNetMethod
-from scnet_dask.methods.base import Options, TrainState
+from scnet_dask.methods._unet import BlindSpotOptions, NormaliseOption, UNetMethod
+from scnet_dask.methods.base import TrainState
 from scnet_dask.model.blindspot import blind_spot_replace
 from scnet_dask.model.losses import n2v_losses
 
@@ -28,7 +28,7 @@ class N2vTrainOptions(BlindSpotOptions):
     swap_ratio: float = Field(0.002, gt=0, le=1, description="Blind-spot regions per voxel.")
 
 
-class N2vDenoiseOptions(Options):
+class N2vDenoiseOptions(NormaliseOption):
     """Options of ``denoise --method n2v``."""
 
     post_sigma: float = Field(0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network.")

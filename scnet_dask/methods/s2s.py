@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 
 from scnet_dask.methods._dropout import DropoutMethod, mc_dropout
-from scnet_dask.methods._unet import checkpoint_normalisation
+from scnet_dask.methods._unet import NormaliseOption, checkpoint_normalisation
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
 from scnet_dask.methods.loading import load_trained
 from scnet_dask.methods.runtime import infer
@@ -42,7 +42,7 @@ class S2sTrainOptions(Options):
     masks_per_patch: int = Field(6, ge=1, le=64, description="Masked copies of each patch.")
 
 
-class S2sDenoiseOptions(Options):
+class S2sDenoiseOptions(NormaliseOption):
     """Options of ``denoise --method s2s``."""
 
     passes: int = Field(32, ge=1, le=1024, description="Masked dropout passes averaged per tile.")
@@ -78,6 +78,8 @@ class S2sPredictor:
     passes: int
     pass_batch: int
     geometry: Geometry
+    mean: float | None = None
+    std: float | None = None
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Return the denoised tiles (B, z, y, x), float32, in the input's units."""
@@ -85,6 +87,8 @@ class S2sPredictor:
         net = cast(DropoutUNet, tr.networks["model"])
         opts = tr.options
         mean, std = checkpoint_normalisation(tr, "noisy")
+        if self.mean is not None and self.std is not None:
+            mean, std = self.mean, self.std
         seeds = list(seeds) if seeds is not None else [0] * len(tiles)
         out = np.empty(tiles.shape, dtype=np.float32)
         with mc_dropout(net, self.device, tiles.size * self.passes):
@@ -134,9 +138,10 @@ class S2s(DropoutMethod):
         tr, net = self.dropout_net(ctx)
         geom = Geometry(margin=net.receptive_margin, multiple=net.multiple, stochastic=True)
         device = ctx.device
+        mean, std = self.tile_normalisation(options, ctx, tr) or (None, None)
         pred = S2sPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, options.passes, options.pass_batch,
-            geom,
+            geom, mean, std,
         )  # fmt: skip
         details = self.details(tr, ctx, device)
         details.update(passes=options.passes)

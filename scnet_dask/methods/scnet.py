@@ -20,8 +20,8 @@ from pydantic import Field
 from scnet_dask import __version__
 from scnet_dask.errors import InputError, OutputError
 from scnet_dask.io import open_source
-from scnet_dask.methods._unet import BlindSpotOptions, UNetMethod
-from scnet_dask.methods.base import Options, TrainState
+from scnet_dask.methods._unet import BlindSpotOptions, NormaliseOption, UNetMethod
+from scnet_dask.methods.base import TrainState
 from scnet_dask.model.blindspot import blind_spot_replace
 from scnet_dask.model.checkpoint import save_checkpoint
 from scnet_dask.model.losses import LossWeights, scnet_losses
@@ -71,7 +71,7 @@ class ScnetTrainOptions(BlindSpotOptions):
     )
 
 
-class ScnetDenoiseOptions(Options):
+class ScnetDenoiseOptions(NormaliseOption):
     """Options of ``denoise --method scnet``."""
 
     post_sigma: float = Field(0.5, ge=0, le=4, description="Gaussian σ (voxels) after the network.")
@@ -123,7 +123,6 @@ class Scnet(UNetMethod):
         if mode == "noisy":
             prior = {"mean": noisy["mean"], "std": noisy["std"]}
         else:
-
             try:
                 a, b = affine_fit(
                     open_source(paths["prior"]).data, open_source(paths["noisy"]).data

@@ -309,17 +309,18 @@ class Nmsg(UNetMethod):
             raise InputError(f"{ctx.checkpoint}: {e}") from None
         device = ctx.device
         details = self.details(tr, ctx, device)
+        mean, std = self.tile_normalisation(options, ctx, tr) or (None, None)
         pred: TilePredictor
         if topts.pair_form == "n2n":  # the U-Net on the tile, as every U-Net method
-            pred = NetworkPredictor(tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom)
+            pred = NetworkPredictor(
+                tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, mean=mean, std=std
+            )
             details["passes"] = 1
             return pred, details
         geom = replace(geom, stochastic=True)
         pred = NmsgPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, float(topts.alpha),
-            int(options.passes),
+            int(options.passes), mean, std,
         )  # fmt: skip
         details["passes"] = int(options.passes)
         return pred, details
-
-

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from scnet_dask.methods._unet import (
+    NormaliseOption,
     UNetOptions,
 )
 from scnet_dask.methods.base import (
@@ -71,9 +72,7 @@ class NoiseBankOptions(Options):
 class GanOptions(Options):
     """NMSG's noise-model phase: the YAML section ``gan:`` of ``train --method nmsg``."""
 
-    steps: int = Field(
-        400, ge=1, description="Steps of the noise-model phase (generator updates)."
-    )
+    steps: int = Field(400, ge=1, description="Steps of the noise-model phase (generator updates).")
     batch: int = Field(16, ge=2, description="Noise cubes per critic/generator batch.")
     critic_steps: int = Field(2, ge=1, description="Critic updates per generator update.")
     features: int = Field(32, ge=4, description="Channels of generator and critic.")
@@ -140,7 +139,7 @@ class NmsgTrainOptions(UNetOptions):
         return data
 
 
-class NmsgDenoiseOptions(Options):
+class NmsgDenoiseOptions(NormaliseOption):
     """Options of ``denoise --method nmsg``."""
 
     post_sigma: float = Field(0.0, ge=0, le=4, description="Gaussian σ (voxels) after the network.")

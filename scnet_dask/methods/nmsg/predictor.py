@@ -71,11 +71,15 @@ class NmsgPredictor:
     geometry: Geometry
     alpha: float
     passes: int
+    mean: float | None = None
+    std: float | None = None
 
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Return the denoised tiles, same shape, float32, in the input's units."""
         tr = load_trained(self.checkpoint, self.sha256, self.device)
         mean, std = checkpoint_normalisation(tr, "noisy")
+        if self.mean is not None and self.std is not None:
+            mean, std = self.mean, self.std
         net, gen = tr.networks["model"], _gen(tr.networks)
         x = torch.from_numpy((np.asarray(tiles, np.float32) - mean) / std)[:, None]
         cuda = self.device.startswith("cuda")
