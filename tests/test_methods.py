@@ -273,7 +273,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "overwrite": True,
         },
     ),
-    "info": (["in.mrc"], "scnet_dask.commands.info", "volume_info", {"json": True}),
+    "info": (["in.mrc"], "scnet_dask.commands.info", "volume_info", {"json": True, "scan": True}),
     "prior-gaussian": (
         ["in.zarr", "p.zarr"],
         "scnet_dask.commands.prior",
@@ -455,6 +455,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         {
             "method": "n2v",
             "post_sigma": 0.75,
+            "normalise": "input",
         },
     ),
     "denoise-nmsg": (
@@ -465,6 +466,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "method": "nmsg",
             "post_sigma": 0.5,
             "passes": 3,
+            "normalise": "input",
         },
     ),
     "denoise-fourier": (
@@ -495,6 +497,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "method": "s2s",
             "passes": 5,
             "pass_batch": 2,
+            "normalise": "input",
         },
     ),
     "denoise-scnet": (
@@ -512,6 +515,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "amp": False,
             "resume": True,
             "overwrite": True,
+            "normalise": "input",
             "post_sigma": 0.0,
         },
     ),
@@ -779,7 +783,7 @@ def test_import_public_scnet_checkpoint(vol_zarr, tmp_path, capsys):
 def test_unexpected_error_is_one_line_and_traceback_with_v(vol_zarr, tmp_path, capsys, monkeypatch):
     import scnet_dask.commands.info as info
 
-    def boom(path):
+    def boom(path, **kw):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(info, "volume_info", boom)
