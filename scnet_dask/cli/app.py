@@ -20,16 +20,22 @@ import click
 from pydantic import BaseModel
 
 from scnet_dask import __version__
+from scnet_dask.cli.dataset import run_dataset_denoise, run_dataset_info, split_dataset_options
 from scnet_dask.cli.options import (
     build_config,
     cluster_options,
     command_from_models,
-    is_section,
     on_cluster,
     path_argument,
+    sections_help,
     setup_logging,
 )
-from scnet_dask.cli.per_method import chosen_method, method_models, method_option, without_fields
+from scnet_dask.cli.per_method import (
+    chosen_method,
+    method_models,
+    method_option,
+    without_fields,
+)
 from scnet_dask.commands import convert as convert_cmd
 from scnet_dask.commands import demo as demo_cmd
 from scnet_dask.commands import denoise as denoise_cmd
@@ -40,6 +46,7 @@ from scnet_dask.commands import prior as prior_cmd
 from scnet_dask.commands import simulate as simulate_cmd
 from scnet_dask.config import (
     ConvertConfig,
+    DatasetConfig,
     DemoConfig,
     DenoiseConfig,
     ExportConfig,
@@ -92,11 +99,17 @@ def _export() -> click.Command:
 def _info() -> click.Command:
     def body(**kwargs: Any) -> None:
         cfg = build_config(InfoConfig, **kwargs)
+        if cfg.dataset is not None:
+            out = run_dataset_info(cfg.dataset, cfg.tomograms, cfg.exclude, cfg.json_output)
+            click.echo(out)
+            return
+        if cfg.path is None:
+            raise click.UsageError("give a volume PATH, or --dataset SOURCE")
         data = info_cmd.volume_info(cfg.path, scan=cfg.scan)
         click.echo(json.dumps(data) if cfg.json_output else info_cmd.format_info(data))
 
     return command_from_models(
-        "info", [("", InfoConfig)], [path_argument("path")], body,
+        "info", [("", InfoConfig)], [path_argument("path", required=False)], body,
         "Describe a volume: shape, dtype, chunks, voxel size (Å), statistics, pyramid, bytes.",
     )  # fmt: skip
 
@@ -147,13 +160,17 @@ def _train(method: str = "scnet") -> click.Command:
         "Train --method on the NOISY OME-Zarr (its first input); checkpoints to --out. With "
         "--cluster other than threads, one PyTorch DDP rank runs on each Dask worker. "
         f"The options shown are the engine's and --method {method}'s; another method's: "
-        "'scnet-dask train --method NAME --help'." + _sections_help(models),
+        "'scnet-dask train --method NAME --help'." + sections_help(models),
         cluster=True, method=("train", method),
     )  # fmt: skip
 
 
 def _denoise(method: str = "scnet") -> click.Command:
     def body(paths: tuple[Path, ...], **kwargs: Any) -> None:
+        dcfg = split_dataset_options(kwargs)
+        if dcfg.dataset is not None:
+            run_dataset_denoise(paths, dcfg, kwargs)
+            return
         if len(paths) == 3:
             inp, ckpt, outp = paths
         elif len(paths) == 2:
@@ -173,19 +190,21 @@ def _denoise(method: str = "scnet") -> click.Command:
             f"mean {st['mean']:.4g} std {st['std']:.4g}"
         )
 
-    models = [
+    models: list[tuple[str, type[BaseModel]]] = [
         *method_option("denoise"),
         ("", without_fields(DenoiseConfig, "method", "input", "output", "checkpoint")),
         *method_models("denoise", _known(method)),
+        ("", DatasetConfig),
     ]
-    paths = click.Argument(["paths"], nargs=-1, required=True, type=click.Path(path_type=Path))
+    paths = click.Argument(["paths"], nargs=-1, required=False, type=click.Path(path_type=Path))
     return command_from_models(
         "denoise", models, [paths], body,
         "Denoise INPUT into OUTPUT: denoise INPUT [CHECKPOINT] OUTPUT. INPUT is OME-Zarr, MRC or "
         "TIFF; OUTPUT is .zarr (OME-Zarr), .mrc/.rec or .tif. CHECKPOINT (best.pt of 'scnet-dask "
-        "train') is needed for the trained methods only. "
+        "train') is needed for the trained methods only. A whole dataset: denoise --dataset "
+        "SOURCE [CHECKPOINT] --out-dir DIR. "
         f"The options shown are the common ones and --method {method}'s; another method's: "
-        "'scnet-dask denoise --method NAME --help'." + _sections_help(models),
+        "'scnet-dask denoise --method NAME --help'." + sections_help(models),
         cluster=True, method=("denoise", method),
     )  # fmt: skip
 
@@ -262,22 +281,6 @@ def _import_scnet() -> click.Command:
         click.echo(f"wrote {s['output']}: SC-Net, {s['features']} features, {s['tensors']} tensors")
 
     return import_scnet
-
-
-def _sections_help(models: list[tuple[str, type[BaseModel]]]) -> str:
-    """The help sentence naming a method's nested option groups: YAML sections, not flags."""
-    found = [
-        f"{name} ({info.description})"
-        for _, model in models
-        for name, info in model.model_fields.items()
-        if is_section(info.annotation)
-    ]
-    if not found:
-        return ""
-    return (
-        " Expert option groups are sections of the --config YAML file, not flags (e.g. "
-        "'gan: {steps: 300}'; docs/methods.md lists their fields): " + "; ".join(found) + "."
-    )
 
 
 def _figure(value: float, fmt: str) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "on_cluster",
     "model_options",
     "given",
+    "sections_help",
     "is_section",
 ]
 
@@ -331,3 +332,17 @@ def path_argument(name: str, **kw: Any) -> click.Argument:
     return click.Argument([name], type=click.Path(path_type=Path), **kw)
 
 
+def sections_help(models: list[tuple[str, type[BaseModel]]]) -> str:
+    """The help sentence naming a method's nested option groups: YAML sections, not flags."""
+    found = [
+        f"{name} ({info.description})"
+        for _, model in models
+        for name, info in model.model_fields.items()
+        if is_section(info.annotation)
+    ]
+    if not found:
+        return ""
+    return (
+        " Expert option groups are sections of the --config YAML file, not flags (e.g. "
+        "'gan: {steps: 300}'; docs/methods.md lists their fields): " + "; ".join(found) + "."
+    )

@@ -128,3 +128,4 @@ def without_fields(model: type[BaseModel], *names: str) -> type[BaseModel]:
     """A copy of ``model`` without the fields ``names`` (for option generation only)."""
     fields = {k: (v.annotation, v) for k, v in model.model_fields.items() if k not in names}
     return create_model(model.__name__, **fields)  # type: ignore[call-overload,no-any-return]
+

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,9 @@ def _recorded_tile(store: Path) -> tuple[int, int, int] | tuple[()] | None:
     return () if tile is None else (int(tile[0]), int(tile[1]), int(tile[2]))
 
 
-def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict[str, Any]:
+def _signature(
+    cfg: DenoiseConfig, vol: Volume, details: dict[str, Any], inputs: Sequence[Path] | None
+) -> dict[str, Any]:
     opts = cfg.model_dump(mode="json", exclude={"resume", "overwrite", "output", "device"})
     opts["options"] = cfg.options.model_dump(mode="json")
     # exact tilings agree to float rounding (2e-7), so a resume may change the tile (e.g. a
@@ -134,7 +137,9 @@ def _signature(cfg: DenoiseConfig, vol: Volume, details: dict[str, Any]) -> dict
     return json.loads(
         json.dumps(
             {
-                "source": source_signature(Path(cfg.input)),
+                "source": source_signature(Path(cfg.input))
+                if inputs is None
+                else [source_signature(Path(p)) for p in inputs],
                 "shape": list(vol.data.shape),
                 "options": opts,
                 "checkpoint_sha256": details.get("checkpoint_sha256"),
@@ -176,8 +181,24 @@ def _plan(
     return plan, sides, tile
 
 
-def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
+def denoise(
+    cfg: DenoiseConfig,
+    show_progress: bool = True,
+    vol: Volume | None = None,
+    inputs: Sequence[Path] | None = None,
+) -> dict[str, Any]:
     """Denoise ``cfg.input`` into ``cfg.output`` (OME-Zarr, MRC or TIFF).
+
+    Parameters
+    ----------
+    cfg
+        The command's options.
+    show_progress
+        Show a progress bar.
+    vol
+        The volume to denoise when it is not ``cfg.input`` as a file (a dataset tomogram's
+        mean of halves); ``inputs`` then lists the files it is made of (their content
+        signatures decide whether a partial output resumes).
 
     Returns
     -------
@@ -188,9 +209,9 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     """
     src = Path(cfg.input)
     target = Path(cfg.output)
-    refuse_overlap(target, src, cfg.checkpoint)
+    refuse_overlap(target, src, cfg.checkpoint, *(inputs or ()))
     check_output_target(target, cfg.overwrite)
-    vol = open_source(src)
+    vol = open_source(src) if vol is None else vol
     stats_in = vol.attrs.get("statistics") or {}
     if stats_in.get("n_nonfinite"):
         raise nonfinite_input(src, f" ({stats_in['n_nonfinite']} voxels)")
@@ -241,7 +262,7 @@ def denoise(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
         }
     )
     attrs = volume_attrs(target, "denoise", vol, input=str(src.resolve()), **details)
-    sig = _signature(cfg, vol, details)
+    sig = _signature(cfg, vol, details, inputs)
     try:
         return _write(
             cfg, res, vol, out, plan, attrs, sig, annotations, halo, margin, data.shape,

@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 import zarr
 
+from scnet_dask.errors import InputError
 from scnet_dask.io import bytes_on_disk, open_source
+from scnet_dask.io.dataset import Dataset
 from scnet_dask.io.omezarr import get_array, read_attrs
+from scnet_dask.io.tomogram import open_tomogram
 from scnet_dask.science.stats import compute_statistics
 
-__all__ = ["volume_info", "format_info"]
+__all__ = ["volume_info", "format_info", "dataset_info", "format_dataset_info"]
 
 
 def volume_info(path: str | os.PathLike[str], scan: bool = False) -> dict[str, Any]:
@@ -108,4 +111,52 @@ def format_info(info: dict[str, Any]) -> str:
     labels = info["source"].get("labels")
     if labels:
         lines.append(f"  MRC labels:        {len(labels)}; first: {labels[0]!r}")
+    return "\n".join(lines)
+
+
+def dataset_info(ds: Dataset) -> list[dict[str, Any]]:
+    """One row per tomogram of ``ds``, reading headers only.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``shape`` (z, y, x), ``voxel_size_angstrom`` (z, y, x), ``full``/``even``/
+        ``odd`` (the paths, or ``None``), ``bytes`` (on disk, all its files), ``error`` (a
+        file that cannot be opened: the rest of the row is empty).
+
+    """
+    rows = []
+    for t in ds.tomograms:
+        row: dict[str, Any] = {
+            "name": t.name,
+            "full": str(t.full) if t.full else None,
+            "even": str(t.even) if t.even else None,
+            "odd": str(t.odd) if t.odd else None,
+            "bytes": sum(bytes_on_disk(p) for p in t.files if p.exists()),
+        }
+        try:
+            vol = open_tomogram(t, "full" if t.full is not None else "mean")
+            row["shape"] = [int(s) for s in vol.data.shape]
+            row["voxel_size_angstrom"] = [float(v) for v in vol.voxel_size_angstrom]
+        except (InputError, OSError, ValueError) as e:
+            row["error"] = str(e).splitlines()[0]
+        rows.append(row)
+    return rows
+
+
+def format_dataset_info(ds: Dataset, rows: list[dict[str, Any]]) -> str:
+    """A header line and one line per tomogram: name, shape, voxel size, files, size."""
+    lines = [f"{ds.source}: {ds.layout} layout, {len(rows)} tomograms"]
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        have = "/".join(k for k in ("full", "even", "odd") if r[k]) or "-"
+        if "error" in r:
+            lines.append(f"  {r['name']:<{width}}  {have:<13}  ERROR: {r['error']}")
+            continue
+        vs = ", ".join(f"{v:.4g}" for v in r["voxel_size_angstrom"])
+        shape = " x ".join(str(s) for s in r["shape"])
+        lines.append(
+            f"  {r['name']:<{width}}  {shape:>18}  voxel ({vs}) Å  {have:<13}  "
+            f"{r['bytes'] / 2**20:,.1f} MiB"
+        )
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from scnet_dask.config.common import (
     method_options,
     parse_voxel_size,
 )
+from scnet_dask.config.dataset import DATASET_FIELDS, DatasetConfig
 from scnet_dask.config.denoise import DenoiseConfig
 from scnet_dask.config.train import PriorConfig, TrainConfig
 from scnet_dask.config.volume import (
@@ -34,6 +35,8 @@ __all__ = [
     "load_yaml",
     "method_options",
     "parse_voxel_size",
+    "DATASET_FIELDS",
+    "DatasetConfig",
     "DenoiseConfig",
     "PriorConfig",
     "TrainConfig",

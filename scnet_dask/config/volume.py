@@ -82,7 +82,14 @@ class ExportConfig(StrictModel):
 class InfoConfig(StrictModel):
     """Options of ``scnet-dask info``."""
 
-    path: Path = Field(description="Volume (OME-Zarr, MRC or TIFF).")
+    path: Path | None = Field(None, description="Volume (OME-Zarr, MRC or TIFF).")
+    dataset: str | None = Field(
+        None,
+        description="Describe every tomogram of a dataset instead (see denoise --dataset): "
+        "one line each.",
+    )
+    tomograms: str | None = Field(None, description="--dataset: only these tomograms (a,b,c).")
+    exclude: str | None = Field(None, description="--dataset: leave out these (a,b,c).")
     json_output: bool = Field(False, alias="json", description="Print one JSON object.")
     scan: bool = Field(
         False,

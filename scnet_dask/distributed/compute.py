@@ -25,6 +25,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from distributed import default_client, wait
 from tqdm import tqdm
 
+from scnet_dask.distributed.jobs import cluster_disabled
 from scnet_dask.errors import RunStopped
 from scnet_dask.io._atomic import remove_path
 from scnet_dask.io.resume import (
@@ -184,6 +185,9 @@ def _run_on_cluster(client: Any, tasks: list[Delayed], bar: Any) -> None:
 
 
 def _client() -> Any:
+    """The default ``distributed`` client, or ``None`` (none, or inside a job on a worker)."""
+    if cluster_disabled():
+        return None
     try:
 
         return default_client()
