@@ -126,7 +126,9 @@ def test_glob_folder_and_lists(tmp_path):
     tifffile.imwrite(d / "b.tif", _vol(2))
     assert find_dataset(d).names() == ["a", "b"] and find_dataset(d).layout == "folder"
     assert find_dataset(str(d / "*.mrc")).names() == ["a"]
-    (tmp_path / "l.yaml").write_text("- {name: x, full: vols/a.mrc}\n- {even: vols/a.mrc, odd: vols/b.tif}\n")
+    (tmp_path / "l.yaml").write_text(
+        "- {name: x, full: vols/a.mrc}\n- {even: vols/a.mrc, odd: vols/b.tif}\n"
+    )
     ds = find_dataset(tmp_path / "l.yaml")
     assert ds.names() == ["a", "x"] and ds.tomograms[0].odd == tmp_path / "vols/b.tif"
     (tmp_path / "l.csv").write_text("name,full,even,odd\ny,vols/a.mrc,,\n")
@@ -181,8 +183,10 @@ def test_dataset_equals_single_volume_runs_and_reruns_skip(tmp_path, capsys):
     assert "4 denoised, 0 already done, 0 failed" in o
     for i in range(3):
         single = tmp_path / f"s{i}.mrc"
-        code, _, err = run_cli(["denoise", root / f"TS_{i}_Vol.mrc", single, "--method",
-                                "gaussian", "--sigma", "1.5", "--chunks", "16"], capsys)  # fmt: skip
+        code, _, err = run_cli(
+            ["denoise", root / f"TS_{i}_Vol.mrc", single, "--method", "gaussian", "--sigma",
+             "1.5", "--chunks", "16"], capsys,
+        )  # fmt: skip
         assert code == 0, err
         np.testing.assert_array_equal(_read(out / f"TS_{i}.mrc"), _read(single))
         with mrcfile.open(out / f"TS_{i}.mrc") as m:
@@ -268,19 +272,26 @@ def test_a_killed_dataset_run_resumes_to_the_identical_result(tmp_path):
     while len(list(records.glob("TS_*.json"))) < 3:
         time.sleep(0.05)
         assert proc.poll() is None
-    time.sleep(0.5)  # into the 4th tomogram
+    while not any(len(list(d.glob("*"))) >= 2 for d in out.glob(".TS_*.work.zarr.done")):
+        time.sleep(0.02)  # into the 4th tomogram: a few of its chunks done
+        assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = {p.name: p.stat().st_mtime_ns for p in out.glob("TS_*.mrc")}
     assert len(done) >= 3
-    markers = list(out.glob(".*.work.zarr/**/.done/*")) + list(out.glob(".*.work.zarr/.done*"))
+    # the half-done tomogram: its work store's chunk markers (one file per finished chunk)
+    half = {d.name.split(".")[1]: len(list(d.glob("*"))) for d in out.glob(".TS_*.work.zarr.done")}
+    assert half and all(half.values())
     r = subprocess.run([*cmd, "--out-dir", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert f"{len(done)} already done" in r.stdout
+    assert f"{6 - len(done)} denoised, {len(done)} already done" in r.stdout
     assert {k: (out / k).stat().st_mtime_ns for k in done} == done  # never rewritten
     for i in range(6):
         np.testing.assert_array_equal(_read(out / f"TS_{i}.mrc"), _read(ref / f"TS_{i}.mrc"))
-    assert markers is not None
+    total = json.loads((ref / ".scnet-dask" / "TS_0.json").read_text())["chunks_computed"]
+    for name, n in half.items():  # only the missing chunks were computed
+        rec = json.loads((out / ".scnet-dask" / f"{name}.json").read_text())
+        assert rec["chunks_resumed"] == n and rec["chunks_computed"] == total - n
 
 
 def test_live_mode_waits_for_complete_tomograms(tmp_path, capsys):

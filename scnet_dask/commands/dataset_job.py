@@ -136,7 +136,9 @@ def denoise_tomogram(t: Tomogram, job: Job) -> dict[str, Any]:
         ``tomogram``, ``identity`` (what the output is made from), ``input``, ``output``,
         ``method``, ``checkpoint``, ``seconds``, ``voxels_per_s``, ``peak_rss_mib`` (of the
         process that ran it), ``fsc_0143_angstrom``/``fsc_05_angstrom`` (NaN unless
-        ``report_fsc`` and the tomogram has halves), ``finished`` (Unix time).
+        ``report_fsc`` and the tomogram has halves), ``chunks_computed``/``chunks_resumed``
+        (``apply: full``: chunks computed now / kept from an interrupted run), ``finished``
+        (Unix time).
 
     """
     t0 = time.perf_counter()
@@ -145,10 +147,12 @@ def denoise_tomogram(t: Tomogram, job: Job) -> dict[str, Any]:
     identity = job.identity or json.loads(json.dumps({"inputs": tomogram_signature(t, job.apply)}))
     files = tomogram_files(t, job.apply)
     res = (float("nan"), float("nan"))
+    chunks: dict[str, Any] = {}
     with local_compute() if job.local else nullcontext():
         if job.apply == "full":
             vol = open_tomogram(t, "full")
-            _denoise(job, files[0], target, vol, files, job.overwrite)
+            s = _denoise(job, files[0], target, vol, files, job.overwrite)
+            chunks = {"chunks_computed": s["chunks_written"], "chunks_resumed": s["chunks_skipped"]}
             shape = vol.data.shape
         else:
             even, odd = _halves(job, t, work)
@@ -170,6 +174,7 @@ def denoise_tomogram(t: Tomogram, job: Job) -> dict[str, Any]:
         "peak_rss_mib": round(_peak_rss_mib(), 1),
         "fsc_0143_angstrom": res[0],
         "fsc_05_angstrom": res[1],
+        **chunks,
         "finished": time.time(),
     }
     path = record_path(job, t.name)
