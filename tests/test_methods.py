@@ -666,6 +666,7 @@ def test_every_config_field_from_yaml_reaches_the_run(case, tmp_path, capsys, mo
     model = CONFIGS[command]
     engine = {f.alias or k for k, f in model.model_fields.items()} - {"options"}
     engine -= {"input", "output", "noisy", "checkpoint", "path", "volume", "out_dir"}
+    engine -= {"dataset", "tomograms", "exclude"}  # info's dataset mode: tests/test_dataset.py
     if command in ("train", "denoise"):
         m = methods.get(values["method"])
         own = m.train_options if command == "train" else m.denoise_options

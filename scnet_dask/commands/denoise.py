@@ -217,7 +217,6 @@ def denoise(
         raise nonfinite_input(src, f" ({stats_in['n_nonfinite']} voxels)")
     predictor, details = build_denoiser(cfg, vol)
     geom = predictor.geometry
-    post_sigma = geom.post_sigma
     chunk = tuple(min(cfg.chunks, int(s)) for s in vol.data.shape)
     with dask.config.set({"array.rechunk.method": "tasks"}):  # no p2p shuffle on clusters
         data = vol.data.astype(np.float32).rechunk(chunk)
@@ -246,21 +245,7 @@ def denoise(
         # a GPU worker runs one annotated task at a time: read tiles in tasks of their own
         separate_reads=annotations is not None,
     )
-    details.update(
-        {
-            "method": cfg.method,
-            "chunks": cfg.chunks,
-            "tile_voxels": list(tile) if tile else None,
-            "stochastic": bool(geom.stochastic),
-            "halo_voxels": list(halo),
-            "margin_voxels": list(margin),
-            "halo_hi_voxels": list(sides.halo_hi),
-            "margin_hi_voxels": list(sides.margin_hi),
-            "window": cfg.window,
-            "post_sigma_voxels": post_sigma,
-            "batch_size": cfg.batch_size,
-        }
-    )
+    details.update(_tiling_details(cfg, tile, geom, sides))
     attrs = volume_attrs(target, "denoise", vol, input=str(src.resolve()), **details)
     sig = _signature(cfg, vol, details, inputs)
     try:
@@ -272,6 +257,25 @@ def denoise(
         # never let the clean-up hide the real error: threads of a failed or interrupted
         # run may still be writing pieces; what is left is removed by the next run
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _tiling_details(
+    cfg: DenoiseConfig, tile: tuple[int, int, int] | None, geom: Geometry, sides: HaloSides
+) -> dict[str, Any]:
+    """The tiling of a run, for its provenance."""
+    return {
+        "method": cfg.method,
+        "chunks": cfg.chunks,
+        "tile_voxels": list(tile) if tile else None,
+        "stochastic": bool(geom.stochastic),
+        "halo_voxels": list(sides.halo_lo),
+        "margin_voxels": list(sides.margin_lo),
+        "halo_hi_voxels": list(sides.halo_hi),
+        "margin_hi_voxels": list(sides.margin_hi),
+        "window": cfg.window,
+        "post_sigma_voxels": geom.post_sigma,
+        "batch_size": cfg.batch_size,
+    }
 
 
 def _check_output(target: Path, stats: dict[str, Any], vol: Volume) -> None:
