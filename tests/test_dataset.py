@@ -21,6 +21,7 @@ import starfile
 import tifffile
 
 from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
 from scnet_dask.io.dataset import find_dataset, select
 from tests.conftest import run_cli, write_mrc
 from tests.test_denoise import make_checkpoint, structured
@@ -333,3 +334,34 @@ def _read_single(tmp_path: Path, capsys, src: Path) -> np.ndarray:
     code, _, err = run_cli(["denoise", src, dst, "--method", "gaussian", "--chunks", "16"], capsys)
     assert code == 0, err
     return _read(dst)
+
+
+def test_apply_halves_and_report_fsc(tmp_path, capsys):
+    root = aretomo3(tmp_path / "a", 1)
+    out = tmp_path / "out"
+    code, o, err = run_cli(["denoise", "--dataset", root, "--method", "gaussian", "--out-dir",
+                            out, "--chunks", "16", "--apply", "halves", "--report-fsc",
+                            "--format", "zarr"], capsys)  # fmt: skip
+    assert code == 0, err
+    singles = []
+    for half in ("EVN", "ODD"):
+        dst = tmp_path / f"{half}.zarr"
+        code, _, err = run_cli(["denoise", root / f"TS_0_{half}_Vol.mrc", dst, "--method",
+                                "gaussian", "--chunks", "16"], capsys)  # fmt: skip
+        assert code == 0, err
+        singles.append(open_source(dst).data.compute())
+    got = open_source(out / "TS_0.zarr")
+    np.testing.assert_allclose(got.data.compute(), (singles[0] + singles[1]) / 2, atol=1e-6)
+    assert got.voxel_size_angstrom == (10.0, 10.0, 10.0)
+    row = pd.read_csv(out / "report.csv").iloc[0]
+    assert 20.0 <= row["fsc_0143_angstrom"] <= row["fsc_05_angstrom"] < 1e4
+    assert not (out / ".work" / "TS_0").exists()  # intermediate halves removed
+
+
+def test_dataset_options_need_a_dataset(tmp_path, capsys):
+    src = write_mrc(tmp_path / "v.mrc", _vol(1), 10.0)
+    code, _, err = run_cli(["denoise", src, tmp_path / "o.mrc", "--method", "gaussian",
+                            "--out-dir", tmp_path / "d"], capsys)  # fmt: skip
+    assert code == 1 and "--out-dir applies to --dataset only" in err
+    code, _, err = run_cli(["denoise", "--dataset", tmp_path, "--method", "gaussian"], capsys)
+    assert code == 1 and "--dataset needs --out-dir" in err
