@@ -318,7 +318,7 @@ def test_live_mode_waits_for_complete_tomograms(tmp_path, capsys):
     th.start()
     code, o, err = run_cli(["denoise", "--dataset", root, "--method", "gaussian", "--out-dir",
                             out, "--chunks", "16", "--live", "--poll-s", "0.2",
-                            "--live-timeout-s", "6"], capsys)  # fmt: skip
+                            "--live-timeout-s", "10"], capsys)  # fmt: skip
     th.join()
     assert code == 0, err
     assert sorted(p.name for p in out.glob("*.mrc")) == ["TS_0.mrc", "TS_5.mrc", "TS_6.mrc"]

@@ -82,6 +82,7 @@ def _denoise(job: Job, src: Path, target: Path, vol: Volume, files: list[Path],
 def _halves(job: Job, t: Tomogram, work: Path) -> tuple[Path, Path]:
     """Denoise each half into the work folder (resumable); their OME-Zarr paths."""
     out = []
+    work.mkdir(parents=True, exist_ok=True)
     for path, which in ((t.even, "even"), (t.odd, "odd")):
         target = work / f"{which}.zarr"
         if not target.exists():

@@ -185,9 +185,9 @@ def _folder(folder: Path, strict: bool) -> tuple[str, list[Tomogram]]:
         )
     if aretomo:
         others = [p for p in files if p not in aretomo]
-        if others:
-            log.warning(
-                "%s: AreTomo3 layout; %d other volume(s) ignored (%s, ...)",
+        if others:  # AreTomo3 also writes tilt series (NAME.mrc, NAME_EVN.mrc, ...)
+            log.info(
+                "%s: AreTomo3 layout; %d other file(s) ignored (%s, ...)",
                 folder, len(others), others[0].name,
             )  # fmt: skip
         return "aretomo3", _aretomo3(folder, aretomo, strict)
