@@ -112,9 +112,7 @@ class NetworkPredictor:
         the checkpoint's statistics of ``output_name`` (a supervised network's target).
         """
         tr = load_trained(self.checkpoint, self.sha256, self.device)
-        mean, std = checkpoint_normalisation(tr, self.input_name)
-        if self.mean is not None and self.std is not None:
-            mean, std = self.mean, self.std
+        mean, std = tile_statistics(tr, self.input_name, self.mean, self.std)
         out = checkpoint_normalisation(tr, self.output_name) if self.output_name else None
         return forward_normalised(
             tr.networks[self.network], tiles, mean, std, self.device, self.amp, out
@@ -125,6 +123,19 @@ def checkpoint_normalisation(tr: Any, name: str) -> tuple[float, float]:
     """(mean, std) the checkpoint normalised its input ``name`` with (std never 0)."""
     norm = tr.normalisation.get(name, {})
     return float(norm.get("mean", 0.0)), float(norm.get("std", 1.0)) or 1.0
+
+
+def tile_statistics(
+    tr: Any, name: str, mean: float | None, std: float | None
+) -> tuple[float, float]:
+    """(mean, std) tiles are normalised with.
+
+    ``mean``/``std`` when given (``--normalise input``), else the checkpoint's statistics of
+    its input ``name``.
+    """
+    if mean is not None and std is not None:
+        return mean, std
+    return checkpoint_normalisation(tr, name)
 
 
 def volume_normalisation(vol: Any) -> tuple[float, float]:
@@ -243,24 +254,31 @@ class UNetMethod(Method):
 
     def tile_normalisation(
         self, options: Any, ctx: PredictContext, tr: Any
-    ) -> tuple[float, float] | None:
-        """:meth:`normalisation`, warning when the checkpoint's would meet unlike data."""
+    ) -> tuple[float | None, float | None]:
+        """:meth:`normalisation` as a predictor's ``(mean, std)``.
+
+        ``(None, None)`` means the checkpoint's, with a warning when they meet unlike data.
+        """
         norm = self.normalisation(options, ctx)
         if norm is None:
             trained = checkpoint_normalisation(tr, self.inputs[0])
             warn_if_unlike_training(ctx.volume, trained, tr.path)
+            return None, None
         return norm
+
+    def checked_geometry(self, tr: Any, options: Any, ctx: PredictContext) -> Geometry:
+        """The tiling geometry of the checkpoint's ``model``; one line naming it if it has none."""
+        try:
+            return network_geometry(tr.networks["model"], float(options.post_sigma))
+        except ValueError as e:
+            raise InputError(f"{ctx.checkpoint}: {e}") from None
 
     def predictor(self, options: Any, ctx: PredictContext) -> tuple[TilePredictor, dict[str, Any]]:
         """The checkpoint's network on tiles; refuses a checkpoint of another voxel size."""
         tr = self.trained(ctx)
-        try:
-            geom = network_geometry(tr.networks["model"], float(options.post_sigma))
-        except ValueError as e:
-            raise InputError(f"{ctx.checkpoint}: {e}") from None
+        geom = self.checked_geometry(tr, options, ctx)
         device = ctx.device
-        norm = self.tile_normalisation(options, ctx, tr)
-        mean, std = norm if norm is not None else (None, None)
+        mean, std = self.tile_normalisation(options, ctx, tr)
         pred = NetworkPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, geom, "model", self.inputs[0],
             mean, std, self.output_name,

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 
 from scnet_dask.methods._dropout import DropoutMethod, mc_dropout
-from scnet_dask.methods._unet import NormaliseOption, checkpoint_normalisation
+from scnet_dask.methods._unet import NormaliseOption, tile_statistics
 from scnet_dask.methods.base import Geometry, Options, PredictContext, TilePredictor, TrainState
 from scnet_dask.methods.loading import load_trained
 from scnet_dask.methods.runtime import infer
@@ -86,9 +86,7 @@ class S2sPredictor:
         tr = load_trained(self.checkpoint, self.sha256, self.device)
         net = cast(DropoutUNet, tr.networks["model"])
         opts = tr.options
-        mean, std = checkpoint_normalisation(tr, "noisy")
-        if self.mean is not None and self.std is not None:
-            mean, std = self.mean, self.std
+        mean, std = tile_statistics(tr, "noisy", self.mean, self.std)
         seeds = list(seeds) if seeds is not None else [0] * len(tiles)
         out = np.empty(tiles.shape, dtype=np.float32)
         with mc_dropout(net, self.device, tiles.size * self.passes):
@@ -138,7 +136,7 @@ class S2s(DropoutMethod):
         tr, net = self.dropout_net(ctx)
         geom = Geometry(margin=net.receptive_margin, multiple=net.multiple, stochastic=True)
         device = ctx.device
-        mean, std = self.tile_normalisation(options, ctx, tr) or (None, None)
+        mean, std = self.tile_normalisation(options, ctx, tr)
         pred = S2sPredictor(
             tr.path, ctx.checkpoint_sha256, device, ctx.amp, options.passes, options.pass_batch,
             geom, mean, std,

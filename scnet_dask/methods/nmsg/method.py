@@ -64,7 +64,6 @@ from scnet_dask.methods._unet import (
     NetworkPredictor,
     UNetMethod,
 )
-from scnet_dask.methods._unet import network_geometry as _network_geometry
 from scnet_dask.methods.base import (
     PredictContext,
     TilePredictor,
@@ -303,13 +302,10 @@ class Nmsg(UNetMethod):
         """The U-Net (and, for Noisier2Noise, the generator) of the checkpoint on tiles."""
         tr = self.trained(ctx)
         topts = tr.options
-        try:
-            geom = _network_geometry(tr.networks["model"], float(options.post_sigma))
-        except ValueError as e:
-            raise InputError(f"{ctx.checkpoint}: {e}") from None
+        geom = self.checked_geometry(tr, options, ctx)
         device = ctx.device
         details = self.details(tr, ctx, device)
-        mean, std = self.tile_normalisation(options, ctx, tr) or (None, None)
+        mean, std = self.tile_normalisation(options, ctx, tr)
         pred: TilePredictor
         if topts.pair_form == "n2n":  # the U-Net on the tile, as every U-Net method
             pred = NetworkPredictor(

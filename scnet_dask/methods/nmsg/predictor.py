@@ -13,7 +13,7 @@ import torch
 
 from scnet_dask.errors import InputError
 from scnet_dask.methods._unet import (
-    checkpoint_normalisation,
+    tile_statistics,
 )
 from scnet_dask.methods.base import (
     Geometry,
@@ -77,9 +77,7 @@ class NmsgPredictor:
     def __call__(self, tiles: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Return the denoised tiles, same shape, float32, in the input's units."""
         tr = load_trained(self.checkpoint, self.sha256, self.device)
-        mean, std = checkpoint_normalisation(tr, "noisy")
-        if self.mean is not None and self.std is not None:
-            mean, std = self.mean, self.std
+        mean, std = tile_statistics(tr, "noisy", self.mean, self.std)
         net, gen = tr.networks["model"], _gen(tr.networks)
         x = torch.from_numpy((np.asarray(tiles, np.float32) - mean) / std)[:, None]
         cuda = self.device.startswith("cuda")
