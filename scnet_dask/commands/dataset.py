@@ -17,11 +17,17 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scnet_dask.commands.dataset_job import Job, denoise_tomogram, output_path, record_path
+from scnet_dask.commands.dataset_job import (
+    Job,
+    denoise_tomogram,
+    output_identity,
+    output_path,
+    record_path,
+)
 from scnet_dask.config import DatasetConfig
 from scnet_dask.distributed.compute import _gpu_annotations
 from scnet_dask.distributed.jobs import run_bounded, worker_count
@@ -29,7 +35,6 @@ from scnet_dask.errors import InputError
 from scnet_dask.io.dataset import Dataset, Tomogram, find_dataset, select
 from scnet_dask.io.lock import output_lock
 from scnet_dask.io.star import write_denoised_star
-from scnet_dask.io.tomogram import tomogram_signature
 
 __all__ = ["Outcome", "denoise_dataset", "plan_dataset", "REPORT_COLUMNS"]
 
@@ -50,27 +55,6 @@ class Outcome:
     status: str
     record: dict[str, Any] = field(default_factory=dict)
     error: str = ""
-
-
-def _identity(t: Tomogram, job: Job) -> dict[str, Any]:
-    """What an output is made from: compared with the completion record to skip or refuse."""
-    return json.loads(
-        json.dumps(
-            {
-                "inputs": tomogram_signature(t, job.apply),
-                "method": job.base.get("method"),
-                "options": job.options_json,
-                # what changes the numbers besides the method's options (the tile size and the
-                # batch only change rounding; the device and cluster nothing)
-                "settings": {k: str(job.base[k]) for k in _SETTINGS if k in job.base},
-                "checkpoint_sha256": job.checkpoint_sha256,
-                "apply": job.apply,
-            }
-        )
-    )
-
-
-_SETTINGS = ("window", "halo", "amp", "chunks")
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -95,12 +79,12 @@ def plan_dataset(
     known: list[Outcome] = []
     for t in ds.tomograms:
         try:
-            ident = _identity(t, job)
+            ident = output_identity(t, job)
         except (OSError, InputError) as e:
             known.append(Outcome(t.name, "failed", error=_line(e, t)))
             continue
         target = output_path(job, t.name)
-        tj = Job(**{**job.__dict__, "identity": ident})
+        tj = replace(job, identity=ident)
         if not target.exists():
             todo.append((t, tj))
             continue
@@ -165,7 +149,7 @@ def _run_jobs(
     if per_worker:
         ann = _gpu_annotations()
         res = ann["resources"] if ann else None
-        items = [(t, Job(**{**j.__dict__, "local": True})) for t, j in todo]
+        items = [(t, replace(j, local=True)) for t, j in todo]
         for (t, _), rec, err in run_bounded(
             client, _call, items, in_flight or 2 * workers, res, key=lambda it: it[0].name
         ):

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import dask.array as da
 import numpy as np
 
 from scnet_dask.commands.denoise import denoise
@@ -33,7 +32,9 @@ from scnet_dask.io.store import write_volume_zarr
 from scnet_dask.io.tomogram import open_tomogram, tomogram_files, tomogram_signature
 from scnet_dask.science.metrics import fsc, fsc_eo, resolution_angstrom
 
-__all__ = ["Job", "denoise_tomogram", "output_path", "record_path", "RECORDS", "WORK"]
+__all__ = [
+    "Job", "denoise_tomogram", "output_identity", "output_path", "record_path", "RECORDS", "WORK",
+]  # fmt: skip
 
 #: Folder of ``DIR`` holding the completion records (and the dataset run's lock).
 RECORDS = ".scnet-dask"
@@ -71,6 +72,27 @@ def output_path(job: Job, name: str) -> Path:
 def record_path(job: Job, name: str) -> Path:
     """``DIR/.scnet-dask/NAME.json``, the tomogram's completion record."""
     return job.out_dir / RECORDS / f"{name}.json"
+
+
+#: The common denoise options that change the numbers besides the method's own (the tile size
+#: and the batch only change rounding; the device and the cluster nothing).
+_SETTINGS = ("window", "halo", "amp", "chunks")
+
+
+def output_identity(t: Tomogram, job: Job) -> dict[str, Any]:
+    """What an output is made from: compared with the completion record to skip or refuse."""
+    return json.loads(
+        json.dumps(
+            {
+                "inputs": tomogram_signature(t, job.apply),
+                "method": job.base.get("method"),
+                "options": job.options_json,
+                "settings": {k: str(job.base[k]) for k in _SETTINGS if k in job.base},
+                "checkpoint_sha256": job.checkpoint_sha256,
+                "apply": job.apply,
+            }
+        )
+    )
 
 
 def _denoise(job: Job, src: Path, target: Path, vol: Volume, files: list[Path],
@@ -116,8 +138,8 @@ def _fsc(even: Path, odd: Path) -> tuple[float, float]:
         slice((n - min(n, m)) // 2, (n - min(n, m)) // 2 + min(n, m))
         for n, m in zip(shape, FSC_REGION, strict=True)
     )
-    x = da.asarray(a.data[region]).astype(np.float32).compute()
-    y = da.asarray(b.data[region]).astype(np.float32).compute()
+    x = a.data[region].astype(np.float32).compute()
+    y = b.data[region].astype(np.float32).compute()
     f, c = fsc(x, y, a.voxel_size_angstrom)
     ceo = fsc_eo(c)
     return resolution_angstrom(f, ceo, 0.143), resolution_angstrom(f, ceo, 0.5)
@@ -145,7 +167,7 @@ def denoise_tomogram(t: Tomogram, job: Job) -> dict[str, Any]:
     t0 = time.perf_counter()
     target = output_path(job, t.name)
     work = job.out_dir / WORK / t.name
-    identity = job.identity or json.loads(json.dumps({"inputs": tomogram_signature(t, job.apply)}))
+    identity = job.identity or output_identity(t, job)
     files = tomogram_files(t, job.apply)
     res = (float("nan"), float("nan"))
     chunks: dict[str, Any] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 from scnet_dask.commands.dataset import DatasetRun
 from scnet_dask.errors import InputError
@@ -45,15 +46,15 @@ def _quiet_since(t: Tomogram, seconds: float) -> bool:
         return False
 
 
-def _ready(t: Tomogram, apply: str, sizes: tuple[int, ...] | None,
+def _ready(t: Tomogram, apply: Literal["full", "halves"], sizes: tuple[int, ...] | None,
            before: tuple[int, ...] | None, poll_s: float) -> bool:  # fmt: skip
     """Complete: present, size stable (or quiet for a poll), and openable with consistent halves."""
     if sizes is None or (sizes != before and not _quiet_since(t, poll_s)):
         return False
     try:
-        tomogram_files(t, "halves" if apply == "halves" else "full")
-        open_tomogram(t, "mean" if t.full is None else "full")
-        if t.has_halves:
+        tomogram_files(t, apply)  # --apply halves: both halves are there
+        open_tomogram(t, "full")  # the full volume, or the mean of the halves when none
+        if t.has_halves and t.full is not None:
             open_tomogram(t, "mean")  # refuses halves of different shapes
     except (InputError, OSError, ValueError) as e:
         log.info("%s: not ready yet (%s)", t.name, e)
