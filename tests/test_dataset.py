@@ -365,3 +365,18 @@ def test_dataset_options_need_a_dataset(tmp_path, capsys):
     assert code == 1 and "--out-dir applies to --dataset only" in err
     code, _, err = run_cli(["denoise", "--dataset", tmp_path, "--method", "gaussian"], capsys)
     assert code == 1 and "--dataset needs --out-dir" in err
+    code, _, err = run_cli(["denoise", "--dataset", tmp_path / "nope", "--method", "gaussian",
+                            "--out-dir", tmp_path / "d"], capsys)  # fmt: skip
+    assert code == 1 and "nope: no such dataset" in err
+    assert not (tmp_path / "d").exists()  # a bad SOURCE leaves nothing behind
+
+
+def test_halves_of_different_voxel_sizes_are_refused(tmp_path, capsys):
+    d = tmp_path / "a"
+    d.mkdir()
+    write_mrc(d / "TS_1_EVN_Vol.mrc", _vol(1), 10.0)
+    write_mrc(d / "TS_1_ODD_Vol.mrc", _vol(1), 12.0)
+    code, _, err = run_cli(["denoise", "--dataset", d, "--method", "gaussian", "--out-dir",
+                            tmp_path / "out", "--chunks", "16"], capsys)  # fmt: skip
+    assert code == 1 and "TS_1_ODD_Vol.mrc: half of tomogram 'TS_1' has voxel size (12.0" in err
+    assert not list((tmp_path / "out").glob("*.mrc"))

@@ -235,15 +235,15 @@ def denoise_dataset(
     ``live``: a callable ``live(run, ds)`` that keeps watching (``--live``), or ``None``.
     The output folder is locked for the run (a second dataset run into it is refused).
     """
+    run = DatasetRun(cfg, job, client, echo)
+    try:  # before DIR is made: a bad SOURCE leaves nothing behind
+        ds = run.find(strict=not cfg.live)
+    except InputError:
+        if not cfg.live:
+            raise
+        ds = Dataset(str(cfg.dataset), "none yet", [])  # the acquisition has not started
     job.out_dir.mkdir(parents=True, exist_ok=True)
     with output_lock(job.out_dir / ".scnet-dask"):
-        run = DatasetRun(cfg, job, client, echo)
-        try:
-            ds = run.find(strict=not cfg.live)
-        except InputError:
-            if not cfg.live:
-                raise
-            ds = Dataset(str(cfg.dataset), "none yet", [])  # the acquisition has not started
         echo(f"{cfg.dataset}: {ds.layout} layout, {len(ds.tomograms)} tomograms")
         if live is None:
             run.process(ds, ds.tomograms)

@@ -88,6 +88,12 @@ def _mean_of_halves(t: Tomogram, even: Volume, odd: Volume) -> Volume:
             f"{t.odd}: half of tomogram {t.name!r} has shape {tuple(odd.data.shape)}, its "
             f"partner {t.even} {tuple(even.data.shape)}"
         )
+    if voxel_mismatch(even.voxel_size_angstrom, odd.voxel_size_angstrom) > VOXEL_TOLERANCE:
+        raise InputError(
+            f"{t.odd}: half of tomogram {t.name!r} has voxel size "
+            f"{tuple(round(v, 4) for v in odd.voxel_size_angstrom)} Å, its partner {t.even} "
+            f"{tuple(round(v, 4) for v in even.voxel_size_angstrom)} Å"
+        )
     a, b = store_of(even.data), store_of(odd.data)
     if a is not None and b is not None:
         data = da.from_array(
@@ -116,7 +122,8 @@ def open_tomogram(t: Tomogram, which: Literal["full", "even", "odd", "mean"] = "
     Raises
     ------
     InputError
-        A half that is missing, or halves of different shapes (naming both files).
+        A half that is missing, or halves of different shapes or voxel sizes (naming both
+        files).
 
     """
     if which == "full" and t.full is not None:
