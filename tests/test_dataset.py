@@ -380,3 +380,24 @@ def test_halves_of_different_voxel_sizes_are_refused(tmp_path, capsys):
                             tmp_path / "out", "--chunks", "16"], capsys)  # fmt: skip
     assert code == 1 and "TS_1_ODD_Vol.mrc: half of tomogram 'TS_1' has voxel size (12.0" in err
     assert not list((tmp_path / "out").glob("*.mrc"))
+
+
+def test_halves_left_by_a_run_with_other_settings_are_not_reused(tmp_path, capsys):
+    root = aretomo3(tmp_path / "a", 1)
+    out = tmp_path / "out"
+    stale = out / ".work" / "TS_0" / "even.zarr"  # as an interrupted --sigma 3 run leaves it
+    stale.parent.mkdir(parents=True)
+    code, _, err = run_cli(["denoise", root / "TS_0_EVN_Vol.mrc", stale, "--method", "gaussian",
+                            "--sigma", "3", "--chunks", "16"], capsys)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(["denoise", "--dataset", root, "--method", "gaussian", "--out-dir",
+                            out, "--chunks", "16", "--apply", "halves"], capsys)  # fmt: skip
+    assert code == 0, err
+    singles = []
+    for half in ("EVN", "ODD"):
+        dst = tmp_path / f"{half}.mrc"
+        run_cli(["denoise", root / f"TS_0_{half}_Vol.mrc", dst, "--method", "gaussian",
+                 "--chunks", "16"], capsys)  # fmt: skip
+        singles.append(_read(dst))
+    np.testing.assert_allclose(_read(out / "TS_0.mrc"), (singles[0] + singles[1]) / 2,
+                               atol=1e-6)  # fmt: skip

@@ -12,7 +12,6 @@ otherwise unless ``--overwrite``. One tomogram's failure does not stop the other
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from scnet_dask.commands.dataset_job import (
     denoise_tomogram,
     output_identity,
     output_path,
+    read_record,
     record_path,
 )
 from scnet_dask.config import DatasetConfig
@@ -57,14 +57,6 @@ class Outcome:
     error: str = ""
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def plan_dataset(
     ds: Dataset, job: Job, skip_existing: bool
 ) -> tuple[list[tuple[Tomogram, Job]], list[Outcome]]:
@@ -88,7 +80,7 @@ def plan_dataset(
         if not target.exists():
             todo.append((t, tj))
             continue
-        rec = _read_record(record_path(job, t.name))
+        rec = read_record(record_path(job, t.name))
         same = rec is not None and rec.get("identity") == ident
         if same and skip_existing and not job.overwrite:
             known.append(Outcome(t.name, "skipped", rec or {}))

@@ -33,7 +33,8 @@ from scnet_dask.io.tomogram import open_tomogram, tomogram_files, tomogram_signa
 from scnet_dask.science.metrics import fsc, fsc_eo, resolution_angstrom
 
 __all__ = [
-    "Job", "denoise_tomogram", "output_identity", "output_path", "record_path", "RECORDS", "WORK",
+    "Job", "denoise_tomogram", "output_identity", "output_path", "read_record", "record_path",
+    "RECORDS", "WORK",
 ]  # fmt: skip
 
 #: Folder of ``DIR`` holding the completion records (and the dataset run's lock).
@@ -101,15 +102,40 @@ def _denoise(job: Job, src: Path, target: Path, vol: Volume, files: list[Path],
     return denoise(cfg, show_progress=False, vol=vol, inputs=files)
 
 
-def _halves(job: Job, t: Tomogram, work: Path) -> tuple[Path, Path]:
-    """Denoise each half into the work folder (resumable); their OME-Zarr paths."""
-    out = []
+def _work_folder(job: Job, t: Tomogram, identity: dict[str, Any]) -> Path:
+    """``DIR/.work/NAME``, emptied first when an interrupted run left it for another identity.
+
+    A half denoised there is reused only by a run that would make the same output: the
+    folder carries the identity it was made for (``identity.json``).
+    """
+    work = job.out_dir / WORK / t.name
+    stamp = work / "identity.json"
+    if work.exists() and read_record(stamp) != identity:
+        remove_path(work)
     work.mkdir(parents=True, exist_ok=True)
-    for path, which in ((t.even, "even"), (t.odd, "odd")):
+    stamp.write_text(json.dumps(identity))
+    return work
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object written by a run (a completion record), or ``None`` (absent, damaged)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _halves(job: Job, t: Tomogram, identity: dict[str, Any]) -> tuple[Path, Path]:
+    """Denoise each half into the work folder (resumable); their OME-Zarr paths."""
+    work = _work_folder(job, t, identity)
+    halves: tuple[Literal["even", "odd"], ...] = ("even", "odd")
+    out = []
+    for which in halves:
         target = work / f"{which}.zarr"
-        if not target.exists():
-            vol = open_tomogram(t, "even" if which == "even" else "odd")
-            _denoise(job, Path(str(path)), target, vol, [Path(str(path))], overwrite=False)
+        if not target.exists():  # a finished half of this identity is kept (_work_folder)
+            vol = open_tomogram(t, which)
+            _denoise(job, vol.path, target, vol, [vol.path], overwrite=False)
         out.append(target)
     return out[0], out[1]
 
@@ -166,7 +192,6 @@ def denoise_tomogram(t: Tomogram, job: Job) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     target = output_path(job, t.name)
-    work = job.out_dir / WORK / t.name
     identity = job.identity or output_identity(t, job)
     files = tomogram_files(t, job.apply)
     res = (float("nan"), float("nan"))
@@ -178,12 +203,12 @@ def denoise_tomogram(t: Tomogram, job: Job) -> dict[str, Any]:
             chunks = {"chunks_computed": s["chunks_written"], "chunks_resumed": s["chunks_skipped"]}
             shape = vol.data.shape
         else:
-            even, odd = _halves(job, t, work)
+            even, odd = _halves(job, t, identity)
             _write_mean(job, t, even, odd, target)
             shape = open_source(even).data.shape
         if job.report_fsc and t.has_halves:
-            res = _fsc(*_halves(job, t, work))
-    remove_path(work)
+            res = _fsc(*_halves(job, t, identity))
+    remove_path(job.out_dir / WORK / t.name)
     seconds = time.perf_counter() - t0
     rec = {
         "tomogram": t.name,
