@@ -156,8 +156,9 @@ def _train(method: str = "scnet") -> click.Command:
         *method_models("train", _known(method)),
     ]
     return command_from_models(
-        "train", models, [path_argument("noisy")], body,
-        "Train --method on the NOISY OME-Zarr (its first input); checkpoints to --out. With "
+        "train", models, [path_argument("noisy", required=False)], body,
+        "Train --method on the NOISY OME-Zarr (its first input), or on many tomograms with "
+        "--dataset SOURCE; checkpoints to --out. With "
         "--cluster other than threads, one PyTorch DDP rank runs on each Dask worker. "
         f"The options shown are the engine's and --method {method}'s; another method's: "
         "'scnet-dask train --method NAME --help'." + sections_help(models),

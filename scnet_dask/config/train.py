@@ -30,7 +30,9 @@ class TrainConfig(StrictModel):
     :mod:`scnet_dask.methods`); they are validated by the method's ``train_options`` model.
     """
 
-    noisy: Path = Field(description="The method's first input volume (OME-Zarr).")
+    noisy: Path | None = Field(
+        None, description="The method's first input volume (OME-Zarr); or give --dataset."
+    )
     out: Path = Field(description="Run directory (checkpoints, log, plots).")
     method: str = Field("scnet", description="Training method.")
     epochs: int = Field(15, ge=1, description="Epochs.")
@@ -71,6 +73,40 @@ class TrainConfig(StrictModel):
         description="Seconds a DDP rank waits at a collective (covers rank 0's validation, "
         "checkpoints and plots at each epoch end) before the run stops.",
     )
+    dataset: str | None = Field(
+        None,
+        description="Train on many tomograms of a dataset instead of NOISY: an AreTomo3 or "
+        "Warp folder, a RELION-5 tomograms.star, a folder or glob of volumes, or a YAML/CSV "
+        "list (as 'denoise --dataset').",
+    )
+    tomograms: str | None = Field(
+        None, description="--dataset: train on these tomograms (names, a,b,c)."
+    )
+    train_count: int | None = Field(
+        None,
+        ge=1,
+        description="--dataset: train on K tomograms spread over the dataset (seeded by "
+        "--seed); default: every tomogram up to 32.",
+    )
+    val_tomograms: str | None = Field(
+        None,
+        description="--dataset: hold these tomograms back whole for validation (names, a,b); "
+        "log.csv gets a val_NAME column each, and best.pt follows their mean.",
+    )
+    open_tomograms: int = Field(
+        4, ge=1, le=1024, description="--dataset: tomograms whose readers are open at once."
+    )
+    prior_sigma: float = Field(
+        1.0,
+        gt=0,
+        description="--dataset with scnet/nmsg: σ (voxels) of the Gaussian prior made per "
+        "tomogram on the fly (the default recipe's 'prior --method gaussian --sigma 1').",
+    )
+    strict_voxel_size: bool = Field(
+        False,
+        description="--dataset: refuse (rather than warn about) training tomograms whose "
+        "voxel size differs from the median by more than 5 %.",
+    )
     resume: bool = Field(False, description="Continue the run in --out exactly.")
     overwrite: bool = Field(False, description="Start over in an existing run directory.")
     options: Any = Field(None, description="The method's own options (validated by it).")
@@ -86,6 +122,21 @@ class TrainConfig(StrictModel):
     @classmethod
     def _options(cls, data: Any) -> Any:
         return _split_method_options(cls, data, "train")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainConfig:
+        if (self.noisy is None) == (self.dataset is None):
+            given = "both" if self.noisy is not None else "neither"
+            raise ValueError(f"give a NOISY volume or --dataset SOURCE, got {given}")
+        if self.dataset is None:
+            extra = [
+                k for k in ("tomograms", "train_count", "val_tomograms", "open_tomograms",
+                            "prior_sigma", "strict_voxel_size")
+                if k in self.model_fields_set
+            ]  # fmt: skip
+            if extra:
+                raise ValueError(f"--{extra[0].replace('_', '-')} applies to --dataset only")
+        return self
 
 
 class PriorConfig(StrictModel):

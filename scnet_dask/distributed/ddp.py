@@ -24,10 +24,9 @@ from distributed import as_completed
 from scnet_dask.config import TrainConfig
 from scnet_dask.engine.inputs import input_statistics
 from scnet_dask.engine.rundir import prepare_run_dir
-from scnet_dask.engine.train import train
+from scnet_dask.engine.train import prepare_inputs, train
 from scnet_dask.errors import InputError, RunStopped
 from scnet_dask.io.lock import output_lock
-from scnet_dask.methods import get
 from scnet_dask.model.device import resolve_device
 
 __all__ = ["train_distributed", "DistributedTrainingError"]
@@ -115,8 +114,9 @@ def _run_ranks(
 ) -> dict[str, Any]:
     """:func:`train_distributed`'s body, under the run folder's lock."""
     prepare_run_dir(cfg)
-    get(cfg.method).prepare(cfg, show_progress=False)
-    stats = input_statistics(cfg)  # once, here: not in every rank before the first collective
+    prepare_inputs(cfg, show_progress=False)
+    # once, here: not in every rank before the first collective (a dataset's are in its record)
+    stats = input_statistics(cfg) if cfg.dataset is None else None
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     world = ranks or len(workers)
     if world < 1 or world > len(workers):

@@ -20,6 +20,7 @@ from scnet_dask.science.stats import volume_statistics
 __all__ = [
     "augment_planes",
     "input_statistics",
+    "statistics_hook",
 ]
 
 
@@ -84,6 +85,8 @@ def _open_inputs(
     cfg: TrainConfig, method: Method
 ) -> tuple[dict[str, Path], dict[str, zarr.Array], dict[str, dict[str, Any]]]:
     """The method's input paths, their level-0 arrays and stored statistics, checked to agree."""
+    if cfg.noisy is None:
+        raise ValueError(f"a dataset run has no single volume to open, got --dataset {cfg.dataset}")
     paths = method.input_paths(cfg.noisy, cfg.options, Path(cfg.out))
     arrays: dict[str, zarr.Array] = {}
     stats: dict[str, dict[str, Any]] = {}
@@ -115,4 +118,12 @@ def input_statistics(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     """
     method = get(cfg.method)
     paths, _, stats = _open_inputs(cfg, method)
-    return method.input_statistics(cfg.options, stats, paths)
+    return statistics_hook(method, cfg.options, stats, paths)
+
+
+def statistics_hook(
+    method: Method, options: Any, stats: dict[str, dict[str, Any]], paths: dict[str, Path]
+) -> dict[str, dict[str, Any]]:
+    """``method.input_statistics`` on the volumes at ``paths`` (opened lazily)."""
+    arrays = {k: open_source(p).data for k, p in paths.items()}
+    return method.input_statistics(options, stats, arrays, {k: str(p) for k, p in paths.items()})

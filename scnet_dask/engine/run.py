@@ -16,12 +16,14 @@ import torch
 
 from scnet_dask import __version__
 from scnet_dask.config import TrainConfig
+from scnet_dask.engine.dataset_run import DatasetInputs, dataset_inputs
 from scnet_dask.engine.inputs import (
     _mask_from_pyramid,
     _open_inputs,
     augment_planes,
+    statistics_hook,
 )
-from scnet_dask.engine.sampling import PatchSampler, split_regions
+from scnet_dask.engine.sampling import PatchSampler, PrefetchingSampler, Region, split_regions
 from scnet_dask.errors import InputError
 from scnet_dask.io.store import source_signature
 from scnet_dask.methods import Method, TrainState, get
@@ -53,29 +55,25 @@ class _Run:
         self.out = Path(cfg.out)
         self.method: Method = get(cfg.method)
         self.device = resolve_device(cfg.device)
-        paths, arrays, own = _open_inputs(cfg, self.method)
-        self.paths = paths
-        # what identifies each input's content, taken once at the start: recorded in every
-        # checkpoint, and compared by --resume (source_signature)
-        self.input_signatures: dict[str, Any] = json.loads(json.dumps(
-            {k: _plain(source_signature(Path(v))) for k, v in paths.items()}
-        ))  # fmt: skip
-        primary = next(iter(paths))
-        self.stats = (
-            stats if stats is not None else self.method.input_statistics(cfg.options, own, paths)
-        )
-        z, y, x = (int(s) for s in arrays[primary].shape)
-        shape = (z, y, x)
         patch = self.method.patch_shape(cfg.options, cfg.patch_size)
         self.patch = patch
-        self.planes = augment_planes(
-            cfg.augment_planes, self.stats[primary]["voxel_size_angstrom"], patch
-        )
-        self.train_region, self.val_region = split_regions(
-            shape, patch, cfg.val_fraction if cfg.val_patches else 0.0
-        )
-        self.sampler = self._train_sampler(arrays, rank)
-        tiles = math.prod(s // p for s, p in zip(shape, patch, strict=True))
+        self.val_tomograms: dict[str, list[dict[str, np.ndarray]]] = {}
+        self.dataset: DatasetInputs | None = None
+        self.paths: dict[str, Path] = {}
+        self.input_signatures: dict[str, Any] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.sampler: PrefetchingSampler
+        self.planes: str = "all"
+        self.train_region: Region | None = None
+        self.val_region: Region | None = None
+        arrays: dict[str, Any] = {}
+        if cfg.dataset is None:
+            arrays, tiles = self._open_volume(rank, stats)
+        else:
+            self.dataset = d = dataset_inputs(cfg, self.method, patch, rank)
+            self.paths, self.input_signatures, self.stats = {}, d.signatures, d.normalisation
+            self.planes, self.sampler, tiles = d.planes, d.sampler, d.tiles
+            self.val_tomograms = d.val_tomograms
         self.steps = cfg.steps_per_epoch or max(1, int(0.9 * tiles) // cfg.batch_size)
         torch.manual_seed(cfg.seed)
         nets = {k: v.to(self.device) for k, v in self.method.build(cfg.options).items()}
@@ -104,9 +102,41 @@ class _Run:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)
         self.epoch = 0
         self.best_val = math.inf
-        self.val_set = self._validation_set(arrays)
+        self.last_val = math.nan
+        self.val_set = (
+            self._validation_set(arrays) if self.dataset is None else self.dataset.val_set
+        )
 
-    def _train_sampler(self, arrays: dict[str, Any], rank: int) -> PatchSampler:
+    def _open_volume(
+        self, rank: int, stats: dict[str, dict[str, Any]] | None
+    ) -> tuple[dict[str, Any], int]:
+        """One volume's inputs: arrays, statistics, regions and sampler; its patch count."""
+        cfg = self.cfg
+        paths, arrays, own = _open_inputs(cfg, self.method)
+        self.paths = paths
+        # what identifies each input's content, taken once at the start: recorded in every
+        # checkpoint, and compared by --resume (source_signature)
+        self.input_signatures = json.loads(json.dumps(
+            {k: _plain(source_signature(Path(v))) for k, v in paths.items()}
+        ))  # fmt: skip
+        primary = next(iter(paths))
+        self.stats = (
+            stats if stats is not None else statistics_hook(self.method, cfg.options, own, paths)
+        )
+        z, y, x = (int(s) for s in arrays[primary].shape)
+        shape = (z, y, x)
+        patch = self.patch
+        self.planes = augment_planes(
+            cfg.augment_planes, self.stats[primary]["voxel_size_angstrom"], patch
+        )
+        train_region, self.val_region = split_regions(
+            shape, patch, cfg.val_fraction if cfg.val_patches else 0.0
+        )
+        self.train_region = train_region
+        self.sampler = self._train_sampler(arrays, train_region, rank)
+        return arrays, math.prod(s // p for s, p in zip(shape, patch, strict=True))
+
+    def _train_sampler(self, arrays: dict[str, Any], region: Region, rank: int) -> PatchSampler:
         """The training patch sampler: its own seed per rank, the foreground mask if asked."""
         cfg = self.cfg
         mask, factor = (None, 1)
@@ -116,7 +146,7 @@ class _Run:
             arrays,
             self.stats,
             self.patch,
-            self.train_region,
+            region,
             seed=cfg.seed + 7919 * rank,  # each rank draws its own patches
             mask=mask,
             mask_factor=factor,
@@ -214,10 +244,16 @@ class _Run:
                 "blind_spot": self.gen.get_state(),
                 "sampler": _plain(self.sampler.get_state()),
             },
-            "provenance": {
-                **{k: str(Path(v).resolve()) for k, v in self.paths.items()},
-                "scnet_dask_version": __version__,
-            },
+            "provenance": self.provenance(),
+        }
+
+    def provenance(self) -> dict[str, str]:
+        """The inputs' paths (or the dataset's source) and the version, for the checkpoint."""
+        if self.dataset is not None:
+            return dict(self.dataset.provenance)
+        return {
+            **{k: str(Path(v).resolve()) for k, v in self.paths.items()},
+            "scnet_dask_version": __version__,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -255,8 +291,13 @@ class _Run:
             self.sampler.set_state(data["rng"]["sampler"])
 
     def _check_same_inputs(self, data: dict[str, Any]) -> None:
-        """``--resume`` continues a run on its own inputs: another volume is refused."""
+        """``--resume`` continues a run on its own inputs: another volume is refused.
+
+        A dataset run's tomograms were checked against its record (``dataset.json``).
+        """
         ck = self.out / "last.pt"
+        if self.dataset is not None:
+            return
         old = data.get("input_signatures")
         if old is None:  # a checkpoint of an earlier version: compare the paths
             prov = data.get("provenance", {})
@@ -296,19 +337,31 @@ class _Run:
         for net in self.state.networks.values():
             net.train(training)
 
-    def validate(self) -> float:
-        if not self.val_set:
+    def validate(self, patches: list[dict[str, np.ndarray]] | None = None) -> float:
+        """Mean validation loss over ``patches`` (default: the held-back region's); NaN: none."""
+        patches = self.val_set if patches is None else patches
+        if not patches:
             return math.nan
         self.set_mode(False)
         gen = torch.Generator().manual_seed(self.cfg.seed + 3)
         vals = []
         with torch.no_grad():
-            for sample in self.val_set:
+            for sample in patches:
                 batch = {k: v[None, None] for k, v in sample.items()}
                 terms = self.method.step(self.state, batch, gen, train=False)
                 vals.append(float(terms["total"]))
         self.set_mode(True)
         return float(np.mean(vals))
+
+    def validation_columns(self) -> list[str]:
+        """``log.csv``'s validation columns: none for one volume; ``val``, ``val_NAME`` else."""
+        if self.dataset is None:
+            return []
+        return ["val", *(f"val_{name}" for name in self.val_tomograms)]
+
+    def validate_tomograms(self) -> dict[str, float]:
+        """Validation loss of each held-back tomogram (``--val-tomograms``), by name."""
+        return {name: self.validate(p) for name, p in self.val_tomograms.items()}
 
     def preview(self) -> dict[str, np.ndarray]:
         """Volumes (inputs and output) of the first validation patch, for the epoch figure."""

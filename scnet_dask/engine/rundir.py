@@ -24,7 +24,8 @@ TIMING = ["lr", "step_seconds", "wait_seconds"]
 def prepare_run_dir(cfg: Any) -> None:
     """Check and create ``cfg.out``: refuse overlaps with inputs and folders of other files."""
     out = Path(cfg.out)
-    refuse_overlap(out, *get(cfg.method).user_inputs(cfg.noisy, cfg.options))
+    if cfg.noisy is not None:  # a dataset's files are checked where it is found
+        refuse_overlap(out, *get(cfg.method).user_inputs(cfg.noisy, cfg.options))
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: run directory path exists and is not a folder")
     if cfg.resume:
@@ -33,8 +34,9 @@ def prepare_run_dir(cfg: Any) -> None:
         return
     if (out / "last.pt").exists() and not cfg.overwrite:
         raise InputError(f"{out}: holds a training run; pass --resume to continue or --overwrite")
-    ours = {"last.pt", "best.pt", "log.csv", "curves.png", "pool", "worker-logs", "previous-run"}
-    mine = ("epoch_", ".log.rank", ".last.pt", ".best.pt")
+    ours = {"last.pt", "best.pt", "log.csv", "curves.png", "pool", "worker-logs", "previous-run",
+            "dataset.json", "masks"}  # fmt: skip
+    mine = ("epoch_", ".log.rank", ".last.pt", ".best.pt", ".dataset.json")
     names = [p.name for p in out.iterdir()] if out.is_dir() else []
     foreign = sorted(n for n in names if n not in ours and not n.startswith(mine))
     if (foreign or "log.csv" in names) and not cfg.overwrite:
@@ -74,9 +76,9 @@ def _set_aside_previous_run(out: Path) -> None:
     log.warning("%s: --overwrite: the earlier run's files were moved to %s", out, aside)
 
 
-def log_fields(method: Method) -> list[str]:
-    """Columns of ``log.csv`` for ``method``."""
-    return [*META, *method.log_terms, *TIMING]
+def log_fields(method: Method, validation: list[str] | None = None) -> list[str]:
+    """Columns of ``log.csv`` for ``method``; ``validation``: extra columns (dataset runs)."""
+    return [*META, *method.log_terms, *TIMING, *(validation or [])]
 
 
 def truncate_log(path: Path, step: int, fields: list[str]) -> None:

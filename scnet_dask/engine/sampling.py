@@ -19,7 +19,17 @@ from scipy import ndimage
 
 from scnet_dask.errors import InputError
 
-__all__ = ["Region", "PatchSampler", "split_regions", "foreground_mask", "patch_shape_of"]
+__all__ = [
+    "Region",
+    "PatchSampler",
+    "split_regions",
+    "foreground_mask",
+    "mask_centres",
+    "patch_shape_of",
+    "apply_augmentation",
+    "draw_augmentation",
+    "PrefetchingSampler",
+]
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,104 @@ def foreground_mask(level: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return s > threshold * np.median(s)
 
 
-class PatchSampler:
+def mask_centres(
+    mask: np.ndarray, factor: int, region: Region, patch: tuple[int, int, int]
+) -> np.ndarray:
+    """Level-0 (z, y, x) centres of a coarse foreground ``mask`` where a ``patch`` fits.
+
+    Parameters
+    ----------
+    mask
+        Boolean mask of a pyramid level ``factor`` times coarser than level 0.
+    region
+        The box every patch must lie in.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 3) int centres; a patch's origin is its centre minus ``patch // 2``.
+
+    """
+    size = np.array(patch)
+    half = size // 2
+    pts = np.argwhere(mask) * factor + factor // 2
+    lo = np.array(region.start) + half
+    hi = np.array(region.stop) - (size - half)
+    ok = np.all((pts >= lo) & (pts <= hi), axis=1)
+    return pts[ok]
+
+
+class PrefetchingSampler:
+    """Reads of drawn patches running ahead of the trainer in a thread pool.
+
+    Subclasses set ``rng``, ``prefetch``, ``_pool``, ``_queue`` and ``wait_seconds`` and define
+    ``draw() -> (key, aug)``, ``read(key, aug, names)``, ``choose()`` and ``batch_names()``;
+    draws happen in the calling thread, in order, so the generator's state is exact.
+    """
+
+    rng: np.random.Generator
+    prefetch: int
+    wait_seconds: float
+    _pool: ThreadPoolExecutor
+    _queue: list[Future[dict[str, np.ndarray]]]
+
+    def draw(self) -> tuple[Any, tuple[int, ...]]:  # pragma: no cover - abstract
+        """Draw one patch's key and augmentation code."""
+        raise NotImplementedError
+
+    def read(
+        self, key: Any, aug: tuple[int, ...], names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        """Read one patch of every input."""
+        raise NotImplementedError
+
+    def choose(self) -> list[str] | None:
+        """The inputs to read for the next patch (``None``: all)."""
+        return None
+
+    def batch_names(self) -> list[str]:  # pragma: no cover - abstract
+        """Keys of the dicts that :meth:`next_batch` returns."""
+        raise NotImplementedError
+
+    def _fill(self, batch_size: int) -> None:
+        while len(self._queue) < self.prefetch * batch_size:
+            origin, aug = self.draw()
+            self._queue.append(self._pool.submit(self.read, origin, aug, self.choose()))
+
+    def next_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        """(batch, 1, pz, py, px) arrays by name; keeps reads running ahead."""
+        self._fill(batch_size)
+        futures, self._queue = self._queue[:batch_size], self._queue[batch_size:]
+        self._fill(batch_size)
+        t0 = time.perf_counter()
+        patches = [f.result() for f in futures]
+        self.wait_seconds += time.perf_counter() - t0
+        names = self.batch_names()
+        return {name: np.stack([q[name] for q in patches])[:, None] for name in names}
+
+    def reset_queue(self) -> None:
+        """Drop prefetched patches (e.g. at an epoch end, so the RNG state is exact)."""
+        for f in self._queue:
+            f.cancel()
+        self._queue = []
+
+    def get_state(self) -> dict[str, Any]:
+        """The generator state, to be saved; prefetched patches must be dropped first."""
+        return dict(self.rng.bit_generator.state)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a generator state from :meth:`get_state`."""
+        self.reset_queue()
+        self.rng.bit_generator.state = state
+
+    def close(self) -> None:
+        """Stop the reader threads."""
+        self.reset_queue()
+        self._pool.shutdown(wait=True)
+
+
+
+class PatchSampler(PrefetchingSampler):
     """Random patches at the same places of any number of aligned, named Zarr arrays.
 
     Parameters
@@ -180,13 +287,7 @@ class PatchSampler:
             self._centres = self._mask_centres(mask, mask_factor)
 
     def _mask_centres(self, mask: np.ndarray, factor: int) -> np.ndarray:
-        size = np.array(self.shape)
-        half = size // 2
-        pts = np.argwhere(mask) * factor + factor // 2
-        lo = np.array(self.region.start) + half
-        hi = np.array(self.region.stop) - (size - half)
-        ok = np.all((pts >= lo) & (pts <= hi), axis=1)
-        pts = pts[ok]
+        pts = mask_centres(mask, factor, self.region, self.shape)
         if len(pts) == 0:
             raise InputError("the foreground mask is empty inside the training region")
         return pts
@@ -202,15 +303,7 @@ class PatchSampler:
                 int(self.rng.integers(a, b - p + 1))
                 for a, b, p in zip(self.region.start, self.region.stop, self.shape, strict=True)
             )
-        aug = tuple(int(v) for v in self.rng.integers(0, 2, 3)) + (
-            int(self.rng.integers(0, 3)),
-            int(self.rng.integers(0, 4)),
-        )
-        if self.planes == "yx":  # same draws (so seeds stay comparable), rotations about z
-            aug = aug[:3] + (0, aug[4])
-        if not self.augment:
-            aug = (0, 0, 0, 0, 0)
-        return origin, aug  # type: ignore[return-value]
+        return origin, draw_augmentation(self.rng, self.planes, self.augment)  # type: ignore[return-value]
 
     # --- reading (worker threads) ---------------------------------------------------------
     def choose(self) -> list[str] | None:
@@ -251,22 +344,6 @@ class PatchSampler:
             out[key] = done[tag]
         return out
 
-    def _fill(self, batch_size: int) -> None:
-        while len(self._queue) < self.prefetch * batch_size:
-            origin, aug = self.draw()
-            self._queue.append(self._pool.submit(self.read, origin, aug, self.choose()))
-
-    def next_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-        """(batch, 1, pz, py, px) arrays by name; keeps reads running ahead."""
-        self._fill(batch_size)
-        futures, self._queue = self._queue[:batch_size], self._queue[batch_size:]
-        self._fill(batch_size)
-        t0 = time.perf_counter()
-        patches = [f.result() for f in futures]
-        self.wait_seconds += time.perf_counter() - t0
-        names = self.batch_names()
-        return {name: np.stack([q[name] for q in patches])[:, None] for name in names}
-
     def fixed_patches(
         self, n: int, seed: int
     ) -> list[tuple[tuple[int, int, int], tuple[int, ...], list[str] | None]]:
@@ -278,25 +355,21 @@ class PatchSampler:
         finally:
             self.rng = saved
 
-    def reset_queue(self) -> None:
-        """Drop prefetched patches (e.g. at an epoch end, so the RNG state is exact)."""
-        for f in self._queue:
-            f.cancel()
-        self._queue = []
+def draw_augmentation(
+    rng: np.random.Generator, planes: str, augment: bool
+) -> tuple[int, int, int, int, int]:
+    """A random augmentation code: flips along z, y, x, then a rotation plane and quarter turns.
 
-    def get_state(self) -> dict[str, Any]:
-        """The generator state, to be saved; prefetched patches must be dropped first."""
-        return dict(self.rng.bit_generator.state)
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Restore a generator state from :meth:`get_state`."""
-        self.reset_queue()
-        self.rng.bit_generator.state = state
-
-    def close(self) -> None:
-        """Stop the reader threads."""
-        self.reset_queue()
-        self._pool.shutdown(wait=True)
+    Five draws whatever ``planes`` and ``augment`` (so seeds stay comparable); ``"yx"`` keeps
+    rotations about z only, ``augment=False`` gives the identity.
+    """
+    a, b, c = (int(v) for v in rng.integers(0, 2, 3))
+    plane, turns = int(rng.integers(0, 3)), int(rng.integers(0, 4))
+    if planes == "yx":
+        plane = 0
+    if not augment:
+        return (0, 0, 0, 0, 0)
+    return (a, b, c, plane, turns)
 
 
 def apply_augmentation(x: np.ndarray, aug: tuple[int, ...]) -> np.ndarray:

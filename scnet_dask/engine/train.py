@@ -13,6 +13,7 @@ import csv
 import hashlib
 import logging
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from scnet_dask.config import TrainConfig
+from scnet_dask.engine.dataset_inputs import prepare_dataset
 from scnet_dask.engine.run import _Run
 from scnet_dask.engine.rundir import log_fields, prepare_run_dir, truncate_log
 from scnet_dask.io.lock import output_lock
@@ -32,7 +34,7 @@ from scnet_dask.methods import get
 from scnet_dask.methods.loading import load_checkpoint
 from scnet_dask.model.checkpoint import save_checkpoint
 
-__all__ = ["train"]
+__all__ = ["train", "prepare_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def _train(
     lead = rank == 0
     out = Path(cfg.out)
     run = _start(cfg, rank, world, stats, show_progress)
-    fields = log_fields(run.method)
+    fields = log_fields(run.method, run.validation_columns())
     log_path = out / ("log.csv" if lead else f".log.rank{rank}.csv")
     new_log = not log_path.exists()
     step_times: list[float] = []
@@ -93,12 +95,16 @@ def _train(
             writer.writeheader()
         try:
             for epoch in range(run.epoch + 1, cfg.epochs + 1):
-                step_times += _run_epoch(run, epoch, writer, show_progress)
-                logf.flush()
+                times, last = _run_epoch(run, epoch, writer, show_progress)
+                step_times += times
                 run.sampler.reset_queue()
                 run.epoch = epoch
+                if lead:  # the epoch's last row carries its validation columns
+                    last.update(_validate(run))
+                writer.writerow(last)
+                logf.flush()
                 if lead:
-                    _end_epoch(run, epoch, log_path)
+                    _end_epoch(run, epoch, log_path, last)
         finally:
             run.sampler.close()
     if not lead:
@@ -137,16 +143,17 @@ def _start(
         prepare_run_dir(cfg)
     try:
         if world == 1:
-            get(cfg.method).prepare(cfg, show_progress)
+            prepare_inputs(cfg, show_progress)
         run = _Run(cfg, rank, world, stats)
     except Exception:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # bad input: leave nothing behind
+        if created and out.is_dir() and not (out / "last.pt").exists():
+            shutil.rmtree(out)  # bad input: leave nothing behind
         raise
     if cfg.resume:
         run.restore(load_checkpoint(out / "last.pt"))
         if rank == 0:
-            truncate_log(out / "log.csv", run.step, log_fields(run.method))
+            truncate_log(out / "log.csv", run.step, log_fields(run.method,
+                                                               run.validation_columns()))
         log.info("resuming at epoch %d, step %d", run.epoch + 1, run.step)
     if world > 1:
         ids = [run.device.index] if run.device.type == "cuda" else None
@@ -156,10 +163,17 @@ def _start(
     return run
 
 
-def _run_epoch(run: _Run, epoch: int, writer: Any, show_progress: bool) -> list[float]:
-    """The optimiser steps of one epoch, one ``log.csv`` row each; returns the step times (s)."""
+def _run_epoch(
+    run: _Run, epoch: int, writer: Any, show_progress: bool
+) -> tuple[list[float], dict[str, Any]]:
+    """The optimiser steps of one epoch, one ``log.csv`` row each.
+
+    Returns the step times (s) and the last step's row, not yet written (it gets the
+    validation columns).
+    """
     cfg = run.cfg
     times = []
+    row: dict[str, Any] = {}
     bar = tqdm(
         range(run.steps), desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr,
         disable=not show_progress,
@@ -172,25 +186,40 @@ def _run_epoch(run: _Run, epoch: int, writer: Any, show_progress: bool) -> list[
         run.state.step += 1
         dt = time.perf_counter() - t0
         times.append(dt)
-        row = {k: f"{float(terms[k].detach()):.6g}" for k in run.method.log_terms}
-        writer.writerow(
-            {
-                "epoch": epoch,
-                "step": run.step,
-                **row,
-                "lr": f"{run.current_lr():.6g}",
-                "step_seconds": f"{dt:.4f}",
-                "wait_seconds": f"{run.sampler.wait_seconds - w0:.4f}",
-            }
-        )
-        bar.set_postfix(loss=row["total"])
-    return times
+        if row:
+            writer.writerow(row)
+        terms_row = {k: f"{float(terms[k].detach()):.6g}" for k in run.method.log_terms}
+        row = {
+            "epoch": epoch,
+            "step": run.step,
+            **terms_row,
+            "lr": f"{run.current_lr():.6g}",
+            "step_seconds": f"{dt:.4f}",
+            "wait_seconds": f"{run.sampler.wait_seconds - w0:.4f}",
+        }
+        bar.set_postfix(loss=terms_row["total"])
+    return times, row
 
 
-def _end_epoch(run: _Run, epoch: int, log_path: Path) -> None:
-    """Rank 0 at an epoch's end: validation, ``last.pt`` / ``best.pt``, figures."""
-    out = Path(run.cfg.out)
+def _validate(run: _Run) -> dict[str, Any]:
+    """Rank 0 at an epoch's end: the validation losses (``val`` and per held-back tomogram).
+
+    Sets ``run.last_val``: what ``best.pt`` follows — the mean over ``--val-tomograms`` when
+    there are any, else the held-back region's loss.
+    """
     val = run.validate()
+    tomos = run.validate_tomograms()
+    run.last_val = float(np.mean(list(tomos.values()))) if tomos else val
+    cols = run.validation_columns()
+    if not cols:
+        return {}
+    return {"val": f"{val:.6g}", **{f"val_{k}": f"{v:.6g}" for k, v in tomos.items()}}
+
+
+def _end_epoch(run: _Run, epoch: int, log_path: Path, row: dict[str, Any]) -> None:
+    """Rank 0 at an epoch's end, after :func:`_validate`: ``last.pt`` / ``best.pt``, figures."""
+    out = Path(run.cfg.out)
+    val = run.last_val
     improved = not math.isnan(val) and val < run.best_val
     if improved:
         run.best_val = val
@@ -202,6 +231,14 @@ def _end_epoch(run: _Run, epoch: int, log_path: Path) -> None:
         training_curves(log_path, out / "curves.png", run.method.log_terms)
         if run.val_set:
             validation_slices(run.preview(), out / f"epoch_{epoch:03d}.png")
+
+
+def prepare_inputs(cfg: TrainConfig, show_progress: bool = True) -> None:
+    """Once per run, before any rank: the method's preparation, or the dataset's record."""
+    if cfg.dataset is not None:
+        prepare_dataset(cfg)
+    else:
+        get(cfg.method).prepare(cfg, show_progress)
 
 
 def _weights_hash(networks: dict[str, torch.nn.Module]) -> str:

@@ -257,9 +257,14 @@ class UNetMethod(Method):
     ) -> tuple[float | None, float | None]:
         """:meth:`normalisation` as a predictor's ``(mean, std)``.
 
-        ``(None, None)`` means the checkpoint's, with a warning when they meet unlike data.
+        ``(None, None)`` means the checkpoint's, with a warning when they meet unlike data. A
+        checkpoint trained on a dataset (statistics ``per_tomogram``) normalises each volume by
+        its own, as in training.
         """
         norm = self.normalisation(options, ctx)
+        if norm is None and tr.normalisation.get(self.inputs[0], {}).get("per_tomogram"):
+            # trained on a dataset, each tomogram normalised by its own statistics
+            norm = volume_normalisation(ctx.volume)
         if norm is None:
             trained = checkpoint_normalisation(tr, self.inputs[0])
             warn_if_unlike_training(ctx.volume, trained, tr.path)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from scnet_dask.errors import InputError
 from scnet_dask.model.device import resolve_device
 
 if TYPE_CHECKING:
@@ -289,17 +290,20 @@ class Method:
         for name in self.inputs[1:]:
             value = getattr(options, name, None)
             if value is None:
-                raise ValueError(f"method {self.name} needs --{name.replace('_', '-')}")
+                raise InputError(f"method {self.name} needs --{name.replace('_', '-')}")
             paths[name] = Path(value)
         return paths
 
     def input_statistics(
-        self, options: Any, stats: dict[str, dict[str, Any]], paths: Mapping[str, Path]
-    ) -> dict[str, dict[str, Any]]:
+        self, options: Any, stats: dict[str, dict[str, Any]], arrays: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> dict[str, dict[str, Any]]:  # fmt: skip
         """The ``mean``/``std`` each input is normalised with (default: its own statistics).
 
-        ``stats`` holds each input's stored statistics by name; a method may return other
-        values for an input (e.g. SC-Net's prior in the noisy volume's units).
+        ``stats`` holds each input's statistics by name, ``arrays`` its lazy (z, y, x) Dask
+        array and ``labels`` the name messages give it (its path, or a tomogram's name); a
+        method may return other values for an input (e.g. SC-Net's prior in the noisy
+        volume's units).
         """
         return stats
 

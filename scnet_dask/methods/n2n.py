@@ -29,7 +29,11 @@ __all__ = ["N2nTrainOptions", "N2nDenoiseOptions", "N2n"]
 class N2nTrainOptions(UNetOptions):
     """Options of ``train --method n2n`` (the positional input is the even half)."""
 
-    odd: Path = Field(description="Odd half (OME-Zarr), on the grid of the even half.")
+    odd: Path | None = Field(
+        None,
+        description="Odd half (OME-Zarr), on the grid of the even half; with --dataset the "
+        "halves come from the dataset.",
+    )
     upsample: bool = Field(
         False, description="SC-Net's 2x nearest up-sampling block along z and x."
     )

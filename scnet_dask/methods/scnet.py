@@ -43,7 +43,11 @@ __all__ = [
 class ScnetTrainOptions(BlindSpotOptions):
     """Options of ``train --method scnet`` (the network and blind spot come from the base)."""
 
-    prior: Path = Field(description="Prior OME-Zarr (from 'scnet-dask prior'), same grid.")
+    prior: Path | None = Field(
+        None,
+        description="Prior OME-Zarr (from 'scnet-dask prior'), same grid; needed for one "
+        "volume (with --dataset the prior is made per tomogram: --prior-sigma).",
+    )
     lambda_rec: float = Field(0.6, ge=0, description="Weight of L_rec.")
     lambda_smooth: float = Field(
         0.01, ge=0, description="Weight of L_smooth (Sobel, vs prior); the paper's is 0.1."
@@ -106,8 +110,9 @@ class Scnet(UNetMethod):
     lr_schedule = "cosine"
 
     def input_statistics(
-        self, options: Any, stats: dict[str, dict[str, Any]], paths: Mapping[str, Path]
-    ) -> dict[str, dict[str, Any]]:
+        self, options: Any, stats: dict[str, dict[str, Any]], arrays: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> dict[str, dict[str, Any]]:  # fmt: skip
         """The prior's normalisation (``prior_normalisation``); the noisy volume's own.
 
         The network's output lives in the noisy volume's normalised units. ``"own"`` z-scores
@@ -124,9 +129,7 @@ class Scnet(UNetMethod):
             prior = {"mean": noisy["mean"], "std": noisy["std"]}
         else:
             try:
-                a, b = affine_fit(
-                    open_source(paths["prior"]).data, open_source(paths["noisy"]).data
-                )
+                a, b = affine_fit(arrays["prior"], arrays["noisy"])
             except ValueError:  # a constant prior
                 a, b = 0.0, 0.0
             if a > 0:
@@ -136,7 +139,7 @@ class Scnet(UNetMethod):
                 log.warning(
                     "%s does not correlate positively with %s (fitted scale %.3g): normalising "
                     "the prior by the noisy volume's statistics instead",
-                    paths["prior"], paths["noisy"], a,
+                    labels["prior"], labels["noisy"], a,
                 )  # fmt: skip
                 prior = {"mean": noisy["mean"], "std": noisy["std"]}
         return {**stats, "prior": {**stats["prior"], **prior, "normalisation": mode}}
