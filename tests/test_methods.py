@@ -363,6 +363,22 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "blind_spot_strict": True,
         },
     ),
+    "train-dataset": (
+        [],
+        "scnet_dask.engine.train",
+        "train",
+        {
+            "out": "run",
+            "method": "n2v",
+            "dataset": "tomos/*.mrc",
+            "tomograms": "a,b,c",
+            "train_count": 2,
+            "val_tomograms": "d",
+            "open_tomograms": 3,
+            "prior_sigma": 1.5,
+            "strict_voxel_size": True,
+        },
+    ),
     "train-n2v": (
         ["in.zarr"],
         "scnet_dask.engine.train",
@@ -623,6 +639,11 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
         },
     ),
 }
+
+# the dataset mode's fields, with the n2v case's method options
+CASES["train-dataset"][3].update(
+    {k: v for k, v in CASES["train-n2v"][3].items() if k not in CASES["train-dataset"][3]}
+)
 
 CONFIGS = {
     "convert": ConvertConfig, "export": ExportConfig, "info": InfoConfig, "prior": PriorConfig,

@@ -132,7 +132,7 @@ class TrainConfig(StrictModel):
             extra = [
                 k for k in ("tomograms", "train_count", "val_tomograms", "open_tomograms",
                             "prior_sigma", "strict_voxel_size")
-                if k in self.model_fields_set
+                if getattr(self, k) != type(self).model_fields[k].default
             ]  # fmt: skip
             if extra:
                 raise ValueError(f"--{extra[0].replace('_', '-')} applies to --dataset only")

@@ -290,7 +290,7 @@ class Method:
         for name in self.inputs[1:]:
             value = getattr(options, name, None)
             if value is None:
-                raise InputError(f"method {self.name} needs --{name.replace('_', '-')}")
+                raise InputError(f"--method {self.name} needs --{name.replace('_', '-')}")
             paths[name] = Path(value)
         return paths
 
