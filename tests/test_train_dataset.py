@@ -237,3 +237,27 @@ def test_ddp_on_a_dataset_keeps_replicas_identical(tmp_path):
     assert len(rows) == 6 and rows[-1]["val_TS_2"] != ""  # rank 0 logs every step
     rec = json.loads((out / "dataset.json").read_text())
     assert [e["name"] for e in rec["training"]] == ["TS_0", "TS_1"]
+
+
+def test_foreground_mask_weights_and_places_patches(tmp_path):
+    """Half of TS_1 is empty (constant): its weight and its patch centres leave that half out."""
+    src = tmp_path / "ds"
+    src.mkdir()
+    write_mrc(src / "TS_0.mrc", structured((32, 32, 32), seed=0), 10.0)
+    half = structured((32, 32, 64), seed=1)
+    half[:, :, 32:] = 0.0
+    write_mrc(src / "TS_1.mrc", half, 10.0)
+    out = tmp_path / "run"
+    train(_cfg(src, out, method="s2s", foreground_mask=True, epochs=1, steps_per_epoch=2,
+               val_patches=0), show_progress=False)  # fmt: skip
+    rec = json.loads((out / "dataset.json").read_text())
+    w0, w1 = (e["weight"] for e in rec["training"])
+    # weights count the centres where a 16³ patch fits: 17³ in TS_0; in TS_1 without a mask
+    # 17 x 17 x 49, with it about half of that (the empty half left out)
+    assert (out / "masks" / "TS_1.npy").exists() and w0 == 17**3
+    assert 0.4 * 17 * 17 * 49 < w1 < 0.6 * 17 * 17 * 49
+    cfg = _cfg(src, out, method="s2s", foreground_mask=True, val_patches=0, resume=True)
+    d = dataset_inputs(cfg, get("s2s"), (16, 16, 16), rank=0)
+    xs = [origin[2] + 8 for (i, origin), _ in (d.sampler.draw() for _ in range(300)) if i == 1]
+    assert len(xs) > 50 and max(xs) <= 34  # centres in the structured half (mask edge: 1 voxel)
+    d.sampler.close()
