@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from scnet_dask import __version__
 from scnet_dask.cli.dataset import run_dataset_denoise, run_dataset_info, split_dataset_options
+from scnet_dask.cli.more import demo_command, evaluate_command, import_scnet_command, score_command
 from scnet_dask.cli.options import (
     build_config,
-    cluster_options,
     command_from_models,
     on_cluster,
     path_argument,
@@ -37,9 +37,7 @@ from scnet_dask.cli.per_method import (
     without_fields,
 )
 from scnet_dask.commands import convert as convert_cmd
-from scnet_dask.commands import demo as demo_cmd
 from scnet_dask.commands import denoise as denoise_cmd
-from scnet_dask.commands import evaluate as evaluate_cmd
 from scnet_dask.commands import export as export_cmd
 from scnet_dask.commands import info as info_cmd
 from scnet_dask.commands import prior as prior_cmd
@@ -47,7 +45,6 @@ from scnet_dask.commands import simulate as simulate_cmd
 from scnet_dask.config import (
     ConvertConfig,
     DatasetConfig,
-    DemoConfig,
     DenoiseConfig,
     ExportConfig,
     InfoConfig,
@@ -59,7 +56,6 @@ from scnet_dask.distributed import ddp
 from scnet_dask.engine import train as train_engine
 from scnet_dask.errors import InputError, OutputError, RunStopped
 from scnet_dask.methods import names
-from scnet_dask.methods import scnet as scnet_method
 
 __all__ = ["cli", "main"]
 
@@ -231,59 +227,6 @@ def _simulate() -> click.Command:
     )  # fmt: skip
 
 
-def _evaluate() -> click.Command:
-    @click.command("evaluate")
-    @click.argument("config", type=click.Path(path_type=Path))
-    @cluster_options
-    def evaluate(config: Path, **kwargs: Any) -> None:
-        """Run the methods listed in CONFIG (YAML) on a dataset; write tables and figures."""
-        cfg = evaluate_cmd.load_config(config)
-        with on_cluster(kwargs):
-            rows = evaluate_cmd.evaluate(cfg)
-        click.echo((Path(cfg.out_dir) / "results.md").read_text().rstrip())
-        made = [n for n in ("results.csv", "fsc.png", "slices.png") if (cfg.out_dir / n).exists()]
-        click.echo(f"{len(rows)} methods; {', '.join(made)} in {cfg.out_dir}")
-
-    return evaluate
-
-
-def _demo() -> click.Command:
-    def body(**kwargs: Any) -> None:
-        cfg = build_config(DemoConfig, **kwargs)
-        click.echo(demo_cmd.run_demo(cfg.out))
-
-    return command_from_models(
-        "demo", [("", DemoConfig)], [], body,
-        "Run the pipeline on the embedded sample tomogram and print a summary.",
-    )  # fmt: skip
-
-
-def _import_scnet() -> click.Command:
-    @click.command("import-scnet")
-    @click.argument("public", type=click.Path(path_type=Path))
-    @click.argument("noisy", type=click.Path(path_type=Path))
-    @click.argument("output", type=click.Path(path_type=Path))
-    @click.option("--features", type=int, default=32, show_default=True, help="nch_ker.")
-    @click.option(
-        "--upsample/--no-upsample", default=True, show_default=True, help="2x up-sampling block."
-    )
-    @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-    def import_scnet(
-        public: Path, noisy: Path, output: Path, features: int, upsample: bool, overwrite: bool
-    ) -> None:
-        """Turn a public SC-Net checkpoint PUBLIC (netG) into OUTPUT for 'denoise'.
-
-        NOISY is the volume it will denoise (or one like it): its statistics become the
-        checkpoint's normalisation and its voxel size the training voxel size.
-        """
-        s = scnet_method.import_public_checkpoint(
-            public, noisy, output, features, upsample, overwrite
-        )
-        click.echo(f"wrote {s['output']}: SC-Net, {s['features']} features, {s['tensors']} tensors")
-
-    return import_scnet
-
-
 def _figure(value: float, fmt: str) -> str:
     """A number for the summary line, or "none" where there is none (no validation, no step)."""
     return format(value, fmt) if math.isfinite(value) else "none"
@@ -305,9 +248,10 @@ _COMMANDS: dict[str, Callable[[], click.Command]] = {
     "train": _train,
     "denoise": _denoise,
     "simulate": _simulate,
-    "evaluate": _evaluate,
-    "demo": _demo,
-    "import-scnet": _import_scnet,
+    "evaluate": evaluate_command,
+    "score": score_command,
+    "demo": demo_command,
+    "import-scnet": import_scnet_command,
 }
 
 

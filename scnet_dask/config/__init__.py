@@ -17,6 +17,7 @@ from scnet_dask.config.common import (
 )
 from scnet_dask.config.dataset import DATASET_FIELDS, DatasetConfig
 from scnet_dask.config.denoise import DenoiseConfig
+from scnet_dask.config.score import ScoreConfig
 from scnet_dask.config.train import PriorConfig, TrainConfig
 from scnet_dask.config.volume import (
     ConvertConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "DatasetConfig",
     "DenoiseConfig",
     "PriorConfig",
+    "ScoreConfig",
     "TrainConfig",
     "ConvertConfig",
     "DemoConfig",

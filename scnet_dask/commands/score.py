@@ -1,0 +1,317 @@
+"""``score``: rank denoising candidates on the user's own data, without ground truth.
+
+Each candidate denoises one half and is compared with the other. For a denoiser ``f`` that
+never saw the other half's noise, ``E|f(even) - odd|² = E|f(even) - s|² + E|n_odd|²``: the
+half-split error ranks candidates as their true error against the clean signal ``s`` would
+(exactly for halves with independent noise on one signal — frame-split halves; approximately
+for tilt-split halves, whose signals differ slightly). Both directions are averaged. The noise
+variance of a half, ``E|even - odd|² / 2``, turns the error into an estimate of the true mean
+squared error and a PSNR over ``R``, the 0.1-99.9 % range of the halves' mean smoothed by
+σ 1 voxel (a stand-in for the signal's range; the same for every candidate).
+
+**No leakage**: a trained candidate is scored only with models trained on one half
+(``checkpoint_even`` applied to the even half and scored against the odd; ``checkpoint_odd``
+the other way); a model whose training inputs are not that half alone is refused. What is
+scored is a half-trained model; what a user then delivers is the model trained the usual way
+(on both halves or the full volume), which has seen more data: the score ranks the recipe.
+
+Outputs in ``--out``: ``score.csv`` and ``score.md`` (best first), ``slices.png`` (the top
+candidates' even half, central z slice); each candidate's result (its row and slice, not its
+volumes: disk does not grow with the candidates) is kept in ``.score/`` and a rerun scores only
+the candidates not done with these inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import yaml
+from dask_image.ndfilters import gaussian_filter
+from matplotlib.figure import Figure
+
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.evaluate import MethodSpec
+from scnet_dask.config import DenoiseConfig, ScoreConfig
+from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
+from scnet_dask.io._atomic import refuse_overlap
+from scnet_dask.io.store import source_signature
+from scnet_dask.methods import get
+from scnet_dask.methods.loading import load_trained
+from scnet_dask.methods.runtime import file_sha256
+from scnet_dask.science.metrics import fsc, fsc_eo, resolution_angstrom
+from scnet_dask.science.stats import compute_statistics
+
+__all__ = ["DEFAULT_CANDIDATES", "load_candidates", "half_noise", "score"]
+
+#: The default candidate set: the identity, a Gaussian σ grid, two low-pass filters, Topaz-3D.
+DEFAULT_CANDIDATES: list[dict[str, Any]] = [
+    {"name": "identity", "method": "none"},
+    *({"name": f"gaussian σ {s:g}", "method": "gaussian", "sigma": s}
+      for s in (0.5, 1.0, 1.5, 2.0, 3.0)),
+    *({"name": f"lowpass {c:g} Å", "method": "lowpass", "cutoff_angstrom": c}
+      for c in (30.0, 60.0)),
+    {"name": "topaz-3d", "method": "topaz-3d"},
+]  # fmt: skip
+
+_DIR = ".score"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "candidate"
+
+
+def load_candidates(path: Path | None) -> list[MethodSpec]:
+    """The candidates of a YAML file, or the default set without one.
+
+    The file holds a list, or a mapping with ``candidates:``; paths are relative to its folder.
+
+    Raises
+    ------
+    InputError
+        A candidate that is not valid (naming the file), two that would write the same files.
+
+    """
+    if path is None:
+        items: list[Any] = [dict(c) for c in DEFAULT_CANDIDATES]
+    else:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            first = str(e).splitlines()[0]
+            raise InputError(f"{path}: cannot read the candidates ({first})") from e
+        items = data.get("candidates", []) if isinstance(data, dict) else data
+        if not isinstance(items, list) or not items:
+            raise InputError(f"{path}: expected a list of candidates, got {type(items).__name__}")
+        for m in items:
+            for key in ("checkpoint", "checkpoint_even", "checkpoint_odd"):
+                if isinstance(m, dict) and m.get(key) and not Path(m[key]).is_absolute():
+                    m[key] = str(Path(path).parent / m[key])
+    out: list[MethodSpec] = []
+    seen: dict[str, str] = {}
+    for m in items:
+        try:
+            spec = MethodSpec(**m)
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{path}: candidate {m!r}: {str(e).splitlines()[0]}") from None
+        slug = _slug(spec.name)
+        if slug in seen:
+            raise InputError(f"{path}: candidates {seen[slug]!r} and {spec.name!r} share a name")
+        seen[slug] = spec.name
+        out.append(spec)
+    return out
+
+
+def _checked_half_model(ck: Path, half: Path, other: Path, name: str) -> None:
+    """Refuse a checkpoint unless its training inputs are ``half`` alone (its prior aside)."""
+    tr = load_trained(str(Path(ck).resolve()), "", "cpu")
+    inputs = {k: v for k, v in tr.inputs.items() if k != "prior"}
+    want = Path(half).resolve()
+    if not inputs or any(Path(v).resolve() != want for v in inputs.values()):
+        seen = ", ".join(f"{k}={v}" for k, v in inputs.items()) or "unknown inputs"
+        raise InputError(
+            f"{ck}: candidate {name!r}: trained on {seen}, not on {half} alone; scoring it "
+            f"against {other} would reward what it learnt of that half's noise: give models "
+            "trained on one half only (checkpoint_even, checkpoint_odd)"
+        )
+
+
+def _plan(spec: MethodSpec, cfg: ScoreConfig) -> list[tuple[str, Path, Path, Path | None]]:
+    """The scored directions: (label, input half, other half, checkpoint)."""
+    if spec.method == "none" or not get(spec.method).trains:
+        return [("even→odd", cfg.even, cfg.odd, None), ("odd→even", cfg.odd, cfg.even, None)]
+    if spec.checkpoint is not None and spec.checkpoint_even is None:
+        raise InputError(
+            f"candidate {spec.name!r}: a trained method is scored with models trained on one "
+            "half (checkpoint_even, and checkpoint_odd for both directions), not with "
+            f"'checkpoint' {spec.checkpoint}, which may have seen both halves' noise"
+        )
+    dirs: list[tuple[str, Path, Path, Path | None]] = []
+    if spec.checkpoint_even is not None:
+        _checked_half_model(spec.checkpoint_even, cfg.even, cfg.odd, spec.name)
+        dirs.append(("even→odd", cfg.even, cfg.odd, spec.checkpoint_even))
+    if spec.checkpoint_odd is not None:
+        _checked_half_model(spec.checkpoint_odd, cfg.odd, cfg.even, spec.name)
+        dirs.append(("odd→even", cfg.odd, cfg.even, spec.checkpoint_odd))
+    if not dirs:
+        raise InputError(f"candidate {spec.name!r}: method {spec.method} needs checkpoint_even")
+    return dirs
+
+
+def _lazy(path: Path) -> da.Array:
+    return open_source(path).data.astype(np.float32)
+
+
+def _mse(a: da.Array, b: da.Array) -> da.Array:
+    d = a.astype(np.float64) - b.rechunk(a.chunks).astype(np.float64)
+    return (d * d).mean()
+
+
+def half_noise(even: Path, odd: Path) -> tuple[float, float]:
+    """(noise variance of one half ``E|even - odd|² / 2``, the signal range ``R``); one pass."""
+    e, o = _lazy(even), _lazy(odd)
+    if tuple(e.shape) != tuple(o.shape):
+        raise InputError(f"{odd}: grid {tuple(o.shape)} differs from {even}'s {tuple(e.shape)}")
+    var = float(_mse(e, o).compute()) / 2.0
+    smooth = gaussian_filter((e + o.rechunk(e.chunks)) * np.float32(0.5), sigma=1.0)
+    st = compute_statistics(smooth)
+    return var, float(st["p99.9"] - st["p0.1"])
+
+
+def _identity(spec: MethodSpec, cfg: ScoreConfig) -> str:
+    """What a candidate's result depends on: its spec, the halves, its checkpoints' bytes."""
+    cks = [spec.checkpoint_even, spec.checkpoint_odd, spec.checkpoint]
+    blob = json.dumps({
+        "spec": spec.model_dump(mode="json"),
+        "halves": [source_signature(Path(p)) for p in (cfg.even, cfg.odd)],
+        "checkpoints": [file_sha256(c) if c else None for c in cks],
+        "chunks": cfg.chunks, "fsc_edge": cfg.fsc_edge,
+    }, sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _denoised(spec: MethodSpec, src: Path, out: Path, ck: Path | None, cfg: ScoreConfig) -> Path:
+    if spec.method == "none":
+        return src
+    denoise(DenoiseConfig(
+        input=src, output=out, checkpoint=ck, method=spec.method, halo=spec.halo,
+        chunks=spec.chunks or cfg.chunks, device=cfg.device, overwrite=True, **spec.options(),
+    ), show_progress=False)  # fmt: skip
+    return out
+
+
+def _central_box(shape: tuple[int, ...], edge: int) -> tuple[slice, ...]:
+    return tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + min(n, edge))
+                 for n in shape)  # fmt: skip
+
+
+def _score_one(spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float) -> dict[str, Any]:
+    """Denoise each half the spec allows and measure it against the other half."""
+    t0 = time.perf_counter()
+    work = Path(cfg.out) / _DIR / "volumes"
+    work.mkdir(parents=True, exist_ok=True)
+    row: dict[str, Any] = {"candidate": spec.name, "method": spec.method}
+    errors, outs, scored = [], {}, []
+    for label, src, other, ck in _plan(spec, cfg):
+        half = "even" if label.startswith("even") else "odd"
+        den = _denoised(spec, src, work / f"{_slug(spec.name)}_{half}.zarr", ck, cfg)
+        outs[half] = den
+        err = float(_mse(_lazy(den), _lazy(other)).compute())
+        row[f"error_{half}"] = err
+        errors.append(err)
+        scored.append(f"{Path(ck).name if ck else spec.method} on {half}")
+    row["half_error"] = float(np.mean(errors))
+    mse = row["half_error"] - noise
+    row["mse_estimate"] = mse
+    row["psnr_estimate"] = 10 * math.log10(rng * rng / mse) if mse > 0 else math.inf
+    row["fsc_0143_angstrom"] = row["fsc_05_angstrom"] = math.nan
+    if len(outs) == 2:
+        e, o = _lazy(outs["even"]), _lazy(outs["odd"])
+        box = _central_box(tuple(e.shape), cfg.fsc_edge)
+        f, c = fsc(e, o, open_source(cfg.even).voxel_size_angstrom, region=box)
+        row["fsc_0143_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.143)
+        row["fsc_05_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.5)
+    lazy = _lazy(outs.get("even", next(iter(outs.values()))))
+    np.save(Path(cfg.out) / _DIR / f"{_slug(spec.name)}.npy", lazy[lazy.shape[0] // 2].compute())
+    for den in outs.values():  # the row is what is kept: disk does not grow with candidates
+        if Path(den).parent == work:
+            shutil.rmtree(den, ignore_errors=True)
+    row["scored"] = "; ".join(scored)
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+COLUMNS = ["rank", "candidate", "method", "half_error", "mse_estimate", "psnr_estimate",
+           "error_even", "error_odd", "fsc_0143_angstrom", "fsc_05_angstrom", "scored",
+           "seconds"]  # fmt: skip
+
+
+def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
+    """Score every candidate of ``cfg`` on its halves; rows best first (lowest half error).
+
+    Raises
+    ------
+    InputError
+        Halves on different grids, a bad candidate file, a trained candidate that could have
+        seen the scoring half's noise.
+
+    """
+    out = Path(cfg.out)
+    refuse_overlap(out, cfg.even, cfg.odd)
+    specs = load_candidates(cfg.candidates)
+    for spec in specs:  # every leakage refusal before any work
+        _plan(spec, cfg)
+    noise, rng = half_noise(cfg.even, cfg.odd)
+    done = out / _DIR
+    done.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for spec in specs:
+        key = _identity(spec, cfg)
+        cache = done / f"{_slug(spec.name)}.json"
+        if cache.exists() and not cfg.overwrite:
+            old = json.loads(cache.read_text())
+            if old.get("identity") == key:
+                rows.append(old["row"])
+                continue
+        row = _score_one(spec, cfg, noise, rng)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": key, "row": row}))
+        tmp.replace(cache)
+        rows.append(row)
+    rows.sort(key=lambda r: r["half_error"])
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    _write(rows, out, cfg, noise, rng)
+    return rows
+
+
+def _write(rows: list[dict[str, Any]], out: Path, cfg: ScoreConfig, noise: float,
+           rng: float) -> None:  # fmt: skip
+    with open(out / "score.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+    def fmt(v: Any, d: int) -> str:
+        return "–" if v is None or v != v else ("none" if v == math.inf else f"{v:.{d}f}")
+
+    lines = [
+        f"Halves: {cfg.even} / {cfg.odd}; noise variance of a half {noise:.5g}, signal range "
+        f"R {rng:.5g} (0.1-99.9 % of the halves' mean, σ 1 voxel).",
+        "",
+        "| rank | candidate | half error | MSE estimate | PSNR estimate (dB) | FSC_e/o 0.143 (Å) "
+        "| FSC_e/o 0.5 (Å) | scored | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['rank']} | {r['candidate']} | {r['half_error']:.5g} | "
+            f"{r['mse_estimate']:.4g} | {fmt(r['psnr_estimate'], 2)} | "
+            f"{fmt(r['fsc_0143_angstrom'], 1)} | {fmt(r['fsc_05_angstrom'], 1)} | "
+            f"{r['scored']} | {r['seconds']:.0f} |"
+        )
+    lines += ["", "Lower half error is better: each candidate denoised one half and was "
+              "compared with the other, whose noise it never saw."]  # fmt: skip
+    (out / "score.md").write_text("\n".join(lines) + "\n")
+    top = rows[: cfg.top]
+    fig = Figure(figsize=(2.6 * len(top), 2.9))
+    axes = np.atleast_1d(fig.subplots(1, len(top)))
+    for ax, r in zip(axes, top, strict=True):
+        img = np.load(out / _DIR / f"{_slug(r['candidate'])}.npy")
+        lo, hi = np.percentile(img, (1, 99))
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(f"{r['rank']}. {r['candidate']}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "slices.png", dpi=110)
+
