@@ -535,6 +535,17 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "post_sigma": 0.0,
         },
     ),
+    "denoise-auto": (
+        ["in.zarr", "o.zarr"],
+        "scnet_dask.commands.auto",
+        "denoise_auto",
+        {
+            "method": "auto",
+            "even": "e.zarr",
+            "odd": "o.zarr",
+            "candidates": "c.yaml",
+        },
+    ),
     "denoise-gaussian": (
         ["in.zarr", "o.zarr"],
         "scnet_dask.commands.denoise",
@@ -710,7 +721,8 @@ def test_every_config_field_from_yaml_reaches_the_run(case, tmp_path, capsys, mo
         v = got[key]
         if isinstance(value, str) and key not in ("method",) and "/" not in value:
             v = str(v)
-        if key in ("prior", "tilt_series", "tlt", "prior_file", "out", "odd", "pool"):
+        if key in ("prior", "tilt_series", "tlt", "prior_file", "out", "odd", "pool", "even",
+                   "candidates"):
             assert Path(str(v)).name == Path(value).name, key
         else:
             assert v == value, (key, v, value)

@@ -13,12 +13,14 @@ import csv
 import numpy as np
 import pytest
 import yaml
+import zarr
 from scipy import ndimage
 
 from scnet_dask.commands import score as score_cmd
 from scnet_dask.config import ScoreConfig, TrainConfig
 from scnet_dask.engine.train import train
 from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
 from tests.conftest import run_cli, write_mrc
 from tests.test_denoise import structured
 from tests.test_noise2noise import run_cli_ok
@@ -131,3 +133,29 @@ def test_cli_writes_tables_and_a_rerun_resumes(small_halves, tmp_path, capsys, m
     code, stdout, err = run_cli(["score", even, odd, "--out", out, "--candidates", c], capsys)
     assert code == 0, err
     assert not list((out / ".score" / "volumes").iterdir())  # volumes are not kept
+
+
+def test_denoise_auto_delivers_the_best_scored_candidate(small_halves, tmp_path, capsys):
+    _, even, odd, e, o = small_halves
+    full = write_mrc(tmp_path / "full.mrc", (e + o) / 2, 10.0)
+    c = _candidates(tmp_path / "c.yaml", [
+        {"name": "identity", "method": "none"},
+        *({"name": f"g{x}", "method": "gaussian", "sigma": x} for x in (0.5, 1.0, 3.0)),
+    ])  # fmt: skip
+    out = tmp_path / "auto.zarr"
+    code, stdout, err = run_cli(["denoise", full, out, "--method", "auto", "--even", even,
+                                 "--odd", odd, "--candidates", c], capsys)  # fmt: skip
+    assert code == 0, err
+    rows = score_cmd.score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s", candidates=c))
+    best = next(r for r in rows if r["method"] != "none")["candidate"]
+    assert f"--method auto picked {best}" in stdout
+    prov = zarr.open_group(str(out)).attrs["scnet_dask"]["provenance"][-1]
+    assert prov["method"] == "gaussian" and prov["auto"]["picked"] == best
+    assert [r["candidate"] for r in prov["auto"]["score"]] == [r["candidate"] for r in rows]
+    ref = tmp_path / "ref.zarr"
+    sigma = {"g0.5": "0.5", "g1.0": "1.0", "g3.0": "3.0"}[best]
+    assert run_cli(["denoise", full, ref, "--method", "gaussian", "--sigma", sigma], capsys)[0] == 0
+    np.testing.assert_array_equal(open_source(out).data.compute(), open_source(ref).data.compute())
+    assert not (tmp_path / ".auto.zarr.score").exists()  # the work folder goes once done
+    code, _, err = run_cli(["denoise", full, tmp_path / "x.zarr", "--method", "auto"], capsys)
+    assert code == 1 and "--method auto needs --even and --odd" in err

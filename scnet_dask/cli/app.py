@@ -36,6 +36,7 @@ from scnet_dask.cli.per_method import (
     method_option,
     without_fields,
 )
+from scnet_dask.commands import auto as auto_cmd
 from scnet_dask.commands import convert as convert_cmd
 from scnet_dask.commands import denoise as denoise_cmd
 from scnet_dask.commands import export as export_cmd
@@ -176,7 +177,10 @@ def _denoise(method: str = "scnet") -> click.Command:
             raise click.UsageError(f"expected INPUT [CHECKPOINT] OUTPUT, got {len(paths)} paths")
         with on_cluster(kwargs):
             cfg = build_config(DenoiseConfig, input=inp, checkpoint=ckpt, output=outp, **kwargs)
-            s = denoise_cmd.denoise(cfg)
+            s = auto_cmd.denoise_auto(cfg) if cfg.method == "auto" else denoise_cmd.denoise(cfg)
+        if "auto" in s:
+            click.echo(f"--method auto picked {s['auto']['picked']} (best of "
+                       f"{len(s['auto']['score'])} candidates by the half-split score)")
         st = s["statistics"]
         click.echo(
             f"wrote {s['output']}: {s['method']}, shape {tuple(s['shape'])}, "

@@ -53,6 +53,11 @@ def run_dataset_denoise(
         )
     if dcfg.out_dir is None:
         raise InputError("--dataset needs --out-dir DIR for the denoised tomograms")
+    if kwargs.get("method") == "auto":
+        raise InputError(
+            "--method auto scores one volume's halves; with --dataset run 'scnet-dask score' "
+            "on one tomogram's halves and denoise the dataset with the winner"
+        )
     ckpt = paths[0] if paths else None
     overwrite = bool(kwargs.pop("overwrite", None))
     kwargs.pop("resume", None)  # a dataset always continues half-done tomograms

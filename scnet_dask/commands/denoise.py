@@ -186,6 +186,7 @@ def denoise(
     show_progress: bool = True,
     vol: Volume | None = None,
     inputs: Sequence[Path] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Denoise ``cfg.input`` into ``cfg.output`` (OME-Zarr, MRC or TIFF).
 
@@ -199,6 +200,8 @@ def denoise(
         The volume to denoise when it is not ``cfg.input`` as a file (a dataset tomogram's
         mean of halves); ``inputs`` then lists the files it is made of (their content
         signatures decide whether a partial output resumes).
+    extra
+        More provenance for the output (e.g. ``--method auto``'s score table).
 
     Returns
     -------
@@ -246,6 +249,7 @@ def denoise(
         separate_reads=annotations is not None,
     )
     details.update(_tiling_details(cfg, tile, geom, sides))
+    details.update(extra or {})
     attrs = volume_attrs(target, "denoise", vol, input=str(src.resolve()), **details)
     sig = _signature(cfg, vol, details, inputs)
     try:

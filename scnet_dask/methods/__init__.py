@@ -38,6 +38,7 @@ file itself and trains and denoises with it through the CLI.
 
 from __future__ import annotations
 
+from scnet_dask.methods.auto import Auto
 from scnet_dask.methods.base import (
     Geometry,
     Method,
@@ -82,6 +83,7 @@ __all__ = [
 #: The built-in methods, registered in this order (the order of ``--method`` choices).
 BUILTIN: tuple[type[Method], ...] = (
     Scnet, N2v, N2n, S2s, FourierN2n, Nmsg, Supervised, VemN2n, Gaussian, Lowpass, Topaz3d, Bm4d,
+    Auto,
 )  # fmt: skip
 
 for _cls in BUILTIN:
