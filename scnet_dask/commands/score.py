@@ -52,7 +52,7 @@ from scnet_dask.methods.runtime import file_sha256
 from scnet_dask.science.metrics import fsc, fsc_eo, resolution_angstrom
 from scnet_dask.science.stats import compute_statistics
 
-__all__ = ["DEFAULT_CANDIDATES", "load_candidates", "half_noise", "score"]
+__all__ = ["DEFAULT_CANDIDATES", "candidate_slug", "load_candidates", "half_noise", "score"]
 
 #: The default candidate set: the identity, a Gaussian σ grid, two low-pass filters, Topaz-3D.
 DEFAULT_CANDIDATES: list[dict[str, Any]] = [
@@ -67,7 +67,8 @@ DEFAULT_CANDIDATES: list[dict[str, Any]] = [
 _DIR = ".score"
 
 
-def _slug(name: str) -> str:
+def candidate_slug(name: str) -> str:
+    """The file-name form of a candidate's name (its files in ``.score/``)."""
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "candidate"
 
 
@@ -104,7 +105,7 @@ def load_candidates(path: Path | None) -> list[MethodSpec]:
             spec = MethodSpec(**m)
         except (ValueError, TypeError) as e:
             raise InputError(f"{path}: candidate {m!r}: {str(e).splitlines()[0]}") from None
-        slug = _slug(spec.name)
+        slug = candidate_slug(spec.name)
         if slug in seen:
             raise InputError(f"{path}: candidates {seen[slug]!r} and {spec.name!r} share a name")
         seen[slug] = spec.name
@@ -175,7 +176,7 @@ def _identity(spec: MethodSpec, cfg: ScoreConfig) -> str:
         "spec": spec.model_dump(mode="json"),
         "halves": [source_signature(Path(p)) for p in (cfg.even, cfg.odd)],
         "checkpoints": [file_sha256(c) if c else None for c in cks],
-        "chunks": cfg.chunks, "fsc_edge": cfg.fsc_edge,
+        "chunks": cfg.chunks, "fsc_edge": cfg.fsc_edge, "keep_volumes": cfg.keep_volumes,
     }, sort_keys=True, default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -204,7 +205,7 @@ def _score_one(spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float) -> 
     errors, outs, scored = [], {}, []
     for label, src, other, ck in _plan(spec, cfg):
         half = "even" if label.startswith("even") else "odd"
-        den = _denoised(spec, src, work / f"{_slug(spec.name)}_{half}.zarr", ck, cfg)
+        den = _denoised(spec, src, work / f"{candidate_slug(spec.name)}_{half}.zarr", ck, cfg)
         outs[half] = den
         err = float(_mse(_lazy(den), _lazy(other)).compute())
         row[f"error_{half}"] = err
@@ -222,9 +223,10 @@ def _score_one(spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float) -> 
         row["fsc_0143_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.143)
         row["fsc_05_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.5)
     lazy = _lazy(outs.get("even", next(iter(outs.values()))))
-    np.save(Path(cfg.out) / _DIR / f"{_slug(spec.name)}.npy", lazy[lazy.shape[0] // 2].compute())
+    mid = lazy[lazy.shape[0] // 2].compute()
+    np.save(Path(cfg.out) / _DIR / f"{candidate_slug(spec.name)}.npy", mid)
     for den in outs.values():  # the row is what is kept: disk does not grow with candidates
-        if Path(den).parent == work:
+        if Path(den).parent == work and not cfg.keep_volumes:
             shutil.rmtree(den, ignore_errors=True)
     row["scored"] = "; ".join(scored)
     row["seconds"] = time.perf_counter() - t0
@@ -257,7 +259,7 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
         key = _identity(spec, cfg)
-        cache = done / f"{_slug(spec.name)}.json"
+        cache = done / f"{candidate_slug(spec.name)}.json"
         if cache.exists() and not cfg.overwrite:
             old = json.loads(cache.read_text())
             if old.get("identity") == key:
@@ -307,7 +309,7 @@ def _write(rows: list[dict[str, Any]], out: Path, cfg: ScoreConfig, noise: float
     fig = Figure(figsize=(2.6 * len(top), 2.9))
     axes = np.atleast_1d(fig.subplots(1, len(top)))
     for ax, r in zip(axes, top, strict=True):
-        img = np.load(out / _DIR / f"{_slug(r['candidate'])}.npy")
+        img = np.load(out / _DIR / f"{candidate_slug(r['candidate'])}.npy")
         lo, hi = np.percentile(img, (1, 99))
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(f"{r['rank']}. {r['candidate']}", fontsize=8)

@@ -27,6 +27,9 @@ class ScoreConfig(StrictModel):
     fsc_edge: int = Field(
         128, ge=16, description="Edge (voxels) of the central box the FSC_e/o is computed in."
     )
+    keep_volumes: bool = Field(
+        False, description="Keep each candidate's denoised halves in DIR/.score/volumes."
+    )
     top: int = Field(4, ge=1, le=12, description="Candidates shown in slices.png.")
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
     overwrite: bool = Field(False, description="Rescore every candidate (default: resume).")

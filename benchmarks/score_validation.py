@@ -1,0 +1,184 @@
+"""Does ``score`` rank candidates as the ground truth does? Spearman ρ and the PSNR lost.
+
+For every dataset with even/odd halves and a ground truth, ``score`` ranks the default
+candidates (identity, Gaussian σ 0.5/1/1.5/2/3, low-pass 30/60 Å, Topaz-3D: 9) by their
+half-split error. The truth: each candidate's PSNR (after the affine fit, as the quality
+benchmark reports it) against the reference,
+
+- ``halves``: of the very outputs the score measured (each half denoised), averaged;
+- ``full``: of the candidate applied to the full volume — what a user then delivers.
+
+Reported per dataset: Spearman ρ between the score's ranking and each true ranking, and the
+PSNR lost by delivering the score's pick instead of the true best (on the full volume).
+
+Datasets:
+- frame-split halves (independent noise on the same projections): ``temsim`` (two detector
+  reads of one tilt series, WBP; reference ``rec_clean``) and ``rec15-frame`` (the quality
+  benchmark's rec15 projections of ``temsim/rec_clean.mrc`` with two independent noise draws of
+  σ 15·√2 each on every tilt, WBP of each: their mean has rec15's noise);
+- tilt-split halves (what ``simulate`` writes: even / odd tilts): ``rec10``, ``rec15``,
+  ``rec20`` and ``mt15`` (``real/14pf_MT.tif``).
+
+    python benchmarks/score_validation.py --work /tmp/sv [--datasets temsim,rec15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from scipy import stats
+
+from scnet_dask.commands.denoise import denoise
+from scnet_dask.commands.score import DEFAULT_CANDIDATES, candidate_slug, score
+from scnet_dask.commands.simulate import parse_tilts, simulate
+from scnet_dask.config import DenoiseConfig, ScoreConfig
+from scnet_dask.io import open_source
+from scnet_dask.science.metrics import psnr
+from scnet_dask.science.recon import project, wbp
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_dataset import _write  # type: ignore[import-not-found]  # noqa: E402
+from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
+
+ALL = "temsim,rec15-frame,rec10,rec15,rec20,mt15"
+
+
+def _read(p: Path) -> np.ndarray:
+    return np.asarray(open_source(p).data, dtype=np.float32)
+
+
+def _simulated(work: Path, kind: str) -> Path:
+    sim = work / f"sim_{kind}"
+    src = {"rec": SHARED / "temsim" / "rec_clean.mrc", "mt": SHARED / "real" / "14pf_MT.tif"}
+    if not (sim / "manifest.json").exists():
+        simulate(src[kind], sim, (10.0, 15.0, 20.0), "-60:60:2", 0, "mrc", True)
+    return sim
+
+
+def _frame_split(work: Path) -> dict[str, Path]:
+    """rec15's projections with two independent noise draws (σ 15·√2), each reconstructed."""
+    d = work / "rec15-frame"
+    out = {"even": d / "even.mrc", "odd": d / "odd.mrc", "full": d / "full.mrc",
+           "reference": _simulated(work, "rec") / "ground_truth.mrc"}  # fmt: skip
+    if out["full"].exists():
+        return out
+    d.mkdir(parents=True, exist_ok=True)
+    gt = open_source(out["reference"])
+    angles = parse_tilts("-60:60:2")
+    ts = project(gt.data.astype(np.float32), angles, slab=32)
+    lo, hi = da.compute(ts.min(), ts.max())
+    ts = ((ts - lo) * (255.0 / float(hi - lo))).astype(np.float32)
+    nz = int(gt.data.shape[0])
+    halves = []
+    for name, seed in (("even", 11), ("odd", 12)):
+        rng = da.random.default_rng(seed)
+        noise = rng.normal(0.0, 15.0 * np.sqrt(2.0), size=ts.shape, chunks=ts.chunks)
+        rec = np.asarray(wbp((ts + noise).astype(np.float32), angles, nz, slab=32).compute())
+        _write(out[name], rec, float(gt.voxel_size_angstrom[-1]))
+        halves.append(rec)
+    _write(out["full"], (halves[0] + halves[1]) / 2, float(gt.voxel_size_angstrom[-1]))
+    return out
+
+
+def dataset(work: Path, name: str) -> dict[str, Path]:
+    """even, odd, full and reference paths of one dataset."""
+    if name == "temsim":
+        t, d = SHARED / "temsim", work / "temsim"
+        d.mkdir(parents=True, exist_ok=True)
+        if not (d / "full.mrc").exists():
+            mean_mrc(t / "rec_even.mrc", t / "rec_odd.mrc", d / "full.mrc")
+        return {"even": t / "rec_even.mrc", "odd": t / "rec_odd.mrc", "full": d / "full.mrc",
+                "reference": t / "rec_clean.mrc"}  # fmt: skip
+    if name == "rec15-frame":
+        return _frame_split(work)
+    kind, sigma = name[:-2], name[-2:]
+    sim = _simulated(work, kind)
+    return {"even": sim / f"rec_even_sigma{sigma}.mrc", "odd": sim / f"rec_odd_sigma{sigma}.mrc",
+            "full": sim / f"rec_all_sigma{sigma}.mrc",
+            "reference": sim / "ground_truth.mrc"}  # fmt: skip
+
+
+def _full_output(spec: dict[str, Any], full: Path, out: Path, device: str) -> Path:
+    if spec["method"] == "none":
+        return full
+    if not out.exists():
+        opts = {k: v for k, v in spec.items() if k not in ("name",)}
+        denoise(DenoiseConfig.model_validate({"input": full, "output": out, "overwrite": True,
+                                              "device": device, "chunks": 64, **opts}),
+                show_progress=False)  # fmt: skip
+    return out
+
+
+def validate(work: Path, name: str, device: str) -> dict[str, Any]:
+    """The score's table for ``name`` beside the true PSNRs; ρ and the PSNR lost."""
+    data = dataset(work, name)
+    d = work / "score" / name
+    t0 = time.perf_counter()
+    rows = score(ScoreConfig(even=data["even"], odd=data["odd"], out=d, keep_volumes=True,
+                             device=device))  # fmt: skip
+    seconds = time.perf_counter() - t0
+    ref = _read(data["reference"])
+    specs = {c["name"]: c for c in DEFAULT_CANDIDATES}
+    for r in rows:
+        vols = d / ".score" / "volumes"
+        slug = candidate_slug(r["candidate"])
+        halves = [data[h] if r["method"] == "none" else vols / f"{slug}_{h}.zarr"
+                  for h in ("even", "odd")]  # fmt: skip
+        r["psnr_halves"] = float(np.mean([psnr(_read(h), ref) for h in halves]))
+        full = _full_output(specs[r["candidate"]], data["full"],
+                            work / "full" / name / f"{slug}.zarr", device)  # fmt: skip
+        r["psnr_full"] = psnr(_read(full), ref)
+    by_score = [-r["half_error"] for r in rows]
+    rho_h = float(stats.spearmanr(by_score, [r["psnr_halves"] for r in rows]).statistic)
+    rho_f = float(stats.spearmanr(by_score, [r["psnr_full"] for r in rows]).statistic)
+    best_full = max(r["psnr_full"] for r in rows)
+    lost = best_full - rows[0]["psnr_full"]
+    return {"dataset": name, "rho_halves": rho_h, "rho_full": rho_f, "lost_db": lost,
+            "pick": rows[0]["candidate"],
+            "true_best": max(rows, key=lambda r: r["psnr_full"])["candidate"],
+            "score_seconds": seconds,
+            "rows": [{k: r[k] for k in ("candidate", "half_error", "psnr_estimate",
+                                        "psnr_halves", "psnr_full")} for r in rows]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--datasets", default=ALL)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in a.datasets.split(","):
+        res = validate(a.work, name, a.device)
+        results.append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+    lines = ["| dataset | halves | ρ (halves) | ρ (full) | pick | true best (full) | "
+             "PSNR lost (dB) | score s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        split = "frame" if r["dataset"] in ("temsim", "rec15-frame") else "tilt"
+        lines.append(f"| {r['dataset']} | {split} | {r['rho_halves']:.3f} | {r['rho_full']:.3f} "
+                     f"| {r['pick']} | {r['true_best']} | {r['lost_db']:.2f} | "
+                     f"{r['score_seconds']:.0f} |")  # fmt: skip
+    for r in results:
+        lines += ["", f"#### {r['dataset']}", "",
+                  "| candidate | half error | PSNR estimate | true PSNR halves | true PSNR full |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {x['candidate']} | {x['half_error']:.5g} | {x['psnr_estimate']:.2f} | "
+                  f"{x['psnr_halves']:.2f} | {x['psnr_full']:.2f} |" for x in r["rows"]]
+    text = "\n".join(lines)
+    (a.work / "results.md").write_text(text + "\n")
+    (a.work / "results.json").write_text(json.dumps(results, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
