@@ -61,8 +61,12 @@ def test_identity_scores_the_halves_mse(small_halves, tmp_path):
     rows = score_cmd.score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s", candidates=c))
     mse = float(np.mean((e.astype(np.float64) - o) ** 2))
     assert rows[0]["half_error"] == pytest.approx(mse, rel=1e-6)
-    # the noise variance of a half is half the halves' MSE: the identity's MSE estimate is σ²
-    assert rows[0]["mse_estimate"] == pytest.approx(mse / 2, rel=1e-6)
+    # after the best scale and offset of one half against the other, both directions
+    x, y = e.astype(np.float64).ravel(), o.astype(np.float64).ravel()
+    cov = np.cov(x, y, bias=True)[0, 1]
+    fitted = (y.var() - cov**2 / x.var() + x.var() - cov**2 / y.var()) / 2
+    assert rows[0]["half_error_fit"] == pytest.approx(fitted, rel=1e-5)
+    assert rows[0]["mse_estimate"] == pytest.approx(fitted - mse / 2, rel=1e-4)
 
 
 def test_gaussian_grid_is_ranked_as_the_true_error_and_psnr_is_close(halves, tmp_path):
@@ -74,10 +78,13 @@ def test_gaussian_grid_is_ranked_as_the_true_error_and_psnr_is_close(halves, tmp
     rows = score_cmd.score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s", candidates=c))
     _, rng = score_cmd.half_noise(even, odd)
     true = {}
-    for x in sigmas:  # the true error of each half's output against the clean signal
-        mse = np.mean([np.mean((ndimage.gaussian_filter(h, x, mode="reflect") - s) ** 2)
-                       for h in (e, o)])  # fmt: skip
-        true[f"g{x}"] = 10 * np.log10(rng * rng / mse)
+    ref = s.astype(np.float64).ravel()
+    for x in sigmas:  # the true error of each half's output against the clean signal, fitted
+        errs = []
+        for h in (e, o):
+            g = ndimage.gaussian_filter(h, x, mode="reflect").astype(np.float64).ravel()
+            errs.append(ref.var() - np.cov(g, ref, bias=True)[0, 1] ** 2 / g.var())
+        true[f"g{x}"] = 10 * np.log10(rng * rng / np.mean(errs))
     ranked = [r["candidate"] for r in rows]
     assert ranked == sorted(true, key=lambda k: -true[k])
     assert true[ranked[0]] - true[ranked[-1]] > 1.0  # a ranking with something to rank

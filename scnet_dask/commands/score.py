@@ -4,9 +4,12 @@ Each candidate denoises one half and is compared with the other. For a denoiser 
 never saw the other half's noise, ``E|f(even) - odd|² = E|f(even) - s|² + E|n_odd|²``: the
 half-split error ranks candidates as their true error against the clean signal ``s`` would
 (exactly for halves with independent noise on one signal — frame-split halves; approximately
-for tilt-split halves, whose signals differ slightly). Both directions are averaged. The noise
-variance of a half, ``E|even - odd|² / 2``, turns the error into an estimate of the true mean
-squared error and a PSNR over ``R``, the 0.1-99.9 % range of the halves' mean smoothed by
+for tilt-split halves, whose signals differ slightly). Candidates are ranked by the error after
+the best scale and offset of the output (``half_error_fit``: the quality benchmark's PSNR is
+measured after the same fit, and a shrinking filter is not rewarded for shrinking), the raw
+error beside it. Both directions are averaged. The noise variance of a half,
+``E|even - odd|² / 2``, turns the fitted error into an estimate of the true mean squared error
+and a PSNR over ``R``, the 0.1-99.9 % range of the halves' mean smoothed by
 σ 1 voxel (a stand-in for the signal's range; the same for every candidate).
 
 **No leakage**: a trained candidate is scored only with models trained on one half
@@ -158,6 +161,25 @@ def _mse(a: da.Array, b: da.Array) -> da.Array:
     return (d * d).mean()
 
 
+def _errors(f: da.Array, o: da.Array) -> tuple[float, float]:
+    """(mean squared error of ``f`` against ``o``, the same after the best ``a·f + b``); one pass.
+
+    The fitted error, ``var(o) - cov(f, o)² / var(f)``, is what the PSNR after the
+    scale-and-offset fit (:mod:`scnet_dask.science.metrics`) measures against a reference:
+    a candidate that rescales its output (a shrinking filter, a network in other units) is
+    not rewarded or penalised for the scale alone.
+    """
+    a = f.astype(np.float64)
+    b = o.rechunk(f.chunks).astype(np.float64)
+    n = float(np.prod(f.shape))
+    sa, sb, saa, sbb, sab = (float(v) / n for v in da.compute(
+        a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()))  # fmt: skip
+    raw = saa + sbb - 2 * sab
+    var_a, var_b, cov = saa - sa * sa, sbb - sb * sb, sab - sa * sb
+    fitted = var_b - cov * cov / var_a if var_a > 0 else var_b
+    return raw, max(fitted, 0.0)
+
+
 def half_noise(even: Path, odd: Path) -> tuple[float, float]:
     """(noise variance of one half ``E|even - odd|² / 2``, the signal range ``R``); one pass."""
     e, o = _lazy(even), _lazy(odd)
@@ -173,6 +195,7 @@ def _identity(spec: MethodSpec, cfg: ScoreConfig) -> str:
     """What a candidate's result depends on: its spec, the halves, its checkpoints' bytes."""
     cks = [spec.checkpoint_even, spec.checkpoint_odd, spec.checkpoint]
     blob = json.dumps({
+        "version": 2,  # what a row holds (2: the fitted error)
         "spec": spec.model_dump(mode="json"),
         "halves": [source_signature(Path(p)) for p in (cfg.even, cfg.odd)],
         "checkpoints": [file_sha256(c) if c else None for c in cks],
@@ -181,13 +204,22 @@ def _identity(spec: MethodSpec, cfg: ScoreConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _denoised(spec: MethodSpec, src: Path, out: Path, ck: Path | None, cfg: ScoreConfig) -> Path:
+def _denoised(
+    spec: MethodSpec, src: Path, out: Path, ck: Path | None, cfg: ScoreConfig, key: str
+) -> Path:
+    """The candidate's output for one half (a kept one of this identity is reused)."""
     if spec.method == "none":
         return src
+    stamp = out.with_name(out.name + ".identity")
+    if cfg.keep_volumes and out.exists() and stamp.is_file() and stamp.read_text() == key:
+        return out
+    stamp.unlink(missing_ok=True)
     denoise(DenoiseConfig(
         input=src, output=out, checkpoint=ck, method=spec.method, halo=spec.halo,
         chunks=spec.chunks or cfg.chunks, device=cfg.device, overwrite=True, **spec.options(),
     ), show_progress=False)  # fmt: skip
+    if cfg.keep_volumes:
+        stamp.write_text(key)
     return out
 
 
@@ -196,23 +228,28 @@ def _central_box(shape: tuple[int, ...], edge: int) -> tuple[slice, ...]:
                  for n in shape)  # fmt: skip
 
 
-def _score_one(spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float) -> dict[str, Any]:
+def _score_one(
+    spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float, key: str
+) -> dict[str, Any]:
     """Denoise each half the spec allows and measure it against the other half."""
     t0 = time.perf_counter()
     work = Path(cfg.out) / _DIR / "volumes"
     work.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"candidate": spec.name, "method": spec.method}
-    errors, outs, scored = [], {}, []
+    errors, fitted, outs, scored = [], [], {}, []
     for label, src, other, ck in _plan(spec, cfg):
         half = "even" if label.startswith("even") else "odd"
-        den = _denoised(spec, src, work / f"{candidate_slug(spec.name)}_{half}.zarr", ck, cfg)
+        name = work / f"{candidate_slug(spec.name)}_{half}.zarr"
+        den = _denoised(spec, src, name, ck, cfg, key)
         outs[half] = den
-        err = float(_mse(_lazy(den), _lazy(other)).compute())
+        err, fit = _errors(_lazy(den), _lazy(other))
         row[f"error_{half}"] = err
         errors.append(err)
+        fitted.append(fit)
         scored.append(f"{Path(ck).name if ck else spec.method} on {half}")
     row["half_error"] = float(np.mean(errors))
-    mse = row["half_error"] - noise
+    row["half_error_fit"] = float(np.mean(fitted))
+    mse = row["half_error_fit"] - noise
     row["mse_estimate"] = mse
     row["psnr_estimate"] = 10 * math.log10(rng * rng / mse) if mse > 0 else math.inf
     row["fsc_0143_angstrom"] = row["fsc_05_angstrom"] = math.nan
@@ -228,12 +265,14 @@ def _score_one(spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float) -> 
     for den in outs.values():  # the row is what is kept: disk does not grow with candidates
         if Path(den).parent == work and not cfg.keep_volumes:
             shutil.rmtree(den, ignore_errors=True)
+            Path(str(den) + ".identity").unlink(missing_ok=True)
     row["scored"] = "; ".join(scored)
     row["seconds"] = time.perf_counter() - t0
     return row
 
 
-COLUMNS = ["rank", "candidate", "method", "half_error", "mse_estimate", "psnr_estimate",
+COLUMNS = ["rank", "candidate", "method", "half_error_fit", "half_error", "mse_estimate",
+           "psnr_estimate",
            "error_even", "error_odd", "fsc_0143_angstrom", "fsc_05_angstrom", "scored",
            "seconds"]  # fmt: skip
 
@@ -265,12 +304,12 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
             if old.get("identity") == key:
                 rows.append(old["row"])
                 continue
-        row = _score_one(spec, cfg, noise, rng)
+        row = _score_one(spec, cfg, noise, rng, key)
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"identity": key, "row": row}))
         tmp.replace(cache)
         rows.append(row)
-    rows.sort(key=lambda r: r["half_error"])
+    rows.sort(key=lambda r: r["half_error_fit"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
     _write(rows, out, cfg, noise, rng)
@@ -291,19 +330,21 @@ def _write(rows: list[dict[str, Any]], out: Path, cfg: ScoreConfig, noise: float
         f"Halves: {cfg.even} / {cfg.odd}; noise variance of a half {noise:.5g}, signal range "
         f"R {rng:.5g} (0.1-99.9 % of the halves' mean, σ 1 voxel).",
         "",
-        "| rank | candidate | half error | MSE estimate | PSNR estimate (dB) | FSC_e/o 0.143 (Å) "
-        "| FSC_e/o 0.5 (Å) | scored | s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rank | candidate | half error (fitted) | half error | MSE estimate | PSNR estimate "
+        "(dB) | FSC_e/o 0.143 (Å) | FSC_e/o 0.5 (Å) | scored | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['rank']} | {r['candidate']} | {r['half_error']:.5g} | "
+            f"| {r['rank']} | {r['candidate']} | {r['half_error_fit']:.5g} | "
+            f"{r['half_error']:.5g} | "
             f"{r['mse_estimate']:.4g} | {fmt(r['psnr_estimate'], 2)} | "
             f"{fmt(r['fsc_0143_angstrom'], 1)} | {fmt(r['fsc_05_angstrom'], 1)} | "
             f"{r['scored']} | {r['seconds']:.0f} |"
         )
-    lines += ["", "Lower half error is better: each candidate denoised one half and was "
-              "compared with the other, whose noise it never saw."]  # fmt: skip
+    lines += ["", "Ranked by the fitted half error (lower is better): each candidate denoised one "
+              "half and was compared with the other, whose noise it never saw, after the best "
+              "scale and offset (as the PSNR of the quality benchmark); the raw error beside."]
     (out / "score.md").write_text("\n".join(lines) + "\n")
     top = rows[: cfg.top]
     fig = Figure(figsize=(2.6 * len(top), 2.9))
