@@ -155,15 +155,17 @@ def _check_voxel_spread(entries: list[dict[str, Any]], strict: bool, source: str
     return median
 
 
-def _mask_weight(noisy: da.Array, path: Path, region: Any, patch: tuple[int, int, int]) -> float:
-    """Foreground mask of a coarse level, saved at ``path``; the weight it gives (voxels)."""
+def _mask_weight(
+    noisy: da.Array, path: Path, region: Any, patch: tuple[int, int, int]
+) -> tuple[float, int]:
+    """Foreground mask of a coarse level, saved at ``path``; its weight (voxels) and factor."""
     factor = max(1, math.ceil(max(noisy.shape) / MASK_EDGE))
     level = da.coarsen(np.mean, noisy.astype(np.float64), dict.fromkeys(range(3), factor),
                        trim_excess=True).compute()  # fmt: skip
     mask = foreground_mask(level)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, mask)
-    return float(len(mask_centres(mask, factor, region, patch))) * factor**3
+    return float(len(mask_centres(mask, factor, region, patch))) * factor**3, factor
 
 
 def _entry(
@@ -209,9 +211,10 @@ def _entry(
     if cfg.foreground_mask and role == "train":
         rel = f"masks/{t.name}.npy"
         noisy = arrays.get("noisy", arrays[next(iter(arrays))])
-        entry["weight"] = _mask_weight(noisy, Path(cfg.out) / rel, region, patch)
+        entry["weight"], entry["mask_factor"] = _mask_weight(
+            noisy, Path(cfg.out) / rel, region, patch
+        )
         entry["mask"] = rel
-        entry["mask_factor"] = max(1, math.ceil(max(shape) / MASK_EDGE))
         if entry["weight"] <= 0:
             raise InputError(
                 f"{t.files[0]}: tomogram {t.name!r}: the foreground mask is empty inside the "

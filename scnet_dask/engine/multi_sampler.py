@@ -25,6 +25,7 @@ from scnet_dask.engine.sampling import (
     Region,
     apply_augmentation,
     draw_augmentation,
+    draw_origin,
     mask_centres,
     patch_shape_of,
 )
@@ -176,10 +177,6 @@ class MultiSampler(PrefetchingSampler):
         self._queue = []
         self.wait_seconds = 0.0
 
-    def probabilities(self) -> np.ndarray:
-        """Each tomogram's probability of being drawn (sums to 1)."""
-        return np.diff(self.cumulative, prepend=0.0)
-
     def _centres(self, i: int) -> np.ndarray:
         entry = self.pool.get(i)
         if entry.centres is None:
@@ -198,18 +195,9 @@ class MultiSampler(PrefetchingSampler):
         """Draw one (tomogram index, patch origin (z, y, x)) and its augmentation code."""
         i = int(np.searchsorted(self.cumulative, self.rng.random(), side="right"))
         i = min(i, len(self.members) - 1)
-        region = self.members[i].region
-        if self.foreground:
-            centres = self._centres(i)
-            c = centres[self.rng.integers(len(centres))]
-            origin = tuple(int(v) - p // 2 for v, p in zip(c, self.shape, strict=True))
-        else:
-            origin = tuple(
-                int(self.rng.integers(a, b - p + 1))
-                for a, b, p in zip(region.start, region.stop, self.shape, strict=True)
-            )
-        aug = draw_augmentation(self.rng, self.planes, self.augment)
-        return (i, origin), aug  # type: ignore[return-value]
+        centres = self._centres(i) if self.foreground else None
+        origin = draw_origin(self.rng, self.members[i].region, self.shape, centres)
+        return (i, origin), draw_augmentation(self.rng, self.planes, self.augment)
 
     def batch_names(self) -> list[str]:
         """The input names, the keys of a batch."""

@@ -102,7 +102,6 @@ class _Run:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)
         self.epoch = 0
         self.best_val = math.inf
-        self.last_val = math.nan
         self.val_set = (
             self._validation_set(arrays) if self.dataset is None else self.dataset.val_set
         )

@@ -28,6 +28,7 @@ __all__ = [
     "patch_shape_of",
     "apply_augmentation",
     "draw_augmentation",
+    "draw_origin",
     "PrefetchingSampler",
 ]
 
@@ -295,15 +296,8 @@ class PatchSampler(PrefetchingSampler):
     # --- drawing (main thread, deterministic) -------------------------------------------
     def draw(self) -> tuple[tuple[int, int, int], tuple[int, ...]]:
         """Draw one patch origin (z, y, x) and its augmentation code."""
-        if self._centres is not None:
-            c = self._centres[self.rng.integers(len(self._centres))]
-            origin = tuple(int(v) - p // 2 for v, p in zip(c, self.shape, strict=True))
-        else:
-            origin = tuple(
-                int(self.rng.integers(a, b - p + 1))
-                for a, b, p in zip(self.region.start, self.region.stop, self.shape, strict=True)
-            )
-        return origin, draw_augmentation(self.rng, self.planes, self.augment)  # type: ignore[return-value]
+        origin = draw_origin(self.rng, self.region, self.shape, self._centres)
+        return origin, draw_augmentation(self.rng, self.planes, self.augment)
 
     # --- reading (worker threads) ---------------------------------------------------------
     def choose(self) -> list[str] | None:
@@ -354,6 +348,24 @@ class PatchSampler(PrefetchingSampler):
             return [(self.draw()[0], (0, 0, 0, 0, 0), self.choose()) for _ in range(n)]
         finally:
             self.rng = saved
+
+def draw_origin(
+    rng: np.random.Generator,
+    region: Region,
+    patch: tuple[int, int, int],
+    centres: np.ndarray | None = None,
+) -> tuple[int, int, int]:
+    """A random patch origin (z, y, x): uniform in ``region``, or a ``centres`` row - patch // 2."""
+    if centres is not None:
+        c = centres[rng.integers(len(centres))]
+        z, y, x = (int(v) - p // 2 for v, p in zip(c, patch, strict=True))
+    else:
+        z, y, x = (
+            int(rng.integers(a, b - p + 1))
+            for a, b, p in zip(region.start, region.stop, patch, strict=True)
+        )
+    return z, y, x
+
 
 def draw_augmentation(
     rng: np.random.Generator, planes: str, augment: bool

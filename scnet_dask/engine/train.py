@@ -100,11 +100,12 @@ def _train(
                 run.sampler.reset_queue()
                 run.epoch = epoch
                 if lead:  # the epoch's last row carries its validation columns
-                    last.update(_validate(run))
+                    columns, val = _validate(run)
+                    last.update(columns)
                 writer.writerow(last)
                 logf.flush()
                 if lead:
-                    _end_epoch(run, epoch, log_path, last)
+                    _end_epoch(run, epoch, log_path, val)
         finally:
             run.sampler.close()
     if not lead:
@@ -201,25 +202,24 @@ def _run_epoch(
     return times, row
 
 
-def _validate(run: _Run) -> dict[str, Any]:
-    """Rank 0 at an epoch's end: the validation losses (``val`` and per held-back tomogram).
+def _validate(run: _Run) -> tuple[dict[str, Any], float]:
+    """Rank 0 at an epoch's end: the validation columns and the loss ``best.pt`` follows.
 
-    Sets ``run.last_val``: what ``best.pt`` follows — the mean over ``--val-tomograms`` when
-    there are any, else the held-back region's loss.
+    The columns (dataset runs): ``val`` and one per held-back tomogram. The loss: the mean over
+    ``--val-tomograms`` when there are any, else the held-back region's loss.
     """
     val = run.validate()
     tomos = run.validate_tomograms()
-    run.last_val = float(np.mean(list(tomos.values()))) if tomos else val
-    cols = run.validation_columns()
-    if not cols:
-        return {}
-    return {"val": f"{val:.6g}", **{f"val_{k}": f"{v:.6g}" for k, v in tomos.items()}}
+    follow = float(np.mean(list(tomos.values()))) if tomos else val
+    if not run.validation_columns():
+        return {}, follow
+    cols = {"val": f"{val:.6g}", **{f"val_{k}": f"{v:.6g}" for k, v in tomos.items()}}
+    return cols, follow
 
 
-def _end_epoch(run: _Run, epoch: int, log_path: Path, row: dict[str, Any]) -> None:
-    """Rank 0 at an epoch's end, after :func:`_validate`: ``last.pt`` / ``best.pt``, figures."""
+def _end_epoch(run: _Run, epoch: int, log_path: Path, val: float) -> None:
+    """Rank 0 at an epoch's end: ``last.pt`` / ``best.pt`` (by ``val``), figures."""
     out = Path(run.cfg.out)
-    val = run.last_val
     improved = not math.isnan(val) and val < run.best_val
     if improved:
         run.best_val = val
