@@ -264,8 +264,9 @@ class _Run:
             )
         old = {**data.get("config", {}), **data.get("options", {})}
         new = {**self.cfg.model_dump(mode="json"), **self.cfg.options.model_dump(mode="json")}
-        for key in ("features", "upsample", "patch_size"):
-            if key in new and old.get(key) != new[key]:
+        for key in ("features", "upsample", "upsample_axes", "patch_size"):
+            # a checkpoint from before upsample_axes existed up-sampled z and x
+            if key in new and old.get(key, "zx" if key == "upsample_axes" else None) != new[key]:
                 raise InputError(
                     f"{ck}: checkpoint was trained with {key}={old.get(key)!r}, "
                     f"this run asks for {new[key]!r}"

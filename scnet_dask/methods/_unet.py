@@ -34,6 +34,7 @@ __all__ = [
     "UNetMethod",
     "network_predictor",
     "network_geometry",
+    "unet_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ class UNetOptions(Options):
 
     features: int = Field(32, ge=1, description="Channels of every U-Net level (nch_ker).")
     upsample: bool = Field(True, description="SC-Net's 2x nearest up-sampling block along z and x.")
+    upsample_axes: Literal["zx", "yx"] = Field(
+        "zx",
+        description="Axes of the 2x up-sampling block: z and x (SC-Net's public code) or y "
+        "and x (NMSG's public code).",
+    )
 
 
 class NormaliseOption(Options):
@@ -224,12 +230,21 @@ def network_geometry(net: torch.nn.Module, post_sigma: float = 0.0) -> Geometry:
     )
 
 
+def unet_of(options: Any) -> SCNetUNet:
+    """The SC-Net U-Net of ``options`` (``features``, ``upsample``, ``upsample_axes``)."""
+    return SCNetUNet(
+        features=options.features,
+        upsample=options.upsample,
+        upsample_axes=getattr(options, "upsample_axes", "zx"),
+    )
+
+
 class UNetMethod(Method):
     """Base of the methods that train one :class:`SCNetUNet` called ``model``."""
 
     def build(self, options: Any) -> dict[str, torch.nn.Module]:
         """One SC-Net U-Net, ``model``."""
-        return {"model": SCNetUNet(features=options.features, upsample=options.upsample)}
+        return {"model": unet_of(options)}
 
     def forward(self, state: Any, x: torch.Tensor, train: bool) -> torch.Tensor:
         """Run ``model`` (its DDP wrapper while training) under bf16 autocast on CUDA."""

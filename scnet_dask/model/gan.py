@@ -97,8 +97,11 @@ class NoiseCritic(nn.Module):
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP's ``E[(||∇D(x̂)|| - 1)²]`` on random interpolates of ``real`` and ``fake``."""
-    eps = torch.rand(real.shape[0], 1, 1, 1, 1, device=real.device)
+    """WGAN-GP's ``E[(||∇D(x̂)|| - 1)²]`` on random interpolates of ``real`` and ``fake``.
+
+    ``real`` and ``fake`` are (B, 1, ...) batches of 2-D images or 3-D cubes.
+    """
+    eps = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), device=real.device)
     mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

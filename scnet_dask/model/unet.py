@@ -12,7 +12,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SCNetUNet", "TILE_MULTIPLE", "NET_REACH", "NET_REACH_HI"]
+__all__ = [
+    "SCNetUNet",
+    "TILE_MULTIPLE",
+    "NET_REACH",
+    "NET_REACH_HI",
+    "UPSAMPLE_AXES",
+    "upsample_factors",
+]
+
+#: Axes the 2x up-sampling block may act on: SC-Net's public code up-samples z and x (axes 0
+#: and 2), NMSG's public code y and x (axes 1 and 2).
+UPSAMPLE_AXES = ("zx", "yx")
+
+
+def upsample_factors(upsample: bool, axes: str = "zx") -> tuple[int, int, int]:
+    """Factor (z, y, x) of a 2x nearest up-sampling block on ``axes`` (``"zx"`` or ``"yx"``)."""
+    if axes not in UPSAMPLE_AXES:
+        raise ValueError(f"upsample axes must be one of {UPSAMPLE_AXES}, got {axes!r}")
+    if not upsample:
+        return (1, 1, 1)
+    f = tuple(2 if a in axes else 1 for a in "zyx")
+    return (f[0], f[1], f[2])
 
 #: Input edges must be multiples of this (four stride-2 convolutions).
 TILE_MULTIPLE = 16
@@ -61,8 +82,11 @@ class SCNetUNet(nn.Module):
     features
         Channels of every encoder level (the public code's ``nch_ker``; default 32).
     upsample
-        Apply SC-Net's 2x nearest up-sampling along z and x before the network and the matching
-        2x average down-sampling after it (the public code does this to the whole volume).
+        Apply a 2x nearest up-sampling before the network and the matching 2x average
+        down-sampling after it (SC-Net's and NMSG's public code do this to the whole volume).
+    upsample_axes
+        The axes of that block: ``"zx"`` (SC-Net's public code, the default) or ``"yx"``
+        (NMSG's public code).
 
     Notes
     -----
@@ -70,13 +94,15 @@ class SCNetUNet(nn.Module):
 
     """
 
-    def __init__(self, features: int = 32, upsample: bool = True):
+    def __init__(self, features: int = 32, upsample: bool = True, upsample_axes: str = "zx"):
         super().__init__()
         if features < 1:
             raise ValueError(f"features must be >= 1, got {features}")
         f = features
         self.features = features
         self.upsample = upsample
+        self.upsample_axes = upsample_axes
+        self._factors = upsample_factors(upsample, upsample_axes)
         self.enc1_1 = _down(1, f)
         self.enc2_1 = _down(f, f)
         self.enc3_1 = _down(f, f)
@@ -88,14 +114,14 @@ class SCNetUNet(nn.Module):
     @property
     def upsample_factors(self) -> tuple[int, int, int]:
         """Up-sampling factor of the model's input per axis (z, y, x)."""
-        return (2, 1, 2) if self.upsample else (1, 1, 1)
+        return self._factors
 
     @property
     def receptive_margin(self) -> tuple[int, int, int]:
         """Reach of the receptive field in input voxels per axis (z, y, x).
 
         :data:`NET_REACH` divided by the up-sampling factor, rounded up: with the 2x block the
-        network sees twice as far along y as along z and x.
+        network sees twice as far along the axis it does not up-sample.
         """
         r = tuple(-(-NET_REACH // f) for f in self.upsample_factors)
         return (r[0], r[1], r[2])
@@ -188,8 +214,9 @@ class SCNetUNet(nn.Module):
             )
         if not self.upsample:
             return self._net(x)
-        up = F.interpolate(x, scale_factor=(2.0, 1.0, 2.0), mode="nearest")
-        return F.avg_pool3d(self._net(up), kernel_size=(2, 1, 2))
+        f = self._factors
+        up = F.interpolate(x, scale_factor=tuple(float(v) for v in f), mode="nearest")
+        return F.avg_pool3d(self._net(up), kernel_size=f)
 
 
 def load_public_state_dict(model: SCNetUNet, state: dict[str, torch.Tensor]) -> None:

@@ -25,6 +25,7 @@ from scnet_dask.model.gan import (
     NoiseGenerator,
     cube_spectrum,
 )
+from scnet_dask.model.gan2d import NoiseGenerator2D
 
 __all__ = [
     "NmsgPredictor",
@@ -48,11 +49,11 @@ def _bank(path: str) -> _Bank:
     return _Bank(train, cubes[-held:], spec)
 
 
-def _gen(networks: Mapping[str, torch.nn.Module]) -> NoiseGenerator:
-    """The ``generator`` network, typed."""
+def _gen(networks: Mapping[str, torch.nn.Module]) -> NoiseGenerator | NoiseGenerator2D:
+    """The ``generator`` network (3-D spectral or 2-D WGAN-GP), typed."""
     g = networks["generator"]
-    if not isinstance(g, NoiseGenerator):
-        raise InputError(f"the generator is a {type(g).__name__}, not a NoiseGenerator")
+    if not isinstance(g, NoiseGenerator | NoiseGenerator2D):
+        raise InputError(f"the generator is a {type(g).__name__}, not a noise generator")
     return g
 
 
