@@ -82,6 +82,8 @@ from scnet_dask.methods.nmsg.noise_bank import NoiseBankSpec, extract_noise_bank
 from scnet_dask.methods.nmsg.noise_phase import build_noise_model, diagnose, noise_step
 from scnet_dask.methods.nmsg.options import NmsgDenoiseOptions, NmsgTrainOptions
 from scnet_dask.methods.nmsg.predictor import NmsgPredictor, _gen
+from scnet_dask.model.gan import NoiseGenerator
+from scnet_dask.model.gan2d import NoiseGenerator2D
 from scnet_dask.model.losses import loss_smooth
 from scnet_dask.model.nmsg_losses import (
     NmsgWeights,
@@ -92,9 +94,32 @@ from scnet_dask.model.nmsg_losses import (
 )
 from scnet_dask.science.stats import volume_statistics
 
-__all__ = ["Nmsg"]
+__all__ = ["Nmsg", "make_pair"]
+
+#: A noise synthesiser: ``sample(batch, (z, y, x), generator, device)`` -> (batch, 1, z, y, x).
+NoiseModel = NoiseGenerator | NoiseGenerator2D
 
 log = logging.getLogger(__name__)
+
+
+def make_pair(
+    form: str, y: torch.Tensor, noise: NoiseModel, generator: torch.Generator, alpha: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, target) of a pair form from noisy patches ``y`` (batch, 1, z, y, x).
+
+    ``paper``: ``(y + G, y)``; ``noisier2noise``: ``(y + α G, y)``; ``n2n``: ``(y + G₁, y +
+    G₂)``. ``G`` are the noise model's draws (``noise.sample``, from ``generator``, in order).
+    """
+    shape = tuple(int(s) for s in y.shape[2:])
+    with torch.no_grad():
+        m1 = noise.sample(y.shape[0], shape, generator, y.device)
+        if form == "n2n":
+            return y + m1, y + noise.sample(y.shape[0], shape, generator, y.device)
+    if form == "paper":
+        return y + m1, y
+    if form == "noisier2noise":
+        return y + alpha * m1, y
+    raise ValueError(f"pair form must be paper, noisier2noise or n2n, got {form!r}")
 
 
 class Nmsg(UNetMethod):
@@ -185,18 +210,7 @@ class Nmsg(UNetMethod):
         o: NmsgTrainOptions = state.options
         dev = state.device
         y = torch.from_numpy(batch["noisy"]).to(dev, non_blocking=True)
-        gen = _gen(state.networks)
-        shape = tuple(int(s) for s in y.shape[2:])
-        with torch.no_grad():
-            m1 = gen.sample(y.shape[0], shape, generator, dev)
-            if o.pair_form == "n2n":
-                m2 = gen.sample(y.shape[0], shape, generator, dev)
-        if o.pair_form == "n2n":
-            x, target = y + m1, y + m2
-        elif o.pair_form == "paper":
-            x, target = y + m1, y
-        else:
-            x, target = y + o.alpha * m1, y
+        x, target = make_pair(o.pair_form, y, _gen(state.networks), generator, o.alpha)
         out = self.forward(state, x, train).float()
         est = out
         if o.pair_form == "noisier2noise":
