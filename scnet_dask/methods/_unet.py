@@ -47,7 +47,9 @@ class UNetOptions(Options):
     """The network: SC-Net's ``UNet3DEM``."""
 
     features: int = Field(32, ge=1, description="Channels of every U-Net level (nch_ker).")
-    upsample: bool = Field(True, description="SC-Net's 2x nearest up-sampling block along z and x.")
+    upsample: bool = Field(
+        True, description="SC-Net's 2x nearest up-sampling block (axes: --upsample-axes)."
+    )
     upsample_axes: Literal["zx", "yx"] = Field(
         "zx",
         description="Axes of the 2x up-sampling block: z and x (SC-Net's public code) or y "

@@ -35,7 +35,7 @@ class N2nTrainOptions(UNetOptions):
         "halves come from the dataset.",
     )
     upsample: bool = Field(
-        False, description="SC-Net's 2x nearest up-sampling block along z and x."
+        False, description="SC-Net's 2x nearest up-sampling block (axes: --upsample-axes)."
     )
 
 
