@@ -15,7 +15,11 @@ Datasets (``--dataset``):
 - ``temsim``: ``rec_even`` / ``rec_odd`` of the TEM-Simulator data (10 Å voxels) and their
   mean; reference ``rec_clean``.
 
-    python benchmarks/fsc_eo.py --dataset haadf [--work DIR] [--steps 400] [--nz 128]
+    python benchmarks/fsc_eo.py --dataset haadf [--work DIR] [--steps 400] [--nz 128] \
+        [--nmsg pair_form=paper,upsample=true,upsample_axes=yx]
+
+``--nmsg OPTIONS`` adds a row of NMSG with those options, one model per half (``--steps``
+noise-model steps, then ``--steps`` denoiser steps, as the quality benchmark's NMSG rows).
 
 Writes ``WORK/DATASET/eval/`` (evaluate's table, FSC plot) and prints the table.
 """
@@ -26,6 +30,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import mrcfile
@@ -105,12 +110,41 @@ def train_half(src: Path, d: Path, name: str, steps: int) -> Path:
     return run / "last.pt"
 
 
+def train_nmsg_half(src: Path, d: Path, name: str, steps: int, opts: dict[str, Any]) -> Path:
+    """NMSG with ``opts`` on one half (``steps`` noise-model + ``steps`` denoiser steps)."""
+    tag = "_".join(f"{k}-{v}" for k, v in sorted(opts.items())) or "default"
+    run = d / f"run_nmsg_{tag}_{name}"
+    if (run / "last.pt").exists():
+        return run / "last.pt"
+    z = d / f"{name}.zarr"
+    if not z.exists():
+        convert(ConvertConfig(input=src, output=z), show_progress=False)
+    cfg = {"noisy": z, "method": "nmsg", "out": run, "patch_size": 32, "features": 16,
+           "batch_size": 2, "epochs": 4, "steps_per_epoch": max(1, 2 * steps // 4),
+           "lr_schedule": "constant", "val_patches": 2, "seed": 0, "plots": False,
+           "overwrite": True, "gan": {"steps": steps}, **opts}  # fmt: skip
+    train(TrainConfig.model_validate(cfg), show_progress=False)
+    return run / "last.pt"
+
+
+def _options(text: str) -> dict[str, Any]:
+    """``key=value,...`` -> options (numbers and true/false parsed)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        k, _, v = item.partition("=")
+        out[k.strip()] = yaml.safe_load(v.strip())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataset", choices=("haadf", "temsim"), default="haadf")
     ap.add_argument("--work", type=Path, default=Path("fsc_eo"))
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--nz", type=int, default=128, help="haadf: sections reconstructed")
+    ap.add_argument("--nmsg", action="append", default=[], metavar="OPTIONS",
+                    help="add an NMSG row, one model per half, with these options "
+                    "(e.g. pair_form=paper,upsample=true,upsample_axes=yx); repeatable")
     a = ap.parse_args()
     d = a.work / a.dataset
     d.mkdir(parents=True, exist_ok=True)
@@ -144,6 +178,14 @@ def main() -> None:
             },  # fmt: skip
         ],
     }
+    for text in a.nmsg:
+        opts = _options(text)
+        ev = train_nmsg_half(halves["even"], d, "even", a.steps, opts)
+        od = train_nmsg_half(halves["odd"], d, "odd", a.steps, opts)
+        label = ", ".join(f"{k} {v}" for k, v in opts.items()) or "default"
+        cfg["methods"].append({"name": f"NMSG ({label}), one model per half", "method": "nmsg",
+                               "checkpoint": str(ev), "checkpoint_even": str(ev),
+                               "checkpoint_odd": str(od)})  # type: ignore[attr-defined]  # fmt: skip
     if a.dataset == "temsim":
         cfg["reference"] = str(SHARED / "temsim" / "rec_clean.mrc")
     path = d / "eval.yaml"

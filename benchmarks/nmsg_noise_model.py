@@ -9,6 +9,10 @@ fresh noise of the true process (256 cubes), the histogram Wasserstein distance,
 targets hold (max band error < 0.25 vs the held-back cubes, < 0.10 vs the true process over the
 bands holding 90 % of the power, W1 < 0.1), and the lag-1 autocorrelation per axis against the
 true process's (what a 2-D model, blind to z, misses). CPU, a few minutes at 300 steps.
+
+``--runs RUN ...`` only tabulates the diagnostics that ``train --method nmsg`` wrote in those
+run directories (``noise_model.json``: generated against the held-back real cubes), e.g. the
+quality benchmark's runs on rec15.
 """
 
 from __future__ import annotations
@@ -69,12 +73,35 @@ def _run(t: Path, model: str, steps: int) -> tuple[dict, np.ndarray]:
     return held, fake
 
 
+def tabulate_runs(runs: list[Path]) -> None:
+    """The noise diagnostics that training wrote (``RUN/noise_model.json``), one row per run."""
+    print("| run | model | max band error (bands of 90 % power) | per band | histogram W1 (σ) "
+          "| std generated / real | autocorrelation lags 1-3, generated (real): z; y; x |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        d = json.loads((run / "noise_model.json").read_text())
+        bands = " ".join(f"{e:.2f}" for e in d["band_error"])
+        ac = "; ".join(
+            " ".join(f"{g:.2f}" for g in d["autocorr_generated"][a])
+            + " (" + " ".join(f"{r:.2f}" for r in d["autocorr_real"][a]) + ")"
+            for a in "zyx"
+        )
+        print(f"| {run.name} | {d.get('noise_model', 'spectral3d')} | "
+              f"{d['max_band_error']:.3f} (to {d['k_power']:.3f} cycles/voxel) | {bands} | "
+              f"{d['wasserstein']:.4f} | {d['std_generated'] / d['std_real']:.3f} | {ac} |")
+
+
 def main() -> None:
     """Train each noise model, print the figures and whether the targets hold."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--gan-steps", type=int, default=300)
     ap.add_argument("--models", default="spectral3d,wgan2d")
+    ap.add_argument("--runs", type=Path, nargs="*", default=[],
+                    help="only tabulate the noise_model.json of these training runs")
     args = ap.parse_args()
+    if args.runs:
+        tabulate_runs(args.runs)
+        return
     shape = (40, 96, 96)
     noisy = _clean(shape) + _noise(shape, 1) + 3.0
     truth = np.stack([_noise((48, 48, 48), 100 + i)[16:32, 16:32, 16:32] for i in range(256)])

@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage as ndi
 
 from scnet_dask.io import open_source
+from scnet_dask.methods.loading import load_trained
 from scnet_dask.methods.nmsg.method import make_pair
 from scnet_dask.methods.nmsg.options import NmsgTrainOptions
 from scnet_dask.model.gan import NoiseGenerator
@@ -108,6 +109,10 @@ def test_authors_form_trains_and_denoises_through_the_cli(tomo, tmp_path, capsys
     ck = torch.load(run / "last.pt", weights_only=True)
     o = ck["options"]
     assert (o["pair_form"], o["upsample_axes"], o["lambda_guide"]) == ("paper", "yx", 0.5)
+    # a checkpoint written before upsample_axes existed had its block on z and x
+    del ck["options"]["upsample_axes"]
+    torch.save(ck, tmp_path / "old.pt")
+    assert load_trained(str(tmp_path / "old.pt")).options.upsample_axes == "zx"
     out = tmp_path / "den.zarr"
     code, _, err = run_cli(
         ["denoise", n, run / "last.pt", out, "--method", "nmsg", "--chunks", "32"], capsys

@@ -64,6 +64,14 @@ def migrate_v1(data: dict[str, Any], path: str | os.PathLike[str] = "") -> dict[
     return out
 
 
+def _with_axes(options: dict[str, Any], method: Any) -> dict[str, Any]:
+    """Options of a checkpoint written before ``upsample_axes`` existed: its block was z and x."""
+    fields = method.train_options.model_fields
+    if "upsample_axes" in fields and "upsample" in options and "upsample_axes" not in options:
+        return {**options, "upsample_axes": "zx"}
+    return dict(options)
+
+
 @lru_cache(maxsize=4)
 def load_trained(path: str, sha256: str = "", device: str = "cpu") -> Trained:
     """Load a training checkpoint's networks once per process (cached by path, hash, device).
@@ -85,7 +93,7 @@ def load_trained(path: str, sha256: str = "", device: str = "cpu") -> Trained:
     if method.train_options is None:
         raise InputError(f"{path}: method {method.name} is not trainable")
     try:
-        options = method.train_options(**data.get("options", {}))
+        options = method.train_options(**_with_axes(data.get("options", {}), method))
         nets = method.build(options)
         for name, net in nets.items():
             net.load_state_dict(data["networks"][name])
