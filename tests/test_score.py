@@ -166,3 +166,51 @@ def test_denoise_auto_delivers_the_best_scored_candidate(small_halves, tmp_path,
     assert not (tmp_path / ".auto.zarr.score").exists()  # the work folder goes once done
     code, _, err = run_cli(["denoise", full, tmp_path / "x.zarr", "--method", "auto"], capsys)
     assert code == 1 and "--method auto needs --even and --odd" in err
+
+
+def test_score_dataset_scores_each_tomogram_with_halves_and_summarises(tmp_path, capsys):
+    """AreTomo3 folder: two tomograms with halves are scored, one without is named and skipped."""
+    root = tmp_path / "session"
+    root.mkdir()
+    shape = (32, 48, 48)
+    for i, noise in ((1, 0.3), (2, 1.0)):  # the best σ differs with the noise level
+        s = ndimage.gaussian_filter(structured(shape, seed=i).astype(np.float32), 1.5)
+        s = (s - s.mean()) / s.std()
+        rng = np.random.default_rng(i)
+        for tag in ("EVN", "ODD"):
+            half = (s + noise * rng.standard_normal(shape)).astype(np.float32)
+            write_mrc(root / f"TS_{i}_{tag}_Vol.mrc", half, 10.0)
+        write_mrc(root / f"TS_{i}_Vol.mrc", s, 10.0)
+    write_mrc(root / "TS_3_Vol.mrc", np.zeros(shape, np.float32), 10.0)  # no halves
+    c = _candidates(tmp_path / "c.yaml", [{"name": "identity", "method": "none"}, *(
+        {"name": f"g{x}", "method": "gaussian", "sigma": x} for x in (0.5, 1.5))])  # fmt: skip
+    out = tmp_path / "s"
+    code, text, err = run_cli(
+        ["score", "--dataset", root, "--out", out, "--candidates", c, "--chunks", "32"], capsys
+    )
+    assert code == 0, err
+    assert "TS_3" in err and "without halves" in err
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["TS_1", "TS_2"]
+    for name in ("TS_1", "TS_2"):  # each tomogram scored as `score EVEN ODD` would
+        single = score_cmd.score(ScoreConfig(even=root / f"{name}_EVN_Vol.mrc",
+                                             odd=root / f"{name}_ODD_Vol.mrc",
+                                             out=tmp_path / f"one_{name}", candidates=c))  # fmt: skip
+        with open(out / name / "score.csv", newline="") as f:
+            got = list(csv.DictReader(f))
+        assert [r["candidate"] for r in got] == [r["candidate"] for r in single]
+    with open(out / "score.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert {r["candidate"] for r in summary} == {"identity", "g0.5", "g1.5"}
+    assert sum(int(r["wins"]) for r in summary) == 2 and summary[-1]["candidate"] == "identity"
+    assert "of 2" in (out / "score.md").read_text()
+    # one tomogram of the two (--count), and a trained candidate refused in one line
+    code, _, err = run_cli(["score", "--dataset", root, "--out", tmp_path / "k", "--candidates",
+                            c, "--count", "1", "--chunks", "32"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert len([p for p in (tmp_path / "k").iterdir() if p.is_dir()]) == 1
+    t = _candidates(tmp_path / "t.yaml", [{"name": "n", "method": "n2v", "checkpoint_even": "x.pt"}])
+    code, _, err = run_cli(["score", "--dataset", root, "--out", tmp_path / "t", "--candidates",
+                            t], capsys)  # fmt: skip
+    assert code != 0 and "only untrained candidates" in err
+    code, _, err = run_cli(["score", "--out", tmp_path / "t", "--count", "2"], capsys)
+    assert code != 0 and "EVEN and ODD" in err

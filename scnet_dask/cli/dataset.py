@@ -55,8 +55,9 @@ def run_dataset_denoise(
         raise InputError("--dataset needs --out-dir DIR for the denoised tomograms")
     if kwargs.get("method") == "auto":
         raise InputError(
-            "--method auto scores one volume's halves; with --dataset run 'scnet-dask score' "
-            "on one tomogram's halves and denoise the dataset with the winner"
+            "--method auto scores one volume's halves; with --dataset run 'scnet-dask score "
+            "--dataset SOURCE --out DIR' (every tomogram with halves, or --count K of them) and "
+            "denoise the dataset with the winner"
         )
     ckpt = paths[0] if paths else None
     overwrite = bool(kwargs.pop("overwrite", None))

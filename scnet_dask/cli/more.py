@@ -11,6 +11,7 @@ from scnet_dask.cli.options import build_config, cluster_options, command_from_m
 from scnet_dask.commands import demo as demo_cmd
 from scnet_dask.commands import evaluate as evaluate_cmd
 from scnet_dask.commands import score as score_cmd
+from scnet_dask.commands.score_dataset import score_dataset
 from scnet_dask.config import DemoConfig, ScoreConfig
 from scnet_dask.methods import scnet as scnet_method
 
@@ -18,11 +19,17 @@ __all__ = ["evaluate_command", "score_command", "demo_command", "import_scnet_co
 
 
 def score_command() -> click.Command:
-    """``score EVEN ODD --out DIR``."""
+    """``score EVEN ODD --out DIR`` or ``score --dataset SOURCE --out DIR``."""
 
     def body(**kwargs: Any) -> None:
         cfg = build_config(ScoreConfig, **kwargs)
         with on_cluster(kwargs):
+            if cfg.dataset is not None:
+                rows, per = score_dataset(cfg)
+                click.echo((Path(cfg.out) / "score.md").read_text().rstrip())
+                click.echo(f"{len(per)} tomograms; best on average: {rows[0]['candidate']}; "
+                           f"score.csv in {cfg.out}, one folder per tomogram")  # fmt: skip
+                return
             rows = score_cmd.score(cfg)
         click.echo((Path(cfg.out) / "score.md").read_text().rstrip())
         click.echo(f"{len(rows)} candidates; best: {rows[0]['candidate']}; score.csv, "
@@ -30,10 +37,11 @@ def score_command() -> click.Command:
 
     return command_from_models(
         "score", [("", ScoreConfig)],
-        [click.Argument(["even"], type=click.Path(path_type=Path)),
-         click.Argument(["odd"], type=click.Path(path_type=Path))], body,
-        "Rank denoising candidates on your own EVEN/ODD halves, without ground truth: each "
-        "denoises one half and is compared with the other (lower half error is better).",
+        [click.Argument(["even"], type=click.Path(path_type=Path), required=False),
+         click.Argument(["odd"], type=click.Path(path_type=Path), required=False)], body,
+        "Rank denoising candidates on your own EVEN/ODD halves (or on every tomogram with "
+        "halves of --dataset SOURCE), without ground truth: each denoises one half and is "
+        "compared with the other (lower half error is better).",
         cluster=True,
     )  # fmt: skip
 

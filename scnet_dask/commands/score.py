@@ -55,7 +55,14 @@ from scnet_dask.methods.runtime import file_sha256
 from scnet_dask.science.metrics import fsc, fsc_eo, resolution_angstrom
 from scnet_dask.science.stats import compute_statistics
 
-__all__ = ["DEFAULT_CANDIDATES", "candidate_slug", "load_candidates", "half_noise", "score"]
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "candidate_slug",
+    "load_candidates",
+    "half_noise",
+    "halves_of",
+    "score",
+]
 
 #: The default candidate set: the identity, a Gaussian σ grid, two low-pass filters, Topaz-3D.
 DEFAULT_CANDIDATES: list[dict[str, Any]] = [
@@ -130,10 +137,18 @@ def _checked_half_model(ck: Path, half: Path, other: Path, name: str) -> None:
         )
 
 
+def halves_of(cfg: ScoreConfig) -> tuple[Path, Path]:
+    """(even, odd) of a single-volume score; ``--dataset`` scores go through ``score_dataset``."""
+    if cfg.even is None or cfg.odd is None:
+        raise ValueError(f"a score needs both halves, got even={cfg.even} odd={cfg.odd}")
+    return Path(cfg.even), Path(cfg.odd)
+
+
 def _plan(spec: MethodSpec, cfg: ScoreConfig) -> list[tuple[str, Path, Path, Path | None]]:
     """The scored directions: (label, input half, other half, checkpoint)."""
+    even, odd = halves_of(cfg)
     if spec.method == "none" or not get(spec.method).trains:
-        return [("even→odd", cfg.even, cfg.odd, None), ("odd→even", cfg.odd, cfg.even, None)]
+        return [("even→odd", even, odd, None), ("odd→even", odd, even, None)]
     if spec.checkpoint is not None and spec.checkpoint_even is None:
         raise InputError(
             f"candidate {spec.name!r}: a trained method is scored with models trained on one "
@@ -142,11 +157,11 @@ def _plan(spec: MethodSpec, cfg: ScoreConfig) -> list[tuple[str, Path, Path, Pat
         )
     dirs: list[tuple[str, Path, Path, Path | None]] = []
     if spec.checkpoint_even is not None:
-        _checked_half_model(spec.checkpoint_even, cfg.even, cfg.odd, spec.name)
-        dirs.append(("even→odd", cfg.even, cfg.odd, spec.checkpoint_even))
+        _checked_half_model(spec.checkpoint_even, even, odd, spec.name)
+        dirs.append(("even→odd", even, odd, spec.checkpoint_even))
     if spec.checkpoint_odd is not None:
-        _checked_half_model(spec.checkpoint_odd, cfg.odd, cfg.even, spec.name)
-        dirs.append(("odd→even", cfg.odd, cfg.even, spec.checkpoint_odd))
+        _checked_half_model(spec.checkpoint_odd, odd, even, spec.name)
+        dirs.append(("odd→even", odd, even, spec.checkpoint_odd))
     if not dirs:
         raise InputError(f"candidate {spec.name!r}: method {spec.method} needs checkpoint_even")
     return dirs
@@ -197,7 +212,7 @@ def _identity(spec: MethodSpec, cfg: ScoreConfig) -> str:
     blob = json.dumps({
         "version": 2,  # what a row holds (2: the fitted error)
         "spec": spec.model_dump(mode="json"),
-        "halves": [source_signature(Path(p)) for p in (cfg.even, cfg.odd)],
+        "halves": [source_signature(p) for p in halves_of(cfg)],
         "checkpoints": [file_sha256(c) if c else None for c in cks],
         "chunks": cfg.chunks, "fsc_edge": cfg.fsc_edge, "keep_volumes": cfg.keep_volumes,
     }, sort_keys=True, default=str)  # fmt: skip
@@ -256,7 +271,7 @@ def _score_one(
     if len(outs) == 2:
         e, o = _lazy(outs["even"]), _lazy(outs["odd"])
         box = _central_box(tuple(e.shape), cfg.fsc_edge)
-        f, c = fsc(e, o, open_source(cfg.even).voxel_size_angstrom, region=box)
+        f, c = fsc(e, o, open_source(halves_of(cfg)[0]).voxel_size_angstrom, region=box)
         row["fsc_0143_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.143)
         row["fsc_05_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.5)
     lazy = _lazy(outs.get("even", next(iter(outs.values()))))
@@ -288,11 +303,11 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
 
     """
     out = Path(cfg.out)
-    refuse_overlap(out, cfg.even, cfg.odd)
+    refuse_overlap(out, *halves_of(cfg))
     specs = load_candidates(cfg.candidates)
     for spec in specs:  # every leakage refusal before any work
         _plan(spec, cfg)
-    noise, rng = half_noise(cfg.even, cfg.odd)
+    noise, rng = half_noise(*halves_of(cfg))
     done = out / _DIR
     done.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from scnet_dask.config.common import Device, StrictModel
 
@@ -14,8 +14,21 @@ __all__ = ["ScoreConfig"]
 class ScoreConfig(StrictModel):
     """Options of ``scnet-dask score EVEN ODD --out DIR``."""
 
-    even: Path = Field(description="The even half (OME-Zarr, MRC or TIFF).")
-    odd: Path = Field(description="The odd half, on the even half's grid.")
+    even: Path | None = Field(None, description="The even half (OME-Zarr, MRC or TIFF).")
+    odd: Path | None = Field(None, description="The odd half, on the even half's grid.")
+    dataset: str | None = Field(
+        None,
+        description="Score every tomogram with halves of this dataset (an AreTomo3 or Warp "
+        "folder, a RELION-5 tomograms.star, a folder, glob or list) instead of EVEN ODD.",
+    )
+    tomograms: str | None = Field(None, description="--dataset: only these tomograms (a,b,c).")
+    exclude: str | None = Field(None, description="--dataset: leave out these tomograms.")
+    count: int | None = Field(
+        None,
+        ge=1,
+        description="--dataset: score at most this many tomograms with halves, evenly spaced "
+        "in name order (default: all).",
+    )
     out: Path = Field(description="Folder for score.csv, score.md, slices.png and the work.")
     candidates: Path | None = Field(
         None,
@@ -33,3 +46,20 @@ class ScoreConfig(StrictModel):
     top: int = Field(4, ge=1, le=12, description="Candidates shown in slices.png.")
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
     overwrite: bool = Field(False, description="Rescore every candidate (default: resume).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScoreConfig:
+        """EVEN and ODD, or --dataset; the dataset options only with --dataset."""
+        pair = self.even is not None and self.odd is not None
+        if self.dataset is None:
+            if not pair:
+                raise ValueError("give the EVEN and ODD halves, or --dataset SOURCE")
+            extra = [k for k in ("tomograms", "exclude", "count") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"--{extra[0]} applies to --dataset only")
+        elif self.even is not None or self.odd is not None:
+            raise ValueError(
+                f"give EVEN ODD or --dataset, not both, got --dataset {self.dataset} and "
+                f"{self.even or self.odd}"
+            )
+        return self
