@@ -192,9 +192,9 @@ def test_score_dataset_scores_each_tomogram_with_halves_and_summarises(tmp_path,
     assert "TS_3" in err and "without halves" in err
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["TS_1", "TS_2"]
     for name in ("TS_1", "TS_2"):  # each tomogram scored as `score EVEN ODD` would
-        single = score_cmd.score(ScoreConfig(even=root / f"{name}_EVN_Vol.mrc",
-                                             odd=root / f"{name}_ODD_Vol.mrc",
-                                             out=tmp_path / f"one_{name}", candidates=c))  # fmt: skip
+        one = ScoreConfig(even=root / f"{name}_EVN_Vol.mrc", odd=root / f"{name}_ODD_Vol.mrc",
+                          out=tmp_path / f"one_{name}", candidates=c)  # fmt: skip
+        single = score_cmd.score(one)
         with open(out / name / "score.csv", newline="") as f:
             got = list(csv.DictReader(f))
         assert [r["candidate"] for r in got] == [r["candidate"] for r in single]
@@ -208,7 +208,8 @@ def test_score_dataset_scores_each_tomogram_with_halves_and_summarises(tmp_path,
                             c, "--count", "1", "--chunks", "32"], capsys)  # fmt: skip
     assert code == 0, err
     assert len([p for p in (tmp_path / "k").iterdir() if p.is_dir()]) == 1
-    t = _candidates(tmp_path / "t.yaml", [{"name": "n", "method": "n2v", "checkpoint_even": "x.pt"}])
+    t = _candidates(tmp_path / "t.yaml", [{"name": "n", "method": "n2v",
+                                           "checkpoint_even": "x.pt"}])  # fmt: skip
     code, _, err = run_cli(["score", "--dataset", root, "--out", tmp_path / "t", "--candidates",
                             t], capsys)  # fmt: skip
     assert code != 0 and "only untrained candidates" in err
