@@ -149,7 +149,8 @@ def test_legacy_flat_nmsg_options_load_into_their_sections():
 def test_nmsg_trains_resumes_and_denoises_through_the_cli(tomo, tmp_path, capsys):
     _, n, clean, noisy = tomo
     run = tmp_path / "run"
-    args = ("--steps-per-epoch", "30", "--lr", "2e-3", "--pair-form", "noisier2noise")
+    args = ("--steps-per-epoch", "30", "--lr", "2e-3", "--pair-form", "noisier2noise",
+            "--no-upsample")  # fmt: skip
     code, _, err = _train(n, run, capsys, "--epochs", "1", *args, gan={"steps": 40})  # in GAN
     assert code == 0 and "trains the noise model only" in err, err
     assert not (run / "noise_model.json").exists()

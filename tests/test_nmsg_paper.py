@@ -80,8 +80,10 @@ def test_pair_form_sets_the_weights_of_run_sh_unless_given():
     paper = NmsgTrainOptions(pair_form="paper")
     assert (paper.lambda_recon, paper.lambda_smooth, paper.lambda_guide) == (1.0, 0.05, 0.5)
     assert NmsgTrainOptions(pair_form="paper", lambda_guide=0).lambda_guide == 0
-    ours = NmsgTrainOptions()
-    assert (ours.pair_form, ours.lambda_smooth, ours.lambda_guide) == ("n2n", 0.01, 0.0)
+    default = NmsgTrainOptions()  # the authors' form is the default, with their up-sampling
+    assert (default.pair_form, default.lambda_guide, default.upsample_axes) == ("paper", 0.5, "yx")
+    ours = NmsgTrainOptions(pair_form="n2n")
+    assert (ours.lambda_smooth, ours.lambda_guide) == (0.01, 0.0)
 
 
 def test_2d_generator_tiles_each_section_with_its_own_images():
