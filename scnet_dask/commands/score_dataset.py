@@ -97,7 +97,7 @@ def _summary(per: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         finite = [v for v in vals if v is not None and math.isfinite(v)]
         return sum(finite) / len(finite) if finite else math.nan
 
-    out = [
+    out: list[dict[str, Any]] = [
         {
             "candidate": name,
             "wins": sum(1 for r in rs if r["rank"] == 1),
