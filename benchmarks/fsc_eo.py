@@ -92,14 +92,20 @@ def temsim_halves(d: Path) -> dict[str, Path]:
     return {"even": t / "rec_even.mrc", "odd": t / "rec_odd.mrc", "full": d / "full.mrc"}
 
 
+def half_zarr(src: Path, d: Path, name: str) -> Path:
+    """``d/NAME.zarr``: the half ``src`` converted once (reused by every model trained on it)."""
+    z = d / f"{name}.zarr"
+    if not z.exists():
+        convert(ConvertConfig(input=src, output=z), show_progress=False)
+    return z
+
+
 def train_half(src: Path, d: Path, name: str, steps: int) -> Path:
     """SC-Net's default recipe on one half; returns its last checkpoint."""
     run = d / f"run_{name}"
     if (run / "last.pt").exists():
         return run / "last.pt"
-    z = d / f"{name}.zarr"
-    if not z.exists():
-        convert(ConvertConfig(input=src, output=z), show_progress=False)
+    z = half_zarr(src, d, name)
     prior = d / f"prior_{name}.zarr"
     if not prior.exists():
         make_prior(PriorConfig(noisy=z, output=prior, sigma=1.0), show_progress=False)
@@ -116,9 +122,7 @@ def train_nmsg_half(src: Path, d: Path, name: str, steps: int, opts: dict[str, A
     run = d / f"run_nmsg_{tag}_{name}"
     if (run / "last.pt").exists():
         return run / "last.pt"
-    z = d / f"{name}.zarr"
-    if not z.exists():
-        convert(ConvertConfig(input=src, output=z), show_progress=False)
+    z = half_zarr(src, d, name)
     cfg = {"noisy": z, "method": "nmsg", "out": run, "patch_size": 32, "features": 16,
            "batch_size": 2, "epochs": 4, "steps_per_epoch": max(1, 2 * steps // 4),
            "lr_schedule": "constant", "val_patches": 2, "seed": 0, "plots": False,

@@ -28,6 +28,7 @@ from scnet_dask.errors import InputError
 from scnet_dask.io.store import source_signature
 from scnet_dask.methods import Method, TrainState, get
 from scnet_dask.methods.base import lr_factor
+from scnet_dask.methods.loading import with_axes
 from scnet_dask.model.device import resolve_device
 
 __all__ = [
@@ -262,11 +263,11 @@ class _Run:
                 f"{ck}: checkpoint was trained with method={data.get('method')!r}, "
                 f"this run asks for {self.method.name!r}"
             )
-        old = {**data.get("config", {}), **data.get("options", {})}
+        # options of a checkpoint from before upsample_axes existed: its block was z and x
+        old = {**data.get("config", {}), **with_axes(data.get("options", {}), self.method)}
         new = {**self.cfg.model_dump(mode="json"), **self.cfg.options.model_dump(mode="json")}
         for key in ("features", "upsample", "upsample_axes", "patch_size"):
-            # a checkpoint from before upsample_axes existed up-sampled z and x
-            if key in new and old.get(key, "zx" if key == "upsample_axes" else None) != new[key]:
+            if key in new and old.get(key) != new[key]:
                 raise InputError(
                     f"{ck}: checkpoint was trained with {key}={old.get(key)!r}, "
                     f"this run asks for {new[key]!r}"

@@ -19,7 +19,7 @@ from scnet_dask.methods.registry import get
 from scnet_dask.model.checkpoint import FORMAT_VERSION
 from scnet_dask.model.checkpoint import load_checkpoint as _load_file
 
-__all__ = ["load_checkpoint", "migrate_v1", "load_trained"]
+__all__ = ["load_checkpoint", "migrate_v1", "load_trained", "with_axes"]
 
 
 def load_checkpoint(
@@ -64,7 +64,7 @@ def migrate_v1(data: dict[str, Any], path: str | os.PathLike[str] = "") -> dict[
     return out
 
 
-def _with_axes(options: dict[str, Any], method: Any) -> dict[str, Any]:
+def with_axes(options: dict[str, Any], method: Any) -> dict[str, Any]:
     """Options of a checkpoint written before ``upsample_axes`` existed: its block was z and x."""
     fields = method.train_options.model_fields
     if "upsample_axes" in fields and "upsample" in options and "upsample_axes" not in options:
@@ -93,7 +93,7 @@ def load_trained(path: str, sha256: str = "", device: str = "cpu") -> Trained:
     if method.train_options is None:
         raise InputError(f"{path}: method {method.name} is not trainable")
     try:
-        options = method.train_options(**_with_axes(data.get("options", {}), method))
+        options = method.train_options(**with_axes(data.get("options", {}), method))
         nets = method.build(options)
         for name, net in nets.items():
             net.load_state_dict(data["networks"][name])
