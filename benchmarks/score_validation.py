@@ -13,11 +13,15 @@ PSNR lost by delivering the score's pick instead of the true best (on the full v
 
 Datasets:
 - frame-split halves (independent noise on the same projections): ``temsim`` (two detector
-  reads of one tilt series, WBP; reference ``rec_clean``) and ``rec15-frame`` (the quality
-  benchmark's rec15 projections of ``temsim/rec_clean.mrc`` with two independent noise draws of
-  σ 15·√2 each on every tilt, WBP of each: their mean has rec15's noise);
+  reads of one tilt series, WBP; reference ``rec_clean``) and ``KINDσ-frame`` (``simulate``'s
+  projections of ``temsim/rec_clean.mrc`` — ``rec`` — or of ``real/14pf_MT.tif`` — ``mt`` —
+  with two independent noise draws of σ·√2 each on every tilt, WBP of each: their mean has the
+  noise of the tilt-split dataset of the same σ): rec10/15/20-frame, mt15-frame;
 - tilt-split halves (what ``simulate`` writes: even / odd tilts): ``rec10``, ``rec15``,
-  ``rec20`` and ``mt15`` (``real/14pf_MT.tif``).
+  ``rec20``, ``mt10``, ``mt15``, ``mt20``.
+
+Results accumulate in ``WORK/results.json`` (a dataset already there is not rerun unless
+``--rerun``); ``WORK/results.md`` is the table of all of them.
 
     python benchmarks/score_validation.py --work /tmp/sv [--datasets temsim,rec15]
     python benchmarks/score_validation.py --work /tmp/sv --haadf   # the real HAADF series
@@ -50,7 +54,7 @@ from fsc_eo import haadf_halves  # type: ignore[import-not-found]  # noqa: E402
 from quality_dataset import _write  # type: ignore[import-not-found]  # noqa: E402
 from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
 
-ALL = "temsim,rec15-frame,rec10,rec15,rec20,mt15"
+ALL = "temsim,rec10-frame,rec15-frame,rec20-frame,mt15-frame,rec10,rec15,rec20,mt10,mt15,mt20"
 
 
 def _read(p: Path) -> np.ndarray:
@@ -65,11 +69,15 @@ def _simulated(work: Path, kind: str) -> Path:
     return sim
 
 
-def _frame_split(work: Path) -> dict[str, Path]:
-    """rec15's projections with two independent noise draws (σ 15·√2), each reconstructed."""
-    d = work / "rec15-frame"
+def _frame_split(work: Path, kind: str, sigma: float) -> dict[str, Path]:
+    """``simulate``'s projections of ``kind`` with two independent noise draws (σ·√2 each).
+
+    Both halves share every tilt (frame-split-like): the mean of their reconstructions has the
+    noise of the tilt-split dataset of the same σ.
+    """
+    d = work / f"{kind}{sigma:g}-frame"
     out = {"even": d / "even.mrc", "odd": d / "odd.mrc", "full": d / "full.mrc",
-           "reference": _simulated(work, "rec") / "ground_truth.mrc"}  # fmt: skip
+           "reference": _simulated(work, kind) / "ground_truth.mrc"}  # fmt: skip
     if out["full"].exists():
         return out
     d.mkdir(parents=True, exist_ok=True)
@@ -82,7 +90,7 @@ def _frame_split(work: Path) -> dict[str, Path]:
     halves = []
     for name, seed in (("even", 11), ("odd", 12)):
         rng = da.random.default_rng(seed)
-        noise = rng.normal(0.0, 15.0 * np.sqrt(2.0), size=ts.shape, chunks=ts.chunks)
+        noise = rng.normal(0.0, sigma * np.sqrt(2.0), size=ts.shape, chunks=ts.chunks)
         rec = np.asarray(wbp((ts + noise).astype(np.float32), angles, nz, slab=32).compute())
         _write(out[name], rec, float(gt.voxel_size_angstrom[-1]))
         halves.append(rec)
@@ -99,8 +107,8 @@ def dataset(work: Path, name: str) -> dict[str, Path]:
             mean_mrc(t / "rec_even.mrc", t / "rec_odd.mrc", d / "full.mrc")
         return {"even": t / "rec_even.mrc", "odd": t / "rec_odd.mrc", "full": d / "full.mrc",
                 "reference": t / "rec_clean.mrc"}  # fmt: skip
-    if name == "rec15-frame":
-        return _frame_split(work)
+    if name.endswith("-frame"):
+        return _frame_split(work, name[:-8], float(name[-8:-6]))
     kind, sigma = name[:-2], name[-2:]
     sim = _simulated(work, kind)
     return {"even": sim / f"rec_even_sigma{sigma}.mrc", "odd": sim / f"rec_odd_sigma{sigma}.mrc",
@@ -166,6 +174,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--datasets", default=ALL)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rerun", action="store_true", help="Rerun datasets already in results.json.")
     ap.add_argument("--haadf", action="store_true",
                     help="Only score the real HAADF series (no ground truth): the README's table.")
     a = ap.parse_args()
@@ -173,15 +182,21 @@ def main() -> None:
     if a.haadf:
         print(haadf(a.work, a.device))
         return
-    results = []
+    store = a.work / "results.json"
+    done = {r["dataset"]: r for r in json.loads(store.read_text())} if store.exists() else {}
     for name in a.datasets.split(","):
-        res = validate(a.work, name, a.device)
-        results.append(res)
-        print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+        if name in done and not a.rerun:
+            continue
+        done[name] = validate(a.work, name, a.device)
+        print(json.dumps({k: v for k, v in done[name].items() if k != "rows"}), flush=True)
+        store.write_text(json.dumps(list(done.values()), indent=1))
+    order = ALL.split(",")
+    results = sorted(done.values(), key=lambda r: (order.index(r["dataset"])
+                                                   if r["dataset"] in order else len(order)))
     lines = ["| dataset | halves | ρ (halves) | ρ (full) | pick | true best (full) | "
              "PSNR lost (dB) | score s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
-        split = "frame" if r["dataset"] in ("temsim", "rec15-frame") else "tilt"
+        split = "frame" if r["dataset"] == "temsim" or r["dataset"].endswith("-frame") else "tilt"
         lines.append(f"| {r['dataset']} | {split} | {r['rho_halves']:.3f} | {r['rho_full']:.3f} "
                      f"| {r['pick']} | {r['true_best']} | {r['lost_db']:.2f} | "
                      f"{r['score_seconds']:.0f} |")  # fmt: skip
@@ -194,7 +209,6 @@ def main() -> None:
                   f"{x['psnr_halves']:.2f} | {x['psnr_full']:.2f} |" for x in r["rows"]]
     text = "\n".join(lines)
     (a.work / "results.md").write_text(text + "\n")
-    (a.work / "results.json").write_text(json.dumps(results, indent=1))
     print(text)
 
 

@@ -64,6 +64,12 @@ class MethodSpec(StrictModel):
     )
     halo: int | Literal["auto"] = Field("auto", description="Tile halo in voxels, or auto.")
     chunks: int | None = Field(None, description="this method's tile core; default: the config's")
+    train: dict[str, Any] | None = Field(
+        None,
+        description="score / denoise --method auto only: train this method here, a short "
+        "recipe (steps, patch_size, batch_size, lr, seed, the method's training options, "
+        "prior: a candidate's name or best), scored by region-split models.",
+    )
 
     @model_validator(mode="after")
     def _method_options(self) -> MethodSpec:
@@ -96,6 +102,14 @@ class EvaluateConfig(StrictModel):
     chunks: int = 64
     device: Device = "auto"
     overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _no_training(self) -> EvaluateConfig:
+        trained = [m.name for m in self.methods if m.train is not None]
+        if trained:
+            raise ValueError(f"method {trained[0]!r}: 'train:' applies to score candidates "
+                             "only; evaluate takes checkpoints")  # fmt: skip
+        return self
 
 
 def _slug(name: str) -> str:

@@ -17,6 +17,10 @@ and a PSNR over ``R``, the 0.1-99.9 % range of the halves' mean smoothed by
 the other way); a model whose training inputs are not that half alone is refused. What is
 scored is a half-trained model; what a user then delivers is the model trained the usual way
 (on both halves or the full volume), which has seen more data: the score ranks the recipe.
+A candidate with ``train:`` (a short recipe) is trained here instead, by region split: two
+models, each trained on one half of the grid and applied to the other
+(:mod:`scnet_dask.commands.score_train`); such candidates are scored after the others, so that
+``prior: best`` can name the best-scored Gaussian or Topaz-3D candidate.
 
 Outputs in ``--out``: ``score.csv`` and ``score.md`` (best first), ``slices.png`` (the top
 candidates' even half, central z slice); each candidate's result (its row and slice, not its
@@ -26,11 +30,9 @@ the candidates not done with these inputs.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
-import re
 import shutil
 import time
 from pathlib import Path
@@ -40,10 +42,17 @@ import dask.array as da
 import numpy as np
 import yaml
 from dask_image.ndfilters import gaussian_filter
-from matplotlib.figure import Figure
 
 from scnet_dask.commands.denoise import denoise
 from scnet_dask.commands.evaluate import MethodSpec
+from scnet_dask.commands.score_report import SCORE_DIR, candidate_slug, write_report
+from scnet_dask.commands.score_train import (
+    PRIOR_METHODS,
+    check_train,
+    prior_of,
+    region_output,
+    scored_halves,
+)
 from scnet_dask.config import DenoiseConfig, ScoreConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
@@ -73,14 +82,6 @@ DEFAULT_CANDIDATES: list[dict[str, Any]] = [
       for c in (30.0, 60.0)),
     {"name": "topaz-3d", "method": "topaz-3d"},
 ]  # fmt: skip
-
-_DIR = ".score"
-
-
-def candidate_slug(name: str) -> str:
-    """The file-name form of a candidate's name (its files in ``.score/``)."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "candidate"
-
 
 def load_candidates(path: Path | None) -> list[MethodSpec]:
     """The candidates of a YAML file, or the default set without one.
@@ -147,6 +148,11 @@ def halves_of(cfg: ScoreConfig) -> tuple[Path, Path]:
 def _plan(spec: MethodSpec, cfg: ScoreConfig) -> list[tuple[str, Path, Path, Path | None]]:
     """The scored directions: (label, input half, other half, checkpoint)."""
     even, odd = halves_of(cfg)
+    if spec.train is not None:  # trained here, scored by region-split models
+        check_train(spec)
+        pair = {"even": (even, odd), "odd": (odd, even)}
+        return [(f"{h}→{'odd' if h == 'even' else 'even'}", *pair[h], None)
+                for h in scored_halves(spec)]  # fmt: skip
     if spec.method == "none" or not get(spec.method).trains:
         return [("even→odd", even, odd, None), ("odd→even", odd, even, None)]
     if spec.checkpoint is not None and spec.checkpoint_even is None:
@@ -206,12 +212,13 @@ def half_noise(even: Path, odd: Path) -> tuple[float, float]:
     return var, float(st["p99.9"] - st["p0.1"])
 
 
-def _identity(spec: MethodSpec, cfg: ScoreConfig) -> str:
-    """What a candidate's result depends on: its spec, the halves, its checkpoints' bytes."""
+def _identity(spec: MethodSpec, cfg: ScoreConfig, prior: MethodSpec | None = None) -> str:
+    """What a candidate's result depends on: its spec (and prior's), the halves, checkpoints."""
     cks = [spec.checkpoint_even, spec.checkpoint_odd, spec.checkpoint]
     blob = json.dumps({
         "version": 2,  # what a row holds (2: the fitted error)
         "spec": spec.model_dump(mode="json"),
+        "prior": prior.model_dump(mode="json") if prior is not None else None,
         "halves": [source_signature(p) for p in halves_of(cfg)],
         "checkpoints": [file_sha256(c) if c else None for c in cks],
         "chunks": cfg.chunks, "fsc_edge": cfg.fsc_edge, "keep_volumes": cfg.keep_volumes,
@@ -243,25 +250,58 @@ def _central_box(shape: tuple[int, ...], edge: int) -> tuple[slice, ...]:
                  for n in shape)  # fmt: skip
 
 
+def _resolve_prior(
+    spec: MethodSpec, specs: list[MethodSpec], rows: list[dict[str, Any]]
+) -> MethodSpec | None:
+    """The prior candidate of a ``train:`` candidate (``best``: the best-scored of its kind)."""
+    if spec.train is None or "prior" not in get(spec.method).inputs:
+        return None
+    want = str(spec.train.get("prior", "best"))
+    by_name = {s.name: s for s in specs}
+    if want == "best":
+        kinds = [r for r in rows if r["method"] in PRIOR_METHODS]
+        if not kinds:
+            raise InputError(f"candidate {spec.name!r}: prior: best needs a "
+                             f"{' or '.join(PRIOR_METHODS)} candidate to choose from")  # fmt: skip
+        want = min(kinds, key=lambda r: r["half_error_fit"])["candidate"]
+    if want not in by_name or by_name[want].train is not None:
+        raise InputError(f"candidate {spec.name!r}: prior {want!r} is not an untrained "
+                         f"candidate (candidates: {', '.join(by_name)})")  # fmt: skip
+    return by_name[want]
+
+
 def _score_one(
-    spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float, key: str
-) -> dict[str, Any]:
+    spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float, key: str,
+    prior: MethodSpec | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Denoise each half the spec allows and measure it against the other half."""
     t0 = time.perf_counter()
-    work = Path(cfg.out) / _DIR / "volumes"
+    work = Path(cfg.out) / SCORE_DIR / "volumes"
     work.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"candidate": spec.name, "method": spec.method}
     errors, fitted, outs, scored = [], [], {}, []
+    even, odd = halves_of(cfg)
+    tw = Path(cfg.out) / SCORE_DIR / "train" / candidate_slug(spec.name)
+    prior_even = None
+    if prior is not None:
+        prior_even = prior_of(prior, even, tw / "prior_even.zarr", cfg.chunks, cfg.device)
+        row["prior"] = prior.name
     for label, src, other, ck in _plan(spec, cfg):
         half = "even" if label.startswith("even") else "odd"
         name = work / f"{candidate_slug(spec.name)}_{half}.zarr"
-        den = _denoised(spec, src, name, ck, cfg, key)
+        if spec.train is not None:
+            den = region_output(spec, half, {"even": even, "odd": odd}, prior_even, name, tw,
+                                cfg.chunks, cfg.device)  # fmt: skip
+            ck = Path("region models")
+        else:
+            den = _denoised(spec, src, name, ck, cfg, key)
         outs[half] = den
         err, fit = _errors(_lazy(den), _lazy(other))
         row[f"error_{half}"] = err
         errors.append(err)
         fitted.append(fit)
-        scored.append(f"{Path(ck).name if ck else spec.method} on {half}")
+        what = f"{Path(ck).name if ck else spec.method} on {half}"
+        scored.append(what + (f" (prior: {prior.name})" if prior is not None else ""))
     row["half_error"] = float(np.mean(errors))
     row["half_error_fit"] = float(np.mean(fitted))
     mse = row["half_error_fit"] - noise
@@ -276,20 +316,15 @@ def _score_one(
         row["fsc_05_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.5)
     lazy = _lazy(outs.get("even", next(iter(outs.values()))))
     mid = lazy[lazy.shape[0] // 2].compute()
-    np.save(Path(cfg.out) / _DIR / f"{candidate_slug(spec.name)}.npy", mid)
+    np.save(Path(cfg.out) / SCORE_DIR / f"{candidate_slug(spec.name)}.npy", mid)
     for den in outs.values():  # the row is what is kept: disk does not grow with candidates
         if Path(den).parent == work and not cfg.keep_volumes:
             shutil.rmtree(den, ignore_errors=True)
             Path(str(den) + ".identity").unlink(missing_ok=True)
+    shutil.rmtree(tw, ignore_errors=True)
     row["scored"] = "; ".join(scored)
     row["seconds"] = time.perf_counter() - t0
     return row
-
-
-COLUMNS = ["rank", "candidate", "method", "half_error_fit", "half_error", "mse_estimate",
-           "psnr_estimate",
-           "error_even", "error_odd", "fsc_0143_angstrom", "fsc_05_angstrom", "scored",
-           "seconds"]  # fmt: skip
 
 
 def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
@@ -308,18 +343,20 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
     for spec in specs:  # every leakage refusal before any work
         _plan(spec, cfg)
     noise, rng = half_noise(*halves_of(cfg))
-    done = out / _DIR
+    done = out / SCORE_DIR
     done.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for spec in specs:
-        key = _identity(spec, cfg)
+    rows: list[dict[str, Any]] = []
+    # trained-here candidates last: 'prior: best' chooses among the scored filters
+    for spec in sorted(specs, key=lambda s: s.train is not None):
+        prior = _resolve_prior(spec, specs, rows)
+        key = _identity(spec, cfg, prior)
         cache = done / f"{candidate_slug(spec.name)}.json"
         if cache.exists() and not cfg.overwrite:
             old = json.loads(cache.read_text())
             if old.get("identity") == key:
                 rows.append(old["row"])
                 continue
-        row = _score_one(spec, cfg, noise, rng, key)
+        row = _score_one(spec, cfg, noise, rng, key, prior)
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"identity": key, "row": row}))
         tmp.replace(cache)
@@ -327,49 +364,5 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
     rows.sort(key=lambda r: r["half_error_fit"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
-    _write(rows, out, cfg, noise, rng)
+    write_report(rows, out, cfg, noise, rng)
     return rows
-
-
-def _write(rows: list[dict[str, Any]], out: Path, cfg: ScoreConfig, noise: float,
-           rng: float) -> None:  # fmt: skip
-    with open(out / "score.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-    def fmt(v: Any, d: int) -> str:
-        return "–" if v is None or v != v else ("none" if v == math.inf else f"{v:.{d}f}")
-
-    lines = [
-        f"Halves: {cfg.even} / {cfg.odd}; noise variance of a half {noise:.5g}, signal range "
-        f"R {rng:.5g} (0.1-99.9 % of the halves' mean, σ 1 voxel).",
-        "",
-        "| rank | candidate | half error (fitted) | half error | MSE estimate | PSNR estimate "
-        "(dB) | FSC_e/o 0.143 (Å) | FSC_e/o 0.5 (Å) | scored | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['rank']} | {r['candidate']} | {r['half_error_fit']:.5g} | "
-            f"{r['half_error']:.5g} | "
-            f"{r['mse_estimate']:.4g} | {fmt(r['psnr_estimate'], 2)} | "
-            f"{fmt(r['fsc_0143_angstrom'], 1)} | {fmt(r['fsc_05_angstrom'], 1)} | "
-            f"{r['scored']} | {r['seconds']:.0f} |"
-        )
-    lines += ["", "Ranked by the fitted half error (lower is better): each candidate denoised one "
-              "half and was compared with the other, whose noise it never saw, after the best "
-              "scale and offset (as the PSNR of the quality benchmark); the raw error beside."]
-    (out / "score.md").write_text("\n".join(lines) + "\n")
-    top = rows[: cfg.top]
-    fig = Figure(figsize=(2.6 * len(top), 2.9))
-    axes = np.atleast_1d(fig.subplots(1, len(top)))
-    for ax, r in zip(axes, top, strict=True):
-        img = np.load(out / _DIR / f"{candidate_slug(r['candidate'])}.npy")
-        lo, hi = np.percentile(img, (1, 99))
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
-        ax.set_title(f"{r['rank']}. {r['candidate']}", fontsize=8)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "slices.png", dpi=110)
-

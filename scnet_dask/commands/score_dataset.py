@@ -3,9 +3,10 @@
 Each tomogram is scored as by ``score EVEN ODD`` (:func:`scnet_dask.commands.score.score`) into
 ``DIR/NAME/`` (resumable per candidate), and ``DIR/score.md`` / ``DIR/score.csv`` summarise the
 candidates over the tomograms: how often each ranked first, its mean rank and its mean PSNR
-estimate. Tomograms without halves are listed and skipped. Trained candidates are refused: a
-model trained on one half of one tomogram has not seen the other tomograms' halves, but the
-leakage rule of ``score`` (models trained on the scoring half alone) cannot hold for them all.
+estimate. Tomograms without halves are listed and skipped. Candidates with checkpoints are
+refused: a model trained on one half of one tomogram has not seen the other tomograms' halves,
+but the leakage rule of ``score`` (models trained on the scoring half alone) cannot hold for
+them all. ``train:`` candidates are trained per tomogram by region split, as by ``score``.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def score_dataset(cfg: ScoreConfig) -> tuple[list[dict[str, Any]], dict[str, lis
     if cfg.dataset is None:
         raise ValueError(f"score_dataset needs --dataset, got {cfg}")
     for spec in load_candidates(cfg.candidates):
-        if spec.method != "none" and get(spec.method).trains:
+        if spec.method != "none" and get(spec.method).trains and spec.train is None:
             raise InputError(
                 f"{cfg.candidates}: candidate {spec.name!r} is a trained model; with --dataset "
                 "only untrained candidates are scored (a model trained on one half of one "
-                "tomogram cannot be scored fairly on the others): score it with EVEN ODD"
+                "tomogram cannot be scored fairly on the others): score it with EVEN ODD, or "
+                "give 'train:' to train it on each tomogram by region split"
             )
     ds = select(find_dataset(cfg.dataset), cfg.tomograms, cfg.exclude)
     halves = [t for t in ds.tomograms if t.has_halves]

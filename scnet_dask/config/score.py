@@ -33,8 +33,9 @@ class ScoreConfig(StrictModel):
     candidates: Path | None = Field(
         None,
         description="YAML list of candidates (name, method, its options; trained methods "
-        "with checkpoint_even / checkpoint_odd: models trained on one half only); default: "
-        "the identity, a Gaussian σ grid, two low-pass filters and Topaz-3D.",
+        "with checkpoint_even / checkpoint_odd: models trained on one half only, or with "
+        "train: a short recipe trained here by region split); default: the identity, a "
+        "Gaussian σ grid, two low-pass filters and Topaz-3D.",
     )
     chunks: int = Field(64, ge=16, description="Tile core (voxels) of every candidate's denoise.")
     fsc_edge: int = Field(

@@ -28,7 +28,15 @@ class AutoOptions(Options):
     candidates: Path | None = Field(
         None,
         description="--method auto: YAML list of candidates (as 'score --candidates'); default: "
-        "the identity, a Gaussian σ grid, two low-pass filters and Topaz-3D.",
+        "the identity, a Gaussian σ grid, two low-pass filters, Topaz-3D, and a short n2n and "
+        "SC-Net (on the better of the Gaussian and Topaz-3D priors) of --auto-steps.",
+    )
+    auto_steps: int = Field(
+        200,
+        ge=0,
+        description="--method auto: training steps (2 x 32³ patches, 16 features) of the default "
+        "set's short n2n and SC-Net, each trained twice on half the volume to be scored and once "
+        "on all of it if it wins; 0: filters only.",
     )
 
 

@@ -1,0 +1,132 @@
+"""Candidates that ``score`` trains itself: region-split models, and ``auto`` delivering one.
+
+The leakage rule for a ``train:`` candidate: each scored voxel comes from a model trained on
+the other region only — checked on the real checkpoints' recorded inputs and on the assembled
+output. ``denoise --method auto`` then trains the winning recipe on the whole input and keeps
+the model. Real MRC/Zarr files, real training (a few steps of a tiny U-Net).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from scnet_dask.commands.evaluate import EvaluateConfig, MethodSpec
+from scnet_dask.commands.score import score
+from scnet_dask.commands.score_train import check_train, region_output, split_regions
+from scnet_dask.config import ScoreConfig
+from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
+from scnet_dask.methods.loading import load_trained
+from tests.conftest import run_cli, write_mrc
+
+SHAPE = (32, 64, 48)
+TINY = {"steps": 2, "patch_size": 16, "batch_size": 1, "features": 4}
+
+
+@pytest.fixture
+def halves(tmp_path):
+    rng = np.random.default_rng(3)
+    s = np.cumsum(rng.standard_normal(SHAPE), axis=2).astype(np.float32) / 8
+    d = tmp_path / "h"
+    d.mkdir()
+    e = s + rng.standard_normal(SHAPE).astype(np.float32)
+    o = s + rng.standard_normal(SHAPE).astype(np.float32)
+    return (write_mrc(d / "even.mrc", e, 8.0), write_mrc(d / "odd.mrc", o, 8.0),
+            write_mrc(d / "full.mrc", (e + o) / 2, 8.0))  # fmt: skip
+
+
+def test_each_region_is_denoised_by_the_model_that_never_saw_it(halves, tmp_path):
+    even, odd, _ = halves
+    spec = MethodSpec(name="n2n", method="n2n", train=TINY)
+    work, out = tmp_path / "w", tmp_path / "out.zarr"
+    region_output(spec, "odd", {"even": even, "odd": odd}, None, out, work, 32, "cpu")
+    axis, regions = split_regions(SHAPE, 16)
+    assert axis == 1 and regions == [slice(0, 32), slice(32, 64)]
+    for i, reg in enumerate(regions):  # model i trained on the even and odd halves of region i
+        inputs = load_trained(str(work / f"run_{i}" / "last.pt"), "", "cpu").inputs
+        assert sorted(inputs) == ["even", "odd"]
+        for path in inputs.values():
+            crop = open_source(path)
+            assert crop.data.shape[1] == reg.stop - reg.start
+            assert crop.attrs["provenance"][-1]["region"] == [1, reg.start, reg.stop]
+    got = open_source(out).data.compute()
+    by = [open_source(work / f"den_odd_{i}.zarr").data.compute() for i in (0, 1)]
+    np.testing.assert_array_equal(got[:, :32], by[1][:, :32])  # region A by the model of B
+    np.testing.assert_array_equal(got[:, 32:], by[0][:, 32:])
+    assert not np.array_equal(by[0], by[1])
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ({"method": "gaussian", "sigma": 1.0, "train": {}}, "is not trained"),
+        ({"method": "n2v", "train": {"odd": "x.zarr"}}, "train.odd is set by score"),
+        ({"method": "n2v", "train": {"prior": "best"}}, "takes no prior"),
+        ({"method": "n2v", "train": {"steps": 0}}, "train.steps must be a positive"),
+        ({"method": "n2v", "train": {"patch_size": 20}}, "multiple of 16"),
+        ({"method": "n2v", "train": {"nonsense": 1}}, "nonsense: not an option"),
+        ({"method": "n2v", "checkpoint_even": "a.pt", "train": {}}, "not both"),
+        ({"method": "supervised", "train": {}}, "cannot train supervised"),
+    ],
+)
+def test_train_candidates_are_checked_in_one_line(item, match):
+    with pytest.raises(InputError, match=match):
+        check_train(MethodSpec(name="c", **item))
+
+
+def test_regions_narrower_than_the_patch_and_evaluate_rows_are_refused():
+    with pytest.raises(InputError, match=r"give train.patch_size <= 16"):
+        split_regions((32, 40, 40), 32)
+    with pytest.raises(ValueError, match="'train:' applies to score candidates only"):
+        EvaluateConfig(noisy="n.mrc", out_dir="o", methods=[
+            {"name": "n", "method": "n2n", "train": {}}])  # fmt: skip
+
+
+def test_auto_trains_the_winning_recipe_on_the_whole_input(halves, tmp_path, capsys):
+    even, odd, full = halves
+    c = tmp_path / "c.yaml"
+    c.write_text(yaml.safe_dump([{"name": "identity", "method": "none"},
+                                 {"name": "n2n short", "method": "n2n", "train": TINY}]))
+    out = tmp_path / "auto.zarr"
+    args = ["denoise", full, out, "--method", "auto", "--even", even, "--odd", odd,
+            "--candidates", c, "--device", "cpu"]  # fmt: skip
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "--method auto picked n2n short" in stdout
+    prov = zarr.open_group(str(out)).attrs["scnet_dask"]["provenance"][-1]
+    model = tmp_path / "auto_auto_model"
+    assert prov["auto"]["model"] == str(model / "last.pt") and prov["checkpoint"].endswith(
+        "auto_auto_model/last.pt")
+    assert prov["auto"]["trained_on"] == {"even": str(even), "odd": str(odd)}
+    # the delivered model saw the whole halves (their OME-Zarr copies), not a region's crop
+    tr = load_trained(str(model / "last.pt"), "", "cpu")
+    assert {k: v.split("/")[-1] for k, v in tr.inputs.items()} == {"even": "even.zarr",
+                                                                   "odd": "odd.zarr"}
+    assert not (tmp_path / ".auto.zarr.score").exists()
+    code, _, err = run_cli(args, capsys)  # the output exists: refused before any work
+    assert code == 1 and "exists" in err
+
+
+def test_scnet_trains_on_the_best_scored_prior_and_is_scored_even_to_odd(halves, tmp_path):
+    even, odd, _ = halves
+    c = tmp_path / "c.yaml"
+    c.write_text(yaml.safe_dump([
+        {"name": "scnet tiny", "method": "scnet", "train": {**TINY, "prior": "best"}},
+        {"name": "g1", "method": "gaussian", "sigma": 1.0},
+        {"name": "g4", "method": "gaussian", "sigma": 4.0},
+    ]))  # fmt: skip
+    rows = score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s", candidates=c, device="cpu"))
+    by = {r["candidate"]: r for r in rows}
+    best = min(("g1", "g4"), key=lambda n: by[n]["half_error_fit"])
+    assert by["scnet tiny"]["prior"] == best
+    assert by["scnet tiny"]["scored"] == f"region models on even (prior: {best})"
+    assert "error_odd" not in by["scnet tiny"] and np.isfinite(by["scnet tiny"]["half_error"])
+    assert not list((tmp_path / "s" / ".score" / "train").glob("*/*"))  # runs and crops go
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump([{"name": "s", "method": "scnet", "train": {"prior": "g9"}},
+                                   {"name": "g1", "method": "gaussian", "sigma": 1.0}]))
+    with pytest.raises(InputError, match=r"prior 'g9' is not an untrained candidate"):
+        score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s2", candidates=bad))
