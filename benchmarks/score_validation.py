@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,10 +39,14 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import yaml
 from scipy import stats
 
+from scnet_dask.commands.auto import auto_candidates
 from scnet_dask.commands.denoise import denoise
-from scnet_dask.commands.score import DEFAULT_CANDIDATES, candidate_slug, score
+from scnet_dask.commands.evaluate import MethodSpec
+from scnet_dask.commands.score import candidate_slug, score
+from scnet_dask.commands.score_train import prior_of, train_delivered
 from scnet_dask.commands.simulate import parse_tilts, simulate
 from scnet_dask.config import DenoiseConfig, ScoreConfig
 from scnet_dask.io import open_source
@@ -50,7 +55,7 @@ from scnet_dask.science.recon import project, wbp
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).parent))
-from fsc_eo import haadf_halves  # type: ignore[import-not-found]  # noqa: E402
+from fsc_eo import haadf_halves, half_zarr  # type: ignore[import-not-found]  # noqa: E402
 from quality_dataset import _write  # type: ignore[import-not-found]  # noqa: E402
 from quality_temsim import mean_mrc  # type: ignore[import-not-found]  # noqa: E402
 
@@ -128,31 +133,68 @@ def _full_output(spec: dict[str, Any], full: Path, out: Path, device: str) -> Pa
     return out
 
 
-def validate(work: Path, name: str, device: str) -> dict[str, Any]:
-    """The score's table for ``name`` beside the true PSNRs; ρ and the PSNR lost."""
+def _trained_full(spec: dict[str, Any], row: dict[str, Any], specs: dict[str, Any],
+                  data: dict[str, Path], d: Path, device: str) -> Path:  # fmt: skip
+    """A ``train:`` candidate's recipe trained on the whole data, applied to the full volume."""
+    out = d / f"{candidate_slug(spec['name'])}.zarr"
+    if out.exists():
+        return out
+    d.mkdir(parents=True, exist_ok=True)
+    ms = MethodSpec(**spec)
+    if ms.method == "n2n":
+        inputs = {h: half_zarr(data[h], d, h) for h in ("even", "odd")}
+    else:
+        inputs = {"noisy": half_zarr(data["full"], d, "full")}
+        if row.get("prior"):
+            inputs["prior"] = prior_of(MethodSpec(**specs[row["prior"]]), inputs["noisy"],
+                                       d / "prior_full.zarr", 64, device)  # fmt: skip
+    ck = train_delivered(ms, inputs, d / f"run_{candidate_slug(ms.name)}", device)
+    denoise(DenoiseConfig(input=data["full"], output=out, checkpoint=ck, method=ms.method,
+                          device=device, chunks=64, overwrite=True), show_progress=False)
+    return out
+
+
+def validate(work: Path, name: str, device: str, trained: int = 0) -> dict[str, Any]:
+    """The score's table for ``name`` beside the true PSNRs; ρ and the PSNR lost.
+
+    With ``trained`` > 0 the candidates include ``denoise --method auto``'s short n2n and
+    SC-Net of that many steps (scored by region-split models; their truth on the full volume is
+    the recipe trained on the whole data).
+    """
     data = dataset(work, name)
-    d = work / "score" / name
+    tag = f"-trained{trained}" if trained else ""
+    d = work / "score" / f"{name}{tag}"
+    cands = auto_candidates(trained)
+    base = work / "score" / name
+    if trained and base.is_dir() and not d.exists():  # the filters' rows and volumes, reused
+        shutil.copytree(base, d)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "candidates.yaml").write_text(yaml.safe_dump(cands, allow_unicode=True, sort_keys=False))
     t0 = time.perf_counter()
     rows = score(ScoreConfig(even=data["even"], odd=data["odd"], out=d, keep_volumes=True,
-                             device=device))  # fmt: skip
+                             device=device, candidates=d / "candidates.yaml"))  # fmt: skip
     seconds = time.perf_counter() - t0
     ref = _read(data["reference"])
-    specs = {c["name"]: c for c in DEFAULT_CANDIDATES}
+    specs = {c["name"]: c for c in cands}
     for r in rows:
         vols = d / ".score" / "volumes"
         slug = candidate_slug(r["candidate"])
         halves = [data[h] if r["method"] == "none" else vols / f"{slug}_{h}.zarr"
                   for h in ("even", "odd")]  # fmt: skip
-        r["psnr_halves"] = float(np.mean([psnr(_read(h), ref) for h in halves]))
-        full = _full_output(specs[r["candidate"]], data["full"],
-                            work / "full" / name / f"{slug}.zarr", device)  # fmt: skip
+        r["psnr_halves"] = float(np.mean([psnr(_read(h), ref) for h in halves if h.exists()]))
+        if "train" in specs[r["candidate"]]:
+            full = _trained_full(specs[r["candidate"]], r, specs, data,
+                                 work / "full" / f"{name}{tag}", device)  # fmt: skip
+        else:
+            full = _full_output(specs[r["candidate"]], data["full"],
+                                work / "full" / name / f"{slug}.zarr", device)  # fmt: skip
         r["psnr_full"] = psnr(_read(full), ref)
     by_score = [-r["half_error_fit"] for r in rows]
     rho_h = float(stats.spearmanr(by_score, [r["psnr_halves"] for r in rows]).statistic)
     rho_f = float(stats.spearmanr(by_score, [r["psnr_full"] for r in rows]).statistic)
     best_full = max(r["psnr_full"] for r in rows)
     lost = best_full - rows[0]["psnr_full"]
-    return {"dataset": name, "rho_halves": rho_h, "rho_full": rho_f, "lost_db": lost,
+    return {"dataset": f"{name}{tag}", "rho_halves": rho_h, "rho_full": rho_f, "lost_db": lost,
             "pick": rows[0]["candidate"],
             "true_best": max(rows, key=lambda r: r["psnr_full"])["candidate"],
             "score_seconds": seconds,
@@ -175,6 +217,9 @@ def main() -> None:
     ap.add_argument("--datasets", default=ALL)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rerun", action="store_true", help="Rerun datasets already in results.json.")
+    ap.add_argument("--trained", type=int, default=0, metavar="STEPS",
+                    help="Add --method auto's short n2n and SC-Net of STEPS steps "
+                    "(rows NAME-trainedSTEPS).")
     ap.add_argument("--haadf", action="store_true",
                     help="Only score the real HAADF series (no ground truth): the README's table.")
     a = ap.parse_args()
@@ -185,18 +230,21 @@ def main() -> None:
     store = a.work / "results.json"
     done = {r["dataset"]: r for r in json.loads(store.read_text())} if store.exists() else {}
     for name in a.datasets.split(","):
-        if name in done and not a.rerun:
+        key = f"{name}-trained{a.trained}" if a.trained else name
+        if key in done and not a.rerun:
             continue
-        done[name] = validate(a.work, name, a.device)
-        print(json.dumps({k: v for k, v in done[name].items() if k != "rows"}), flush=True)
+        done[key] = validate(a.work, name, a.device, a.trained)
+        print(json.dumps({k: v for k, v in done[key].items() if k != "rows"}), flush=True)
         store.write_text(json.dumps(list(done.values()), indent=1))
     order = ALL.split(",")
-    results = sorted(done.values(), key=lambda r: (order.index(r["dataset"])
-                                                   if r["dataset"] in order else len(order)))
+    results = sorted(done.values(), key=lambda r: (order.index(r["dataset"].split("-trained")[0])
+                                                   if r["dataset"].split("-trained")[0] in order
+                                                   else len(order), r["dataset"]))
     lines = ["| dataset | halves | ρ (halves) | ρ (full) | pick | true best (full) | "
              "PSNR lost (dB) | score s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
-        split = "frame" if r["dataset"] == "temsim" or r["dataset"].endswith("-frame") else "tilt"
+        base = r["dataset"].split("-trained")[0]
+        split = "frame" if base == "temsim" or base.endswith("-frame") else "tilt"
         lines.append(f"| {r['dataset']} | {split} | {r['rho_halves']:.3f} | {r['rho_full']:.3f} "
                      f"| {r['pick']} | {r['true_best']} | {r['lost_db']:.2f} | "
                      f"{r['score_seconds']:.0f} |")  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 import yaml
 import zarr
 
+from scnet_dask.commands import score_train
 from scnet_dask.commands.evaluate import EvaluateConfig, MethodSpec
 from scnet_dask.commands.score import score
 from scnet_dask.commands.score_train import check_train, region_output, split_regions
@@ -130,3 +131,39 @@ def test_scnet_trains_on_the_best_scored_prior_and_is_scored_even_to_odd(halves,
                                    {"name": "g1", "method": "gaussian", "sigma": 1.0}]))
     with pytest.raises(InputError, match=r"prior 'g9' is not an untrained candidate"):
         score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s2", candidates=bad))
+
+
+def test_a_train_candidate_resumes_after_an_error_as_if_uninterrupted(
+    halves, tmp_path, monkeypatch
+):
+    even, odd, _ = halves
+    c = tmp_path / "c.yaml"
+    c.write_text(yaml.safe_dump([{"name": "n2v tiny", "method": "n2v", "train": TINY}]))
+    real = score_train.denoise
+    calls = []
+
+    def first_fails(cfg, **kw):  # the model of region A is trained; applying it fails
+        calls.append(cfg.output)
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(score_train, "denoise", first_fails)
+    cut = ScoreConfig(even=even, odd=odd, out=tmp_path / "cut", candidates=c, device="cpu")
+    with pytest.raises(RuntimeError, match="disk full"):
+        score(cut)
+    trained = []
+    real_train = score_train.train
+
+    def counting(cfg, **kw):
+        trained.append(cfg.out.name)
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(score_train, "denoise", real)
+    monkeypatch.setattr(score_train, "train", counting)
+    resumed = score(cut)
+    assert trained == ["run_1"]  # region A's finished model is reused, not retrained
+    whole = score(ScoreConfig(even=even, odd=odd, out=tmp_path / "whole", candidates=c,
+                              device="cpu"))  # fmt: skip
+    assert resumed[0]["half_error"] == whole[0]["half_error"]
+    assert not (tmp_path / "cut" / ".score" / "train" / "n2v_tiny").exists()

@@ -283,6 +283,12 @@ def _score_one(
     even, odd = halves_of(cfg)
     tw = Path(cfg.out) / SCORE_DIR / "train" / candidate_slug(spec.name)
     prior_even = None
+    if spec.train is not None:  # region runs of this identity are resumed, others cleared
+        stamp = tw / "identity"
+        if not (stamp.is_file() and stamp.read_text() == key):
+            shutil.rmtree(tw, ignore_errors=True)
+            tw.mkdir(parents=True)
+            stamp.write_text(key)
     if prior is not None:
         prior_even = prior_of(prior, even, tw / "prior_even.zarr", cfg.chunks, cfg.device)
         row["prior"] = prior.name

@@ -169,13 +169,18 @@ def prior_of(spec: MethodSpec, src: Path, out: Path, chunks: int, device: str) -
 
 
 def _train(spec: MethodSpec, inputs: dict[str, Path], run: Path, device: str) -> Path:
-    """Train ``spec``'s recipe on ``inputs`` into ``run``; its last checkpoint (reused)."""
+    """Train ``spec``'s recipe on ``inputs`` into ``run``; its last checkpoint.
+
+    A finished run is reused; one with a ``last.pt`` but unfinished is resumed.
+    """
     if (run / "last.pt").exists() and (run / "done").exists():
         return run / "last.pt"
     engine, opts, _ = _parts(spec)
     method = get(spec.method)
+    resume = (run / "last.pt").exists()  # a run cut short by a kill or an error goes on
     cfg = {"noisy": inputs[method.inputs[0]], "out": run, "method": spec.method,
-           "device": device, "overwrite": True, **_engine_fields(engine), **opts,
+           "device": device, "overwrite": not resume, "resume": resume,
+           **_engine_fields(engine), **opts,
            **{k: inputs[k] for k in method.inputs[1:]}}  # fmt: skip
     train(TrainConfig.model_validate(cfg), show_progress=False)
     (run / "done").write_text("")
