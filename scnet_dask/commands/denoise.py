@@ -20,6 +20,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from scipy import ndimage
 
 from scnet_dask.commands.export import write_volume_file
 from scnet_dask.config import DenoiseConfig
@@ -304,6 +305,38 @@ def _check_output(target: Path, stats: dict[str, Any], vol: Volume) -> None:
             )
 
 
+#: Edge (voxels) of the central box in which a trained model's output is compared with its input.
+CONTRAST_BOX = 96
+
+
+def _check_contrast(cfg: DenoiseConfig, out: Any, vol: Volume) -> float | None:
+    """Warn when a trained model's output anti-correlates with its input; the correlation.
+
+    In a central box of at most :data:`CONTRAST_BOX`³ voxels, the output is correlated with
+    the input smoothed by σ 1 voxel (more of its signal than the raw voxels): a denoiser's
+    output correlates positively with it. A negative value means an inverted contrast (a loss
+    that fixes no sign — NMSG's authors' form can end so); filters are not checked (``None``).
+    """
+    if cfg.method == "none" or not get(cfg.method).trains:
+        return None
+    shape = tuple(int(s) for s in vol.data.shape)
+    box = tuple(slice(max(0, (n - CONTRAST_BOX) // 2), max(0, (n - CONTRAST_BOX) // 2)
+                      + min(n, CONTRAST_BOX)) for n in shape)  # fmt: skip
+    x = ndimage.gaussian_filter(np.asarray(vol.data[box], dtype=np.float64), 1.0)
+    y = np.asarray(out[box], dtype=np.float64)
+    if x.std() == 0 or y.std() == 0:
+        return None
+    r = float(np.corrcoef(x.ravel(), y.ravel())[0, 1])
+    if r < -0.05:
+        log.warning(
+            "%s: the denoised volume anti-correlates with its input (r = %.3f against %s "
+            "smoothed by σ 1 voxel, central %s voxels; a denoiser's output correlates "
+            "positively, > 0): the model may have learnt an inverted contrast; check it before "
+            "use", cfg.output, r, cfg.input, "x".join(str(b.stop - b.start) for b in box),
+        )  # fmt: skip
+    return r
+
+
 def _write(
     cfg: DenoiseConfig,
     res: ResumableOutput,
@@ -328,11 +361,13 @@ def _write(
         if is_zarr:
             stats = finalise_store(res.finish(), vol.voxel_size_angstrom, attrs, 3)
             _check_output(target, stats, vol)
+            r_in = _check_contrast(cfg, arr, vol)
             res.commit()
         else:  # the work store's progress stays until the file is written (resumable)
             group = zarr.open_group(str(res.store), mode="r+")
             stats = finalise_store(group, vol.voxel_size_angstrom, attrs, 1)
             _check_output(target, stats, vol)
+            r_in = _check_contrast(cfg, arr, vol)
             with atomic_output(target, overwrite=cfg.overwrite) as tmp:
                 fmt = "tiff" if target.suffix.lower() in (".tif", ".tiff") else "mrc"
                 write_volume_file(
@@ -355,4 +390,5 @@ def _write(
         "halo_overhead": plan.tile_voxels() / float(np.prod(shape)),
         "annotations": annotations,
         "statistics": stats,
+        "input_correlation": r_in,
     }
