@@ -233,9 +233,14 @@ def main() -> None:
         key = f"{name}-trained{a.trained}" if a.trained else name
         if key in done and not a.rerun:
             continue
-        done[key] = validate(a.work, name, a.device, a.trained)
-        print(json.dumps({k: v for k, v in done[key].items() if k != "rows"}), flush=True)
-        store.write_text(json.dumps(list(done.values()), indent=1))
+        res = validate(a.work, name, a.device, a.trained)
+        print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+        # re-read: another run on this work folder (other datasets) may have written meanwhile
+        done = {r["dataset"]: r for r in json.loads(store.read_text())} if store.exists() else {}
+        done[key] = res
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(done.values()), indent=1))
+        tmp.replace(store)
     order = ALL.split(",")
     results = sorted(done.values(), key=lambda r: (order.index(r["dataset"].split("-trained")[0])
                                                    if r["dataset"].split("-trained")[0] in order
