@@ -183,8 +183,10 @@ def validate(work: Path, name: str, device: str, trained: int = 0) -> dict[str, 
                   for h in ("even", "odd")]  # fmt: skip
         r["psnr_halves"] = float(np.mean([psnr(_read(h), ref) for h in halves if h.exists()]))
         if "train" in specs[r["candidate"]]:
+            t1 = time.perf_counter()
             full = _trained_full(specs[r["candidate"]], r, specs, data,
                                  work / "full" / f"{name}{tag}", device)  # fmt: skip
+            r["deliver_seconds"] = time.perf_counter() - t1  # train on all, denoise the full
         else:
             full = _full_output(specs[r["candidate"]], data["full"],
                                 work / "full" / name / f"{slug}.zarr", device)  # fmt: skip
@@ -198,8 +200,10 @@ def validate(work: Path, name: str, device: str, trained: int = 0) -> dict[str, 
             "pick": rows[0]["candidate"],
             "true_best": max(rows, key=lambda r: r["psnr_full"])["candidate"],
             "score_seconds": seconds,
-            "rows": [{k: r[k] for k in ("candidate", "half_error_fit", "psnr_estimate",
-                                        "psnr_halves", "psnr_full")} for r in rows]}  # fmt: skip
+            "rows": [{k: r.get(k) for k in ("candidate", "half_error_fit", "psnr_estimate",
+                                            "psnr_halves", "psnr_full", "seconds",
+                                            "deliver_seconds", "prior")}
+                     for r in rows]}  # fmt: skip
 
 
 def haadf(work: Path, device: str) -> str:
