@@ -60,7 +60,10 @@ def write_report(
         )
     lines += ["", "Ranked by the fitted half error (lower is better): each candidate denoised one "
               "half and was compared with the other, whose noise it never saw, after the best "
-              "scale and offset (as the PSNR of the quality benchmark); the raw error beside."]
+              "scale and offset (as the PSNR of the quality benchmark); the raw error beside. "
+              "The ranking is at a half's noise level: the full volume (the halves' mean) has "
+              "half that noise variance, and where candidates are close the lighter filters "
+              "may gain on it (docs/measurements.md, 'The half-split score')."]
     (out / "score.md").write_text("\n".join(lines) + "\n")
     top = rows[: cfg.top]
     fig = Figure(figsize=(2.6 * len(top), 2.9))
