@@ -13,6 +13,7 @@ import pytest
 import yaml
 import zarr
 
+from scnet_dask.commands import auto as auto_cmd
 from scnet_dask.commands import score_train
 from scnet_dask.commands.evaluate import EvaluateConfig, MethodSpec
 from scnet_dask.commands.score import score
@@ -167,3 +168,25 @@ def test_a_train_candidate_resumes_after_an_error_as_if_uninterrupted(
                               device="cpu"))  # fmt: skip
     assert resumed[0]["half_error"] == whole[0]["half_error"]
     assert not (tmp_path / "cut" / ".score" / "train" / "n2v_tiny").exists()
+
+
+def test_auto_leaves_the_trained_candidates_out_of_halves_too_small_to_split(
+    tmp_path, capsys, monkeypatch
+):
+    rng = np.random.default_rng(1)
+    small = [write_mrc(tmp_path / f"{h}.mrc", rng.standard_normal((32, 48, 48)).astype(np.float32),
+                       8.0) for h in ("e", "o")]  # fmt: skip
+    seen = {}
+
+    def stop(cfg):  # the candidates auto would score; the scoring itself is tested above
+        seen["names"] = [c["name"] for c in yaml.safe_load(cfg.candidates.read_text())]
+        raise InputError("stopped after choosing the candidates")
+
+    monkeypatch.setattr(auto_cmd, "score", stop)
+    args = ["denoise", small[0], tmp_path / "o.zarr", "--method", "auto", "--even", small[0],
+            "--odd", small[1]]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "stopped after choosing" in err
+    assert "smaller than the training patch 32" in err and "scores the filters only" in err
+    assert not any("steps" in n for n in seen["names"]) and "topaz-3d" in seen["names"]
+    assert auto_cmd.auto_candidates(200)[-1]["train"]["prior"] == "best"

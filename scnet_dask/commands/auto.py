@@ -29,9 +29,10 @@ from scnet_dask.commands.convert import convert
 from scnet_dask.commands.denoise import denoise
 from scnet_dask.commands.evaluate import MethodSpec
 from scnet_dask.commands.score import DEFAULT_CANDIDATES, load_candidates, score
-from scnet_dask.commands.score_train import prior_of, train_delivered
+from scnet_dask.commands.score_train import prior_of, split_regions, train_delivered
 from scnet_dask.config import ConvertConfig, DenoiseConfig, ScoreConfig
 from scnet_dask.errors import InputError
+from scnet_dask.io import open_source
 from scnet_dask.io.omezarr import is_zarr
 from scnet_dask.methods import get
 
@@ -121,9 +122,17 @@ def denoise_auto(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, An
         shutil.rmtree(model_dir)
     candidates = opts.candidates
     if candidates is None:
+        steps = opts.auto_steps
+        shape = tuple(int(n) for n in open_source(opts.even).data.shape)
+        try:
+            split_regions(shape, 32)
+        except InputError as e:
+            if steps:
+                log.warning("%s: %s; --method auto scores the filters only", opts.even, e)
+            steps = 0
         work.mkdir(parents=True, exist_ok=True)
         candidates = work / "candidates.yaml"
-        candidates.write_text(yaml.safe_dump(auto_candidates(opts.auto_steps),
+        candidates.write_text(yaml.safe_dump(auto_candidates(steps),
                                              allow_unicode=True, sort_keys=False))  # fmt: skip
     specs = {s.name: s for s in load_candidates(candidates)}
     rows = score(ScoreConfig(
