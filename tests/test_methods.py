@@ -552,6 +552,7 @@ CASES: dict[str, tuple[list[str], str, str, dict[str, Any]]] = {
             "even": "e.zarr",
             "odd": "o.zarr",
             "candidates": "c.yaml",
+            "auto_steps": 50,
         },
     ),
     "denoise-gaussian": (
