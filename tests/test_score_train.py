@@ -14,6 +14,7 @@ import yaml
 import zarr
 
 from scnet_dask.commands import auto as auto_cmd
+from scnet_dask.commands import score as score_mod
 from scnet_dask.commands import score_train
 from scnet_dask.commands.evaluate import EvaluateConfig, MethodSpec
 from scnet_dask.commands.score import score
@@ -112,7 +113,9 @@ def test_auto_trains_the_winning_recipe_on_the_whole_input(halves, tmp_path, cap
     assert code == 1 and "exists" in err
 
 
-def test_scnet_trains_on_the_best_scored_prior_and_is_scored_even_to_odd(halves, tmp_path):
+def test_scnet_trains_on_the_best_scored_prior_and_is_scored_even_to_odd(
+    halves, tmp_path, monkeypatch
+):
     even, odd, _ = halves
     c = tmp_path / "c.yaml"
     c.write_text(yaml.safe_dump([
@@ -120,13 +123,17 @@ def test_scnet_trains_on_the_best_scored_prior_and_is_scored_even_to_odd(halves,
         {"name": "g1", "method": "gaussian", "sigma": 1.0},
         {"name": "g4", "method": "gaussian", "sigma": 4.0},
     ]))  # fmt: skip
+    made = []
+    monkeypatch.setattr(score_mod, "prior_of", lambda *a: made.append(a) or a[2])
     rows = score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s", candidates=c, device="cpu"))
+    assert not made  # the prior is the best Gaussian's even output as scored, not a new pass
     by = {r["candidate"]: r for r in rows}
     best = min(("g1", "g4"), key=lambda n: by[n]["half_error_fit"])
     assert by["scnet tiny"]["prior"] == best
     assert by["scnet tiny"]["scored"] == f"region models on even (prior: {best})"
     assert "error_odd" not in by["scnet tiny"] and np.isfinite(by["scnet tiny"]["half_error"])
     assert not list((tmp_path / "s" / ".score" / "train").glob("*/*"))  # runs and crops go
+    assert not list((tmp_path / "s" / ".score" / "volumes").iterdir())  # the kept prior too
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump([{"name": "s", "method": "scnet", "train": {"prior": "g9"}},
                                    {"name": "g1", "method": "gaussian", "sigma": 1.0}]))

@@ -272,7 +272,7 @@ def _resolve_prior(
 
 def _score_one(
     spec: MethodSpec, cfg: ScoreConfig, noise: float, rng: float, key: str,
-    prior: MethodSpec | None = None,
+    prior: MethodSpec | None = None, keep_even: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Denoise each half the spec allows and measure it against the other half."""
     t0 = time.perf_counter()
@@ -290,7 +290,9 @@ def _score_one(
             tw.mkdir(parents=True)
             stamp.write_text(key)
     if prior is not None:
-        prior_even = prior_of(prior, even, tw / "prior_even.zarr", cfg.chunks, cfg.device)
+        kept = work / f"{candidate_slug(prior.name)}_even.zarr"  # its scored even output
+        prior_even = kept if kept.exists() else prior_of(
+            prior, even, tw / "prior_even.zarr", cfg.chunks, cfg.device)  # fmt: skip
         row["prior"] = prior.name
     for label, src, other, ck in _plan(spec, cfg):
         half = "even" if label.startswith("even") else "odd"
@@ -323,7 +325,9 @@ def _score_one(
     lazy = _lazy(outs.get("even", next(iter(outs.values()))))
     mid = lazy[lazy.shape[0] // 2].compute()
     np.save(Path(cfg.out) / SCORE_DIR / f"{candidate_slug(spec.name)}.npy", mid)
-    for den in outs.values():  # the row is what is kept: disk does not grow with candidates
+    for half, den in outs.items():  # the row is what is kept: disk does not grow
+        if half == "even" and keep_even:  # a prior the trained candidates may take
+            continue
         if Path(den).parent == work and not cfg.keep_volumes:
             shutil.rmtree(den, ignore_errors=True)
             Path(str(den) + ".identity").unlink(missing_ok=True)
@@ -352,6 +356,7 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
     done = out / SCORE_DIR
     done.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    wants_prior = any(s.train is not None and "prior" in get(s.method).inputs for s in specs)
     # trained-here candidates last: 'prior: best' chooses among the scored filters
     for spec in sorted(specs, key=lambda s: s.train is not None):
         prior = _resolve_prior(spec, specs, rows)
@@ -362,7 +367,8 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
             if old.get("identity") == key:
                 rows.append(old["row"])
                 continue
-        row = _score_one(spec, cfg, noise, rng, key, prior)
+        keep = wants_prior and spec.train is None and spec.method in PRIOR_METHODS
+        row = _score_one(spec, cfg, noise, rng, key, prior, keep)
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"identity": key, "row": row}))
         tmp.replace(cache)
@@ -370,5 +376,9 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
     rows.sort(key=lambda r: r["half_error_fit"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
+    if not cfg.keep_volumes:  # the priors kept for the trained candidates
+        for spec in specs:
+            shutil.rmtree(done / "volumes" / f"{candidate_slug(spec.name)}_even.zarr",
+                          ignore_errors=True)  # fmt: skip
     write_report(rows, out, cfg, noise, rng)
     return rows
