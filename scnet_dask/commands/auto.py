@@ -89,6 +89,32 @@ def _deliver_model(
     return train_delivered(spec, inputs, _model_dir(Path(cfg.output)), cfg.device)
 
 
+def _check_targets(cfg: DenoiseConfig, out: Path, model_dir: Path) -> None:
+    """Refuse an existing output or model folder before any work (unless told otherwise)."""
+    if out.exists() and not (cfg.overwrite or cfg.resume):
+        raise InputError(f"{out}: exists; give --overwrite to replace it")
+    if model_dir.exists() and not cfg.resume:
+        if not cfg.overwrite:
+            raise InputError(f"{model_dir}: exists (a model --method auto delivered); give "
+                             "--overwrite to replace it or --resume to reuse it")  # fmt: skip
+        shutil.rmtree(model_dir)
+
+
+def _default_candidates(even: Path, steps: int, work: Path) -> Path:
+    """The default set as a YAML file in ``work``; no trained ones if regions cannot hold 32³."""
+    shape = tuple(int(n) for n in open_source(even).data.shape)
+    try:
+        split_regions(shape, 32)
+    except InputError as e:
+        if steps:
+            log.warning("%s: %s; --method auto scores the filters only", even, e)
+        steps = 0
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "candidates.yaml"
+    path.write_text(yaml.safe_dump(auto_candidates(steps), allow_unicode=True, sort_keys=False))
+    return path
+
+
 def denoise_auto(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, Any]:
     """Score the candidates on ``cfg``'s ``even``/``odd`` halves; denoise with the best.
 
@@ -113,27 +139,8 @@ def denoise_auto(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, An
     out = Path(cfg.output)
     work = out.with_name(f".{out.name}.score")
     model_dir = _model_dir(out)
-    if out.exists() and not (cfg.overwrite or cfg.resume):
-        raise InputError(f"{out}: exists; give --overwrite to replace it")
-    if model_dir.exists() and not cfg.resume:
-        if not cfg.overwrite:
-            raise InputError(f"{model_dir}: exists (a model --method auto delivered); give "
-                             "--overwrite to replace it or --resume to reuse it")  # fmt: skip
-        shutil.rmtree(model_dir)
-    candidates = opts.candidates
-    if candidates is None:
-        steps = opts.auto_steps
-        shape = tuple(int(n) for n in open_source(opts.even).data.shape)
-        try:
-            split_regions(shape, 32)
-        except InputError as e:
-            if steps:
-                log.warning("%s: %s; --method auto scores the filters only", opts.even, e)
-            steps = 0
-        work.mkdir(parents=True, exist_ok=True)
-        candidates = work / "candidates.yaml"
-        candidates.write_text(yaml.safe_dump(auto_candidates(steps),
-                                             allow_unicode=True, sort_keys=False))  # fmt: skip
+    _check_targets(cfg, out, model_dir)
+    candidates = opts.candidates or _default_candidates(Path(opts.even), opts.auto_steps, work)
     specs = {s.name: s for s in load_candidates(candidates)}
     rows = score(ScoreConfig(
         even=opts.even, odd=opts.odd, out=work, candidates=candidates,
