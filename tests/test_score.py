@@ -17,6 +17,7 @@ import zarr
 from scipy import ndimage
 
 from scnet_dask.commands import score as score_cmd
+from scnet_dask.commands import score_train
 from scnet_dask.config import ScoreConfig, TrainConfig
 from scnet_dask.engine.train import train
 from scnet_dask.errors import InputError
@@ -136,7 +137,7 @@ def test_cli_writes_tables_and_a_rerun_resumes(small_halves, tmp_path, capsys, m
     def no_denoise(*a, **k):
         raise AssertionError("a finished candidate was denoised again")
 
-    monkeypatch.setattr(score_cmd, "denoise", no_denoise)
+    monkeypatch.setattr(score_train, "denoise", no_denoise)  # every candidate's denoise
     code, stdout, err = run_cli(["score", even, odd, "--out", out, "--candidates", c], capsys)
     assert code == 0, err
     assert not list((out / ".score" / "volumes").iterdir())  # volumes are not kept

@@ -41,7 +41,7 @@ from scnet_dask.io.resume import (
 from scnet_dask.io.store import finalise_store, source_signature
 from scnet_dask.methods import Geometry, PredictContext, TilePredictor, get
 from scnet_dask.methods.runtime import file_sha256
-from scnet_dask.science.stats import sample_step
+from scnet_dask.science.stats import central_box, sample_step
 from scnet_dask.tiling.blend import TilePlan
 from scnet_dask.tiling.graph import overlap_add
 from scnet_dask.tiling.halo import HaloSides, plan_halo_sides
@@ -320,8 +320,7 @@ def _check_contrast(cfg: DenoiseConfig, out: Any, vol: Volume) -> float | None:
     if cfg.method == "none" or not get(cfg.method).trains:
         return None
     shape = tuple(int(s) for s in vol.data.shape)
-    box = tuple(slice(max(0, (n - CONTRAST_BOX) // 2), max(0, (n - CONTRAST_BOX) // 2)
-                      + min(n, CONTRAST_BOX)) for n in shape)  # fmt: skip
+    box = central_box(shape, CONTRAST_BOX)
     x = ndimage.gaussian_filter(np.asarray(vol.data[box], dtype=np.float64), 1.0)
     y = np.asarray(out[box], dtype=np.float64)
     if x.std() == 0 or y.std() == 0:

@@ -43,17 +43,17 @@ import numpy as np
 import yaml
 from dask_image.ndfilters import gaussian_filter
 
-from scnet_dask.commands.denoise import denoise
 from scnet_dask.commands.evaluate import MethodSpec
 from scnet_dask.commands.score_report import SCORE_DIR, candidate_slug, write_report
 from scnet_dask.commands.score_train import (
     PRIOR_METHODS,
+    apply_spec,
     check_train,
     prior_of,
     region_output,
     scored_halves,
 )
-from scnet_dask.config import DenoiseConfig, ScoreConfig
+from scnet_dask.config import ScoreConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
 from scnet_dask.io._atomic import refuse_overlap
@@ -62,7 +62,7 @@ from scnet_dask.methods import get
 from scnet_dask.methods.loading import load_trained
 from scnet_dask.methods.runtime import file_sha256
 from scnet_dask.science.metrics import fsc, fsc_eo, resolution_angstrom
-from scnet_dask.science.stats import compute_statistics
+from scnet_dask.science.stats import central_box, compute_statistics
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -236,18 +236,10 @@ def _denoised(
     if cfg.keep_volumes and out.exists() and stamp.is_file() and stamp.read_text() == key:
         return out
     stamp.unlink(missing_ok=True)
-    denoise(DenoiseConfig(
-        input=src, output=out, checkpoint=ck, method=spec.method, halo=spec.halo,
-        chunks=spec.chunks or cfg.chunks, device=cfg.device, overwrite=True, **spec.options(),
-    ), show_progress=False)  # fmt: skip
+    apply_spec(spec, src, out, ck, cfg.chunks, cfg.device)
     if cfg.keep_volumes:
         stamp.write_text(key)
     return out
-
-
-def _central_box(shape: tuple[int, ...], edge: int) -> tuple[slice, ...]:
-    return tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + min(n, edge))
-                 for n in shape)  # fmt: skip
 
 
 def _resolve_prior(
@@ -318,7 +310,7 @@ def _score_one(
     row["fsc_0143_angstrom"] = row["fsc_05_angstrom"] = math.nan
     if len(outs) == 2:
         e, o = _lazy(outs["even"]), _lazy(outs["odd"])
-        box = _central_box(tuple(e.shape), cfg.fsc_edge)
+        box = central_box(tuple(e.shape), cfg.fsc_edge)
         f, c = fsc(e, o, open_source(halves_of(cfg)[0]).voxel_size_angstrom, region=box)
         row["fsc_0143_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.143)
         row["fsc_05_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.5)

@@ -43,6 +43,7 @@ from scnet_dask.methods import get
 __all__ = [
     "ENGINE_KEYS",
     "PRIOR_METHODS",
+    "apply_spec",
     "check_train",
     "split_regions",
     "scored_halves",
@@ -158,13 +159,24 @@ def _crop(src: Path, dst: Path, axis: int, region: slice) -> Path:
     return dst
 
 
+def apply_spec(
+    spec: MethodSpec, src: Path, out: Path, ck: Path | None, chunks: int, device: str
+) -> Path:
+    """Denoise ``src`` into ``out`` (replaced) as candidate ``spec`` says, with checkpoint ``ck``.
+
+    ``chunks`` is the tile core unless the candidate gives its own.
+    """
+    denoise(DenoiseConfig(input=src, output=out, checkpoint=ck, method=spec.method,
+                          halo=spec.halo, chunks=spec.chunks or chunks, device=device,
+                          overwrite=True, **spec.options()), show_progress=False)  # fmt: skip
+    return out
+
+
 def prior_of(spec: MethodSpec, src: Path, out: Path, chunks: int, device: str) -> Path:
     """The prior candidate ``spec`` applied to ``src`` (an OME-Zarr at ``out``, reused)."""
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        denoise(DenoiseConfig(input=src, output=out, method=spec.method, halo=spec.halo,
-                              chunks=spec.chunks or chunks, device=device, overwrite=True,
-                              **spec.options()), show_progress=False)  # fmt: skip
+        apply_spec(spec, src, out, None, chunks, device)
     return out
 
 
@@ -181,7 +193,7 @@ def _train(spec: MethodSpec, inputs: dict[str, Path], run: Path, device: str) ->
     cfg = {"noisy": inputs[method.inputs[0]], "out": run, "method": spec.method,
            "device": device, "overwrite": not resume, "resume": resume,
            **_engine_fields(engine), **opts,
-           **{k: inputs[k] for k in method.inputs[1:]}}  # fmt: skip
+           **{k: inputs[k] for k in method.inputs[1:] if k in inputs}}  # fmt: skip
     train(TrainConfig.model_validate(cfg), show_progress=False)
     (run / "done").write_text("")
     return run / "last.pt"
@@ -229,10 +241,7 @@ def region_output(
         ck = _train(spec, crops, work / f"run_{i}", device)
         den = work / f"den_{half}_{i}.zarr"
         if not den.exists():
-            denoise(DenoiseConfig(input=halves[half], output=den, checkpoint=ck,
-                                  method=spec.method, halo=spec.halo,
-                                  chunks=spec.chunks or chunks, device=device, overwrite=True,
-                                  **spec.options()), show_progress=False)  # fmt: skip
+            apply_spec(spec, halves[half], den, ck, chunks, device)
         dens.append(open_source(den).data.astype(np.float32))
     # region A from the model of B, region B from the model of A
     pick = [dens[1 - i][tuple(r if a == axis else slice(None) for a in range(3))]

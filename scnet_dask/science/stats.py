@@ -11,6 +11,7 @@ import numpy as np
 from skimage.restoration import estimate_sigma
 
 __all__ = [
+    "central_box",
     "sample_step",
     "combine_statistics",
     "lazy_statistics",
@@ -22,6 +23,12 @@ __all__ = [
 ]
 
 _MAX_SAMPLE = 8_000_000
+
+
+def central_box(shape: tuple[int, ...], edge: int) -> tuple[slice, ...]:
+    """Slices of the central box of at most ``edge`` voxels per axis of a grid of ``shape``."""
+    return tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + min(n, edge))
+                 for n in shape)  # fmt: skip
 
 
 def sample_step(shape: tuple[int, ...]) -> int:
