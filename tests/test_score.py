@@ -1,8 +1,8 @@
 """``score``: ranking candidates by their error against the other half, without ground truth.
 
 Synthetic signal + independent Gaussian noise per half (frame-split halves): the identity's
-score is the halves' MSE; a Gaussian σ grid is ranked as the true MSE ranks it and the implied
-PSNR is within 0.3 dB of the true one; a trained candidate that may have seen the scoring
+score is the halves' MSE; a Gaussian σ grid is ranked as the true MSE of the full volume ranks
+it and the implied PSNRs (of a half, of the full volume) are within 0.3 dB of the true ones; a trained candidate that may have seen the scoring
 half's noise is refused. Real files on disk throughout.
 """
 
@@ -67,7 +67,18 @@ def test_identity_scores_the_halves_mse(small_halves, tmp_path):
     cov = np.cov(x, y, bias=True)[0, 1]
     fitted = (y.var() - cov**2 / x.var() + x.var() - cov**2 / y.var()) / 2
     assert rows[0]["half_error_fit"] == pytest.approx(fitted, rel=1e-5)
-    assert rows[0]["mse_estimate"] == pytest.approx(fitted - mse / 2, rel=1e-4)
+    assert rows[0]["half_mse_estimate"] == pytest.approx(fitted - mse / 2, rel=1e-4)
+    # once more with a second half's noise: the halves' difference shifted by half the grid
+    # along the longer in-plane axis (x on a tie), times √2; even→odd
+    n = np.sqrt(2) * np.roll((e.astype(np.float64) - o) / 2, e.shape[1] // 2, axis=1)
+    z = (e + n).ravel()
+    cov2 = np.cov(z, y, bias=True)[0, 1]
+    assert rows[0]["noisier_error_fit"] == pytest.approx(y.var() - cov2**2 / z.var(), rel=1e-4)
+    # each moment extrapolated linearly in the noise variance to the full volume's level
+    var_f = (x.var() + y.var()) / 2 - (z.var() - x.var()) / 2
+    c = cov - (cov2 - cov) / 2
+    full = (x.var() + y.var()) / 2 - c**2 / var_f - mse / 2
+    assert rows[0]["mse_estimate"] == pytest.approx(full, rel=1e-4)
 
 
 def test_gaussian_grid_is_ranked_as_the_true_error_and_psnr_is_close(halves, tmp_path):
@@ -78,18 +89,24 @@ def test_gaussian_grid_is_ranked_as_the_true_error_and_psnr_is_close(halves, tmp
     ])  # fmt: skip
     rows = score_cmd.score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s", candidates=c))
     _, rng = score_cmd.half_noise(even, odd)
-    true = {}
+    true, true_half = {}, {}
     ref = s.astype(np.float64).ravel()
-    for x in sigmas:  # the true error of each half's output against the clean signal, fitted
-        errs = []
-        for h in (e, o):
-            g = ndimage.gaussian_filter(h, x, mode="reflect").astype(np.float64).ravel()
-            errs.append(ref.var() - np.cov(g, ref, bias=True)[0, 1] ** 2 / g.var())
-        true[f"g{x}"] = 10 * np.log10(rng * rng / np.mean(errs))
+
+    def err(v, x):  # the true error of an output against the clean signal, fitted
+        g = ndimage.gaussian_filter(v, x, mode="reflect").astype(np.float64).ravel()
+        return ref.var() - np.cov(g, ref, bias=True)[0, 1] ** 2 / g.var()
+
+    for x in sigmas:  # each half's output (what was measured), the full volume's (delivered)
+        true_half[f"g{x}"] = 10 * np.log10(rng * rng / np.mean([err(h, x) for h in (e, o)]))
+        true[f"g{x}"] = 10 * np.log10(rng * rng / err((e + o) / 2, x))
     ranked = [r["candidate"] for r in rows]
     assert ranked == sorted(true, key=lambda k: -true[k])
     assert true[ranked[0]] - true[ranked[-1]] > 1.0  # a ranking with something to rank
+    # the levels rank differently (σ 1 gains most from the lower noise): a ranking at a
+    # half's level would fail the first assertion
+    assert sorted(true_half, key=lambda k: -true_half[k]) != ranked
     for r in rows:
+        assert r["psnr_half_estimate"] == pytest.approx(true_half[r["candidate"]], abs=0.3)
         assert r["psnr_estimate"] == pytest.approx(true[r["candidate"]], abs=0.3)
     with open(tmp_path / "s" / "score.csv", newline="") as f:
         assert [r["candidate"] for r in csv.DictReader(f)] == ranked  # best first

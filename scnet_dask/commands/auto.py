@@ -41,8 +41,8 @@ __all__ = ["denoise_auto", "auto_candidates", "TABLE_KEYS"]
 log = logging.getLogger(__name__)
 
 #: The score columns recorded in the output's provenance.
-TABLE_KEYS = ("rank", "candidate", "method", "half_error", "half_error_fit", "psnr_estimate",
-              "fsc_0143_angstrom", "prior")  # fmt: skip
+TABLE_KEYS = ("rank", "candidate", "method", "mse_estimate", "psnr_estimate", "half_error_fit",
+              "noisier_error_fit", "half_error", "fsc_0143_angstrom", "prior")  # fmt: skip
 
 
 def auto_candidates(steps: int) -> list[dict[str, Any]]:
@@ -157,13 +157,13 @@ def denoise_auto(cfg: DenoiseConfig, show_progress: bool = True) -> dict[str, An
     best = deliverable[0]
     if rows[0]["method"] == "none":
         log.warning(
-            "%s: no candidate scored better than the input itself (half error %.5g vs %.5g "
+            "%s: no candidate scored better than the input itself (estimated error %.5g vs %.5g "
             "for %s); denoising with %s anyway",
-            cfg.input, rows[0]["half_error"], best["half_error"], best["candidate"],
+            cfg.input, rows[0]["mse_estimate"], best["mse_estimate"], best["candidate"],
             best["candidate"],
         )  # fmt: skip
-    log.info("--method auto: %s scored best of %d candidates (half error %.5g)",
-             best["candidate"], len(rows), best["half_error"])  # fmt: skip
+    log.info("--method auto: %s scored best of %d candidates (estimated PSNR %.2f dB)",
+             best["candidate"], len(rows), best["psnr_estimate"])  # fmt: skip
     spec = specs[best["candidate"]]
     ck = _deliver_model(spec, best, specs, cfg, work) if spec.train is not None else None
     chosen = DenoiseConfig.model_validate({

@@ -40,10 +40,14 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import yaml
 from dask_image.ndfilters import gaussian_filter
 
 from scnet_dask.commands.evaluate import MethodSpec
+from scnet_dask.commands.score_candidates import (
+    DEFAULT_CANDIDATES,
+    checked_half_model,
+    load_candidates,
+)
 from scnet_dask.commands.score_report import SCORE_DIR, candidate_slug, write_report
 from scnet_dask.commands.score_train import (
     PRIOR_METHODS,
@@ -57,10 +61,11 @@ from scnet_dask.config import ScoreConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
 from scnet_dask.io._atomic import refuse_overlap
-from scnet_dask.io.store import source_signature
+from scnet_dask.io.provenance import volume_attrs
+from scnet_dask.io.store import source_signature, write_volume_zarr
 from scnet_dask.methods import get
-from scnet_dask.methods.loading import load_trained
 from scnet_dask.methods.runtime import file_sha256
+from scnet_dask.science.halfsplit import full_level_mse, half_moments, noisier_half
 from scnet_dask.science.metrics import fsc, fsc_eo, resolution_angstrom
 from scnet_dask.science.stats import central_box, compute_statistics
 
@@ -72,71 +77,6 @@ __all__ = [
     "halves_of",
     "score",
 ]
-
-#: The default candidate set: the identity, a Gaussian σ grid, two low-pass filters, Topaz-3D.
-DEFAULT_CANDIDATES: list[dict[str, Any]] = [
-    {"name": "identity", "method": "none"},
-    *({"name": f"gaussian σ {s:g}", "method": "gaussian", "sigma": s}
-      for s in (0.5, 1.0, 1.5, 2.0, 3.0)),
-    *({"name": f"lowpass {c:g} Å", "method": "lowpass", "cutoff_angstrom": c}
-      for c in (30.0, 60.0)),
-    {"name": "topaz-3d", "method": "topaz-3d"},
-]  # fmt: skip
-
-def load_candidates(path: Path | None) -> list[MethodSpec]:
-    """The candidates of a YAML file, or the default set without one.
-
-    The file holds a list, or a mapping with ``candidates:``; paths are relative to its folder.
-
-    Raises
-    ------
-    InputError
-        A candidate that is not valid (naming the file), two that would write the same files.
-
-    """
-    if path is None:
-        items: list[Any] = [dict(c) for c in DEFAULT_CANDIDATES]
-    else:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            first = str(e).splitlines()[0]
-            raise InputError(f"{path}: cannot read the candidates ({first})") from e
-        items = data.get("candidates", []) if isinstance(data, dict) else data
-        if not isinstance(items, list) or not items:
-            raise InputError(f"{path}: expected a list of candidates, got {type(items).__name__}")
-        for m in items:
-            for key in ("checkpoint", "checkpoint_even", "checkpoint_odd"):
-                if isinstance(m, dict) and m.get(key) and not Path(m[key]).is_absolute():
-                    m[key] = str(Path(path).parent / m[key])
-    out: list[MethodSpec] = []
-    seen: dict[str, str] = {}
-    for m in items:
-        try:
-            spec = MethodSpec(**m)
-        except (ValueError, TypeError) as e:
-            raise InputError(f"{path}: candidate {m!r}: {str(e).splitlines()[0]}") from None
-        slug = candidate_slug(spec.name)
-        if slug in seen:
-            raise InputError(f"{path}: candidates {seen[slug]!r} and {spec.name!r} share a name")
-        seen[slug] = spec.name
-        out.append(spec)
-    return out
-
-
-def _checked_half_model(ck: Path, half: Path, other: Path, name: str) -> None:
-    """Refuse a checkpoint unless its training inputs are ``half`` alone (its prior aside)."""
-    tr = load_trained(str(Path(ck).resolve()), "", "cpu")
-    inputs = {k: v for k, v in tr.inputs.items() if k != "prior"}
-    want = Path(half).resolve()
-    if not inputs or any(Path(v).resolve() != want for v in inputs.values()):
-        seen = ", ".join(f"{k}={v}" for k, v in inputs.items()) or "unknown inputs"
-        raise InputError(
-            f"{ck}: candidate {name!r}: trained on {seen}, not on {half} alone; scoring it "
-            f"against {other} would reward what it learnt of that half's noise: give models "
-            "trained on one half only (checkpoint_even, checkpoint_odd)"
-        )
-
 
 def halves_of(cfg: ScoreConfig) -> tuple[Path, Path]:
     """(even, odd) of a single-volume score; ``--dataset`` scores go through ``score_dataset``."""
@@ -163,10 +103,10 @@ def _plan(spec: MethodSpec, cfg: ScoreConfig) -> list[tuple[str, Path, Path, Pat
         )
     dirs: list[tuple[str, Path, Path, Path | None]] = []
     if spec.checkpoint_even is not None:
-        _checked_half_model(spec.checkpoint_even, even, odd, spec.name)
+        checked_half_model(spec.checkpoint_even, even, odd, spec.name)
         dirs.append(("even→odd", even, odd, spec.checkpoint_even))
     if spec.checkpoint_odd is not None:
-        _checked_half_model(spec.checkpoint_odd, odd, even, spec.name)
+        checked_half_model(spec.checkpoint_odd, odd, even, spec.name)
         dirs.append(("odd→even", odd, even, spec.checkpoint_odd))
     if not dirs:
         raise InputError(f"candidate {spec.name!r}: method {spec.method} needs checkpoint_even")
@@ -182,25 +122,6 @@ def _mse(a: da.Array, b: da.Array) -> da.Array:
     return (d * d).mean()
 
 
-def _errors(f: da.Array, o: da.Array) -> tuple[float, float]:
-    """(mean squared error of ``f`` against ``o``, the same after the best ``a·f + b``); one pass.
-
-    The fitted error, ``var(o) - cov(f, o)² / var(f)``, is what the PSNR after the
-    scale-and-offset fit (:mod:`scnet_dask.science.metrics`) measures against a reference:
-    a candidate that rescales its output (a shrinking filter, a network in other units) is
-    not rewarded or penalised for the scale alone.
-    """
-    a = f.astype(np.float64)
-    b = o.rechunk(f.chunks).astype(np.float64)
-    n = float(np.prod(f.shape))
-    sa, sb, saa, sbb, sab = (float(v) / n for v in da.compute(
-        a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()))  # fmt: skip
-    raw = saa + sbb - 2 * sab
-    var_a, var_b, cov = saa - sa * sa, sbb - sb * sb, sab - sa * sb
-    fitted = var_b - cov * cov / var_a if var_a > 0 else var_b
-    return raw, max(fitted, 0.0)
-
-
 def half_noise(even: Path, odd: Path) -> tuple[float, float]:
     """(noise variance of one half ``E|even - odd|² / 2``, the signal range ``R``); one pass."""
     e, o = _lazy(even), _lazy(odd)
@@ -212,11 +133,17 @@ def half_noise(even: Path, odd: Path) -> tuple[float, float]:
     return var, float(st["p99.9"] - st["p0.1"])
 
 
-def _identity(spec: MethodSpec, cfg: ScoreConfig, prior: MethodSpec | None = None) -> str:
-    """What a candidate's result depends on: its spec (and prior's), the halves, checkpoints."""
+def _identity(
+    spec: MethodSpec, cfg: ScoreConfig, prior: MethodSpec | None = None, version: int = 3
+) -> str:
+    """What a candidate's result depends on: its spec (and prior's), the halves, checkpoints.
+
+    ``version``: of what a row holds (2: the fitted error, 3: the full volume's level); its
+    kept volumes and region runs are stamped with version 2 (what they hold is unchanged).
+    """
     cks = [spec.checkpoint_even, spec.checkpoint_odd, spec.checkpoint]
     blob = json.dumps({
-        "version": 2,  # what a row holds (2: the fitted error)
+        "version": version,
         "spec": spec.model_dump(mode="json"),
         "prior": prior.model_dump(mode="json") if prior is not None else None,
         "halves": [source_signature(p) for p in halves_of(cfg)],
@@ -255,11 +182,55 @@ def _resolve_prior(
         if not kinds:
             raise InputError(f"candidate {spec.name!r}: prior: best needs a "
                              f"{' or '.join(PRIOR_METHODS)} candidate to choose from")  # fmt: skip
-        want = min(kinds, key=lambda r: r["half_error_fit"])["candidate"]
+        want = min(kinds, key=lambda r: r["mse_estimate"])["candidate"]
     if want not in by_name or by_name[want].train is not None:
         raise InputError(f"candidate {spec.name!r}: prior {want!r} is not an untrained "
                          f"candidate (candidates: {', '.join(by_name)})")  # fmt: skip
     return by_name[want]
+
+
+def _noisier(cfg: ScoreConfig, half: str) -> Path:
+    """``half`` with a second half's noise added (:func:`noisier_half`), kept in ``.score/``."""
+    even, odd = halves_of(cfg)
+    src, other = (even, odd) if half == "even" else (odd, even)
+    out = Path(cfg.out) / SCORE_DIR / f"noisier_{half}.zarr"
+    stamp = out.with_name(out.name + ".identity")
+    key = json.dumps([source_signature(src), source_signature(other), 1], default=str)
+    if out.exists() and stamp.is_file() and stamp.read_text() == key:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    vol = open_source(src)
+    data, axis = noisier_half(vol.data, open_source(other).data)
+    part = out.with_name(out.name + ".partial")
+    shutil.rmtree(part, ignore_errors=True)
+    attrs = volume_attrs(part, "score-noisier-half", vol, other=str(other), shift_axis=axis)
+    write_volume_zarr(data, part, vol.voxel_size_angstrom, attrs, cfg.chunks, 1, None, False)
+    part.rename(out)
+    stamp.write_text(key)
+    return out
+
+
+def _full_level(
+    cfg: ScoreConfig, row: dict[str, Any], noise: float, moments: list[dict[str, float]],
+    first: tuple[str, Path, Path, Path | None], den_of: Any,
+) -> None:  # fmt: skip
+    """Score the candidate once more at twice a half's noise; the full volume's estimates.
+
+    ``moments`` are those of the scored directions, ``first`` the first of them (label, input
+    half, other half, checkpoint); ``den_of(src, half, ck)`` denoises ``src`` as it did.
+    """
+    label, _, other, ck = first
+    half = "even" if label.startswith("even") else "odd"
+    m2 = half_moments(_lazy(den_of(_noisier(cfg, half), half, ck)), _lazy(other))
+    mean = {k: float(np.mean([m[k] for m in moments])) for k in moments[0]}
+    row["half_error"], row["half_error_fit"] = mean["raw"], mean["fitted"]
+    row["noisier_error_fit"] = m2["fitted"]
+    row["half_mse_estimate"] = mean["fitted"] - noise
+    row["mse_estimate"], row["raw_mse_estimate"] = full_level_mse(mean, moments[0], m2, noise)
+
+
+def _psnr(rng: float, mse: float) -> float:
+    return 10 * math.log10(rng * rng / mse) if mse > 0 else math.inf
 
 
 def _score_one(
@@ -271,9 +242,12 @@ def _score_one(
     work = Path(cfg.out) / SCORE_DIR / "volumes"
     work.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"candidate": spec.name, "method": spec.method}
-    errors, fitted, outs, scored = [], [], {}, []
+    moments: list[dict[str, float]] = []
+    outs: dict[str, Path] = {}
+    scored: list[str] = []
     even, odd = halves_of(cfg)
-    tw = Path(cfg.out) / SCORE_DIR / "train" / candidate_slug(spec.name)
+    slug = candidate_slug(spec.name)
+    tw = Path(cfg.out) / SCORE_DIR / "train" / slug
     prior_even = None
     if spec.train is not None:  # region runs of this identity are resumed, others cleared
         stamp = tw / "identity"
@@ -286,43 +260,39 @@ def _score_one(
         prior_even = kept if kept.exists() else prior_of(
             prior, even, tw / "prior_even.zarr", cfg.chunks, cfg.device)  # fmt: skip
         row["prior"] = prior.name
-    for label, src, other, ck in _plan(spec, cfg):
-        half = "even" if label.startswith("even") else "odd"
-        name = work / f"{candidate_slug(spec.name)}_{half}.zarr"
+
+    def den_of(src: Path, half: str, ck: Path | None, tag: str = "") -> Path:
+        name = work / f"{slug}_{half}{tag}.zarr"
         if spec.train is not None:
-            den = region_output(spec, half, {"even": even, "odd": odd}, prior_even, name, tw,
-                                cfg.chunks, cfg.device)  # fmt: skip
-            ck = Path("region models")
-        else:
-            den = _denoised(spec, src, name, ck, cfg, key)
-        outs[half] = den
-        err, fit = _errors(_lazy(den), _lazy(other))
-        row[f"error_{half}"] = err
-        errors.append(err)
-        fitted.append(fit)
-        what = f"{Path(ck).name if ck else spec.method} on {half}"
-        scored.append(what + (f" (prior: {prior.name})" if prior is not None else ""))
-    row["half_error"] = float(np.mean(errors))
-    row["half_error_fit"] = float(np.mean(fitted))
-    mse = row["half_error_fit"] - noise
-    row["mse_estimate"] = mse
-    row["psnr_estimate"] = 10 * math.log10(rng * rng / mse) if mse > 0 else math.inf
+            return region_output(spec, half, {"even": even, "odd": odd}, prior_even, name, tw,
+                                 cfg.chunks, cfg.device, src if tag else None)  # fmt: skip
+        return _denoised(spec, src, name, ck, cfg, key)
+
+    plan = _plan(spec, cfg)
+    for label, src, other, ck in plan:
+        half = "even" if label.startswith("even") else "odd"
+        outs[half] = den = den_of(src, half, ck)
+        moments.append(half_moments(_lazy(den), _lazy(other)))
+        row[f"error_{half}"] = moments[-1]["raw"]
+        what = f"{Path(ck).name if ck else 'region models' if spec.train else spec.method}"
+        scored.append(f"{what} on {half}" + (f" (prior: {prior.name})" if prior else ""))
+    _full_level(cfg, row, noise, moments, plan[0], lambda s, h, c: den_of(s, h, c, "_noisier"))
+    row["psnr_half_estimate"] = _psnr(rng, row["half_mse_estimate"])
+    row["psnr_estimate"] = _psnr(rng, row["mse_estimate"])
     row["fsc_0143_angstrom"] = row["fsc_05_angstrom"] = math.nan
     if len(outs) == 2:
         e, o = _lazy(outs["even"]), _lazy(outs["odd"])
         box = central_box(tuple(e.shape), cfg.fsc_edge)
-        f, c = fsc(e, o, open_source(halves_of(cfg)[0]).voxel_size_angstrom, region=box)
+        f, c = fsc(e, o, open_source(even).voxel_size_angstrom, region=box)
         row["fsc_0143_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.143)
         row["fsc_05_angstrom"] = resolution_angstrom(f, fsc_eo(c), 0.5)
     lazy = _lazy(outs.get("even", next(iter(outs.values()))))
-    mid = lazy[lazy.shape[0] // 2].compute()
-    np.save(Path(cfg.out) / SCORE_DIR / f"{candidate_slug(spec.name)}.npy", mid)
-    for half, den in outs.items():  # the row is what is kept: disk does not grow
-        if half == "even" and keep_even:  # a prior the trained candidates may take
-            continue
-        if Path(den).parent == work and not cfg.keep_volumes:
-            shutil.rmtree(den, ignore_errors=True)
-            Path(str(den) + ".identity").unlink(missing_ok=True)
+    np.save(Path(cfg.out) / SCORE_DIR / f"{slug}.npy", lazy[lazy.shape[0] // 2].compute())
+    for tag in ("even", "odd", "even_noisier", "odd_noisier"):  # the row is kept, not volumes
+        if (tag == "even" and keep_even) or cfg.keep_volumes:
+            continue  # a prior the trained candidates may take
+        shutil.rmtree(work / f"{slug}_{tag}.zarr", ignore_errors=True)
+        (work / f"{slug}_{tag}.zarr.identity").unlink(missing_ok=True)
     shutil.rmtree(tw, ignore_errors=True)
     row["scored"] = "; ".join(scored)
     row["seconds"] = time.perf_counter() - t0
@@ -360,12 +330,12 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
                 rows.append(old["row"])
                 continue
         keep = wants_prior and spec.train is None and spec.method in PRIOR_METHODS
-        row = _score_one(spec, cfg, noise, rng, key, prior, keep)
+        row = _score_one(spec, cfg, noise, rng, _identity(spec, cfg, prior, 2), prior, keep)
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"identity": key, "row": row}))
         tmp.replace(cache)
         rows.append(row)
-    rows.sort(key=lambda r: r["half_error_fit"])
+    rows.sort(key=lambda r: r["mse_estimate"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
     if not cfg.keep_volumes:  # the priors kept for the trained candidates

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Columns of ``DIR/score.csv`` in dataset mode.
 SUMMARY_COLUMNS = ["rank", "candidate", "wins", "tomograms", "mean_rank", "mean_psnr_estimate",
-                   "mean_half_error_fit"]  # fmt: skip
+                   "mean_mse_estimate"]  # fmt: skip
 
 
 def spaced(items: list[Tomogram], k: int | None) -> list[Tomogram]:
@@ -106,7 +106,7 @@ def _summary(per: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             "tomograms": len(rs),
             "mean_rank": mean([float(r["rank"]) for r in rs]),
             "mean_psnr_estimate": mean([r["psnr_estimate"] for r in rs]),
-            "mean_half_error_fit": mean([r["half_error_fit"] for r in rs]),
+            "mean_mse_estimate": mean([r["mse_estimate"] for r in rs]),
         }
         for name, rs in by.items()
     ]

@@ -208,6 +208,7 @@ def region_output(
     work: Path,
     chunks: int,
     device: str,
+    apply_to: Path | None = None,
 ) -> Path:
     """``half`` denoised by two region models, each voxel by the model that never saw it.
 
@@ -221,6 +222,9 @@ def region_output(
         The (z, y, x) output OME-Zarr, on the halves' grid.
     work
         This candidate's folder for the region crops and runs (removed by the caller).
+    apply_to
+        What the models of ``half`` denoise instead of ``half`` itself (a volume on its grid:
+        the half made noisier), else ``None``.
 
     """
     method = get(spec.method)
@@ -239,14 +243,14 @@ def region_output(
             if "prior" in method.inputs and prior is not None:
                 crops["prior"] = _crop(prior, work / f"prior_{half}_{i}.zarr", axis, reg)
         ck = _train(spec, crops, work / f"run_{i}", device)
-        den = work / f"den_{half}_{i}.zarr"
+        den = work / f"den_{half if apply_to is None else Path(out).stem}_{i}.zarr"
         if not den.exists():
-            apply_spec(spec, halves[half], den, ck, chunks, device)
+            apply_spec(spec, apply_to or halves[half], den, ck, chunks, device)
         dens.append(open_source(den).data.astype(np.float32))
     # region A from the model of B, region B from the model of A
     pick = [dens[1 - i][tuple(r if a == axis else slice(None) for a in range(3))]
             for i, r in enumerate(regions)]  # fmt: skip
-    vol = open_source(halves[half])
+    vol = open_source(apply_to or halves[half])
     shutil.rmtree(out, ignore_errors=True)
     attrs = volume_attrs(out, "score-region-models", vol, axis=axis, cut=regions[0].stop)
     write_volume_zarr(da.concatenate(pick, axis=axis), out, vol.voxel_size_angstrom, attrs,
