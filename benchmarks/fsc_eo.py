@@ -103,7 +103,7 @@ def half_zarr(src: Path, d: Path, name: str) -> Path:
 def train_half(src: Path, d: Path, name: str, steps: int) -> Path:
     """SC-Net's default recipe on one half; returns its last checkpoint."""
     run = d / f"run_{name}"
-    if (run / "last.pt").exists():
+    if (run / "done").exists():
         return run / "last.pt"
     z = half_zarr(src, d, name)
     prior = d / f"prior_{name}.zarr"
@@ -111,8 +111,9 @@ def train_half(src: Path, d: Path, name: str, steps: int) -> Path:
         make_prior(PriorConfig(noisy=z, output=prior, sigma=1.0), show_progress=False)
     cfg = {"noisy": z, "prior": prior, "out": run, "patch_size": 32, "features": 16,
            "batch_size": 2, "epochs": 4, "steps_per_epoch": max(1, steps // 4),
-           "val_patches": 2, "seed": 0, "plots": False, "overwrite": True}  # fmt: skip
+           "val_patches": 2, "seed": 0, "plots": False, **_resume(run)}  # fmt: skip
     train(TrainConfig.model_validate(cfg), show_progress=False)
+    (run / "done").write_text("")
     return run / "last.pt"
 
 
@@ -120,15 +121,22 @@ def train_nmsg_half(src: Path, d: Path, name: str, steps: int, opts: dict[str, A
     """NMSG with ``opts`` on one half (``steps`` noise-model + ``steps`` denoiser steps)."""
     tag = "_".join(f"{k}-{v}" for k, v in sorted(opts.items())) or "default"
     run = d / f"run_nmsg_{tag}_{name}"
-    if (run / "last.pt").exists():
+    if (run / "done").exists():
         return run / "last.pt"
     z = half_zarr(src, d, name)
     cfg = {"noisy": z, "method": "nmsg", "out": run, "patch_size": 32, "features": 16,
            "batch_size": 2, "epochs": 4, "steps_per_epoch": max(1, 2 * steps // 4),
            "lr_schedule": "constant", "val_patches": 2, "seed": 0, "plots": False,
-           "overwrite": True, "gan": {"steps": steps}, **opts}  # fmt: skip
+           "gan": {"steps": steps}, **opts, **_resume(run)}  # fmt: skip
     train(TrainConfig.model_validate(cfg), show_progress=False)
+    (run / "done").write_text("")
     return run / "last.pt"
+
+
+def _resume(run: Path) -> dict[str, bool]:
+    """A run cut short (a ``last.pt`` without ``done``) goes on; otherwise a fresh one."""
+    going = (run / "last.pt").exists()
+    return {"resume": going, "overwrite": not going}
 
 
 def _options(text: str) -> dict[str, Any]:
