@@ -37,7 +37,9 @@ class ScoreConfig(StrictModel):
         "train: a short recipe trained here by region split); default: the identity, a "
         "Gaussian σ grid, two low-pass filters and Topaz-3D.",
     )
-    chunks: int = Field(64, ge=16, description="Tile core (voxels) of every candidate's denoise.")
+    chunks: int = Field(
+        128, ge=16, description="Tile core (voxels) of every candidate's denoise (as denoise's)."
+    )
     fsc_edge: int = Field(
         128, ge=16, description="Edge (voxels) of the central box the FSC_e/o is computed in."
     )
