@@ -41,7 +41,8 @@ def score_command() -> click.Command:
          click.Argument(["odd"], type=click.Path(path_type=Path), required=False)], body,
         "Rank denoising candidates on your own EVEN/ODD halves (or on every tomogram with "
         "halves of --dataset SOURCE), without ground truth: each denoises one half and is "
-        "compared with the other (lower half error is better).",
+        "compared with the other, at a half's noise and at twice it, and ranked by the "
+        "error extrapolated to the full volume's noise (lower is better).",
         cluster=True,
     )  # fmt: skip
 
