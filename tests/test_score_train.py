@@ -128,10 +128,13 @@ def test_scnet_trains_on_the_best_scored_prior_and_is_scored_even_to_odd(
     rows = score(ScoreConfig(even=even, odd=odd, out=tmp_path / "s", candidates=c, device="cpu"))
     assert not made  # the prior is the best Gaussian's even output as scored, not a new pass
     by = {r["candidate"]: r for r in rows}
-    best = min(("g1", "g4"), key=lambda n: by[n]["half_error_fit"])
+    best = min(("g1", "g4"), key=lambda n: by[n]["mse_estimate"])  # as ranked: the full level
     assert by["scnet tiny"]["prior"] == best
     assert by["scnet tiny"]["scored"] == f"region models on even (prior: {best})"
     assert "error_odd" not in by["scnet tiny"] and np.isfinite(by["scnet tiny"]["half_error"])
+    # the region models also denoised the even half made noisier (the second level)
+    assert np.isfinite(by["scnet tiny"]["noisier_error_fit"])
+    assert by["scnet tiny"]["noisier_error_fit"] != by["scnet tiny"]["half_error_fit"]
     assert not list((tmp_path / "s" / ".score" / "train").glob("*/*"))  # runs and crops go
     assert not list((tmp_path / "s" / ".score" / "volumes").iterdir())  # the kept prior too
     bad = tmp_path / "bad.yaml"

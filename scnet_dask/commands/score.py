@@ -4,13 +4,16 @@ Each candidate denoises one half and is compared with the other. For a denoiser 
 never saw the other half's noise, ``E|f(even) - odd|² = E|f(even) - s|² + E|n_odd|²``: the
 half-split error ranks candidates as their true error against the clean signal ``s`` would
 (exactly for halves with independent noise on one signal — frame-split halves; approximately
-for tilt-split halves, whose signals differ slightly). Candidates are ranked by the error after
-the best scale and offset of the output (``half_error_fit``: the quality benchmark's PSNR is
-measured after the same fit, and a shrinking filter is not rewarded for shrinking), the raw
-error beside it. Both directions are averaged. The noise variance of a half,
-``E|even - odd|² / 2``, turns the fitted error into an estimate of the true mean squared error
-and a PSNR over ``R``, the 0.1-99.9 % range of the halves' mean smoothed by
-σ 1 voxel (a stand-in for the signal's range; the same for every candidate).
+for tilt-split halves, whose signals differ slightly). The error is taken after the best scale
+and offset of the output (``half_error_fit``: the quality benchmark's PSNR is measured after the
+same fit, and a shrinking filter is not rewarded for shrinking), the raw error beside it; both
+directions are averaged. The noise variance of a half, ``E|even - odd|² / 2``, turns it into
+the error at a half's noise level. What a user delivers is the candidate applied to the full
+volume, with half that noise variance, so each candidate also denoises the first half made
+noisier by a second half's noise, and its moments are extrapolated to the full volume's level
+(:mod:`scnet_dask.science.halfsplit`): candidates are ranked by that ``mse_estimate`` and its
+PSNR over ``R``, the 0.1-99.9 % range of the halves' mean smoothed by σ 1 voxel (a stand-in for
+the signal's range; the same for every candidate).
 
 **No leakage**: a trained candidate is scored only with models trained on one half
 (``checkpoint_even`` applied to the even half and scored against the odd; ``checkpoint_odd``
