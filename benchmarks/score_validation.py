@@ -162,8 +162,13 @@ def _full_output(
 
 def _trained_full(spec: dict[str, Any], row: dict[str, Any], specs: dict[str, Any],
                   data: dict[str, Path], d: Path, device: str) -> Path:  # fmt: skip
-    """A ``train:`` candidate's recipe trained on the whole data, applied to the full volume."""
-    out = d / f"{candidate_slug(spec['name'])}.zarr"
+    """A ``train:`` candidate's recipe trained on the whole data, applied to the full volume.
+
+    Its run and output are named by the recipe and its prior (``prior: best`` may pick another).
+    """
+    prior = f"_prior_{candidate_slug(row['prior'])}" if row.get("prior") else ""
+    tag = f"{candidate_slug(spec['name'])}{prior}"
+    out = d / f"{tag}.zarr"
     if out.exists():
         return out
     d.mkdir(parents=True, exist_ok=True)
@@ -174,8 +179,8 @@ def _trained_full(spec: dict[str, Any], row: dict[str, Any], specs: dict[str, An
         inputs = {"noisy": half_zarr(data["full"], d, "full")}
         if row.get("prior"):
             inputs["prior"] = prior_of(MethodSpec(**specs[row["prior"]]), inputs["noisy"],
-                                       d / "prior_full.zarr", 64, device)  # fmt: skip
-    ck = train_delivered(ms, inputs, d / f"run_{candidate_slug(ms.name)}", device)
+                                       d / f"full{prior}.zarr", 64, device)  # fmt: skip
+    ck = train_delivered(ms, inputs, d / f"run_{tag}", device)
     denoise(DenoiseConfig(input=data["full"], output=out, checkpoint=ck, method=ms.method,
                           device=device, chunks=64, overwrite=True), show_progress=False)
     return out
