@@ -32,8 +32,8 @@ def test_noisier_half_adds_a_halfs_noise_independent_of_both_halves():
         assert abs(np.corrcoef(added.ravel(), other.ravel())[0, 1]) < 0.02
     # with the halves' noise spectrum: the same lag-1 correlation along every axis
     for ax in range(3):
-        lag = [np.corrcoef(np.moveaxis(x, ax, 0)[1:].ravel(),
-                           np.moveaxis(x, ax, 0)[:-1].ravel())[0, 1] for x in (added, n_e)]  # fmt: skip
+        lag = [np.corrcoef(np.moveaxis(x, ax, 0)[1:].ravel(), np.moveaxis(x, ax, 0)[:-1].ravel())[
+            0, 1] for x in (added, n_e)]  # fmt: skip
         assert lag[0] == pytest.approx(lag[1], abs=0.03)
 
 

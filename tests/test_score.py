@@ -2,8 +2,9 @@
 
 Synthetic signal + independent Gaussian noise per half (frame-split halves): the identity's
 score is the halves' MSE; a Gaussian σ grid is ranked as the true MSE of the full volume ranks
-it and the implied PSNRs (of a half, of the full volume) are within 0.3 dB of the true ones; a trained candidate that may have seen the scoring
-half's noise is refused. Real files on disk throughout.
+it and the implied PSNRs (of a half, of the full volume) are within 0.3 dB of the true ones; a
+trained candidate that may have seen the scoring half's noise is refused. Real files on disk
+throughout.
 """
 
 from __future__ import annotations
