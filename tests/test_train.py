@@ -228,7 +228,7 @@ def test_topaz_3d_prior_and_missing_weights(volumes, tmp_path, monkeypatch):
     n, _ = volumes
     out = tmp_path / "tp.zarr"
     make_prior(
-        PriorConfig(noisy=n, output=out, method="topaz-3d", tile=32, device="cpu"),
+        PriorConfig(noisy=n, output=out, method="topaz-3d", tile=64, device="cpu"),
         show_progress=False,
     )
     a = zarr.open_group(str(out))["0"][:]
