@@ -112,6 +112,8 @@ def test_gaussian_grid_is_ranked_as_the_true_error_and_psnr_is_close(halves, tmp
     with open(tmp_path / "s" / "score.csv", newline="") as f:
         assert [r["candidate"] for r in csv.DictReader(f)] == ranked  # best first
     assert (tmp_path / "s" / "slices.png").stat().st_size > 0
+    # the noisier half is a work volume: gone with the candidates' volumes
+    assert not list((tmp_path / "s" / ".score").glob("noisier_*"))
 
 
 def test_trained_candidates_must_not_have_seen_the_scoring_half(small_halves, tmp_path, capsys):

@@ -38,6 +38,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ from scnet_dask.commands.score_train import (
 from scnet_dask.config import ScoreConfig
 from scnet_dask.errors import InputError
 from scnet_dask.io import open_source
-from scnet_dask.io._atomic import refuse_overlap
+from scnet_dask.io._atomic import partial_path, refuse_overlap
 from scnet_dask.io.provenance import volume_attrs
 from scnet_dask.io.store import source_signature, write_volume_zarr
 from scnet_dask.methods import get
@@ -204,7 +205,7 @@ def _noisier(cfg: ScoreConfig, half: str) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     vol = open_source(src)
     data, axis = noisier_half(vol.data, open_source(other).data)
-    part = out.with_name(out.name + ".partial")
+    part = partial_path(out)
     shutil.rmtree(part, ignore_errors=True)
     attrs = volume_attrs(part, "score-noisier-half", vol, other=str(other), shift_axis=axis)
     write_volume_zarr(data, part, vol.voxel_size_angstrom, attrs, cfg.chunks, 1, None, False)
@@ -215,7 +216,7 @@ def _noisier(cfg: ScoreConfig, half: str) -> Path:
 
 def _full_level(
     cfg: ScoreConfig, row: dict[str, Any], noise: float, moments: list[dict[str, float]],
-    first: tuple[str, Path, Path, Path | None], den_of: Any,
+    first: tuple[str, Path, Path, Path | None], den_of: Callable[[Path, str, Path | None], Path],
 ) -> None:  # fmt: skip
     """Score the candidate once more at twice a half's noise; the full volume's estimates.
 
@@ -341,9 +342,12 @@ def score(cfg: ScoreConfig) -> list[dict[str, Any]]:
     rows.sort(key=lambda r: r["mse_estimate"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
-    if not cfg.keep_volumes:  # the priors kept for the trained candidates
+    if not cfg.keep_volumes:  # the priors kept for the trained candidates, the noisier halves
         for spec in specs:
             shutil.rmtree(done / "volumes" / f"{candidate_slug(spec.name)}_even.zarr",
                           ignore_errors=True)  # fmt: skip
+        for half in ("even", "odd"):
+            shutil.rmtree(done / f"noisier_{half}.zarr", ignore_errors=True)
+            (done / f"noisier_{half}.zarr.identity").unlink(missing_ok=True)
     write_report(rows, out, cfg, noise, rng)
     return rows
