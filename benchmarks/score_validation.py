@@ -186,6 +186,14 @@ def _trained_full(spec: dict[str, Any], row: dict[str, Any], specs: dict[str, An
     return out
 
 
+def _agreement(rows: list[dict[str, Any]], error: str, truth: str) -> tuple[float, float]:
+    """(Spearman ρ of the ranking by ``error`` (lower first) against ``truth`` (higher better),
+    the ``truth`` lost by picking the lowest ``error`` instead of the highest ``truth``)."""
+    rho = float(stats.spearmanr([-r[error] for r in rows], [r[truth] for r in rows]).statistic)
+    pick = min(rows, key=lambda r: r[error])
+    return rho, max(r[truth] for r in rows) - pick[truth]
+
+
 def validate(
     work: Path, name: str, device: str, trained: int = 0, chunks: int = 64
 ) -> dict[str, Any]:
@@ -228,23 +236,16 @@ def validate(
                                 chunks)  # fmt: skip
         r["psnr_full"] = psnr(_read(full), ref)
         r["psnr_full_clean"] = psnr(_read(full), clean)
-    by_score = [-r["mse_estimate"] for r in rows]  # score's ranking: the full volume's level
-    rho_h = float(stats.spearmanr([-r["half_error_fit"] for r in rows],
-                                  [r["psnr_halves"] for r in rows]).statistic)  # fmt: skip
-    rho_f = float(stats.spearmanr(by_score, [r["psnr_full"] for r in rows]).statistic)
-    true_c = [r["psnr_full_clean"] for r in rows]
-    rho_c = float(stats.spearmanr(by_score, true_c).statistic)
-    best_full = max(r["psnr_full"] for r in rows)
-    lost = best_full - rows[0]["psnr_full"]
+    rho_h, _ = _agreement(rows, "half_error_fit", "psnr_halves")  # a half's level, its truth
+    rho_f, lost = _agreement(rows, "mse_estimate", "psnr_full")  # the score: the full volume's
+    rho_c, lost_c = _agreement(rows, "mse_estimate", "psnr_full_clean")
+    rho_hl, lost_hl = _agreement(rows, "half_error_fit", "psnr_full")  # before extrapolation
     return {"dataset": f"{name}{tag}", "rho_halves": rho_h, "rho_full": rho_f, "lost_db": lost,
-            "pick": rows[0]["candidate"],
+            "pick": min(rows, key=lambda r: r["mse_estimate"])["candidate"],
             "true_best": max(rows, key=lambda r: r["psnr_full"])["candidate"],
             "score_seconds": seconds, "chunks": chunks,
-            "rho_clean": rho_c, "lost_clean_db": max(true_c) - true_c[0],
-            "rho_half_level": float(stats.spearmanr([-r["half_error_fit"] for r in rows],
-                                                    [r["psnr_full"] for r in rows]).statistic),
-            "lost_half_level_db": best_full - min(rows, key=lambda r: r["half_error_fit"])[
-                "psnr_full"],
+            "rho_clean": rho_c, "lost_clean_db": lost_c,
+            "rho_half_level": rho_hl, "lost_half_level_db": lost_hl,
             "rows": [{k: r.get(k) for k in ("candidate", "mse_estimate", "half_error_fit",
                                             "noisier_error_fit", "psnr_estimate",
                                             "psnr_half_estimate", "psnr_halves", "psnr_full",
